@@ -6,5 +6,7 @@
 //! - [`restore`]: picking the files that rebuild a database and applying them.
 
 pub mod format;
+pub mod replica;
+pub mod restore;
 
 pub use format::*;

@@ -2,17 +2,17 @@
 //!
 //! Bit 63 is always set on stored checksums so that zero can mean "no checksum".
 
-use crc::{Crc, Digest, CRC_64_GO_ISO};
+use crc::{Crc, Digest, Table, CRC_64_GO_ISO};
 
 /// The CRC algorithm behind every LTX checksum.
-pub static CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_GO_ISO);
+pub static CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_GO_ISO);
 
 /// The flag bit every stored checksum carries.
 pub const CHECKSUM_FLAG: u64 = 1 << 63;
 
 /// A running file checksum: feed bytes in file order (with pages decompressed).
 pub struct FileHasher {
-    digest: Digest<'static, u64>,
+    digest: Digest<'static, u64, Table<16>>,
 }
 
 impl Default for FileHasher {

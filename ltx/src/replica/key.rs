@@ -1,0 +1,83 @@
+//! Names of LTX objects: `<level dir>/<min:016x>-<max:016x>.ltx`.
+
+use crate::format::Txid;
+
+/// Level 9 holds snapshots; 0..=8 are L0 (one file per sync) and compaction levels.
+pub const SNAPSHOT_LEVEL: u8 = 9;
+pub const MAX_LEVEL: u8 = 9;
+
+/// Identifies one LTX object in a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LtxKey {
+    pub level: u8,
+    pub min_txid: Txid,
+    pub max_txid: Txid,
+}
+
+impl LtxKey {
+    pub fn new(level: u8, min_txid: Txid, max_txid: Txid) -> Self {
+        LtxKey { level, min_txid, max_txid }
+    }
+
+    /// `%016x-%016x.ltx`, lowercase, as Litestream names files.
+    pub fn file_name(&self) -> String {
+        format_file_name(self.min_txid, self.max_txid)
+    }
+}
+
+impl std::fmt::Display for LtxKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "L{}/{}", self.level, self.file_name())
+    }
+}
+
+pub fn format_file_name(min: Txid, max: Txid) -> String {
+    format!("{min:016x}-{max:016x}.ltx")
+}
+
+/// Parses a file name; anything else (temp files, uppercase hex) is not an LTX object,
+/// matching Litestream's `^[0-9a-f]{16}-[0-9a-f]{16}\.ltx$`.
+pub fn parse_file_name(name: &str) -> Option<(Txid, Txid)> {
+    let b = name.as_bytes();
+    if b.len() != 37 || b[16] != b'-' || &name[33..] != ".ltx" {
+        return None;
+    }
+    let hex = |s: &str| -> Option<Txid> {
+        if s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+            Txid::from_str_radix(s, 16).ok()
+        } else {
+            None
+        }
+    };
+    Some((hex(&name[0..16])?, hex(&name[17..33])?))
+}
+
+/// Formats a TXID the way Litestream prints and accepts it (16 hex digits).
+pub fn format_txid(txid: Txid) -> String {
+    format!("{txid:016x}")
+}
+
+/// Accepts 16-digit hex (Litestream's form) or a plain decimal number.
+pub fn parse_txid(s: &str) -> Option<Txid> {
+    if s.len() == 16 {
+        Txid::from_str_radix(s, 16).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let k = LtxKey::new(0, 1, 0x2a);
+        assert_eq!(k.file_name(), "0000000000000001-000000000000002a.ltx");
+        assert_eq!(parse_file_name(&k.file_name()), Some((1, 0x2a)));
+        assert_eq!(parse_file_name("0000000000000001-000000000000002A.ltx"), None);
+        assert_eq!(parse_file_name("0000000000000001-000000000000002a.ltx.tmp"), None);
+        assert_eq!(parse_txid("000000000000000a"), Some(10));
+        assert_eq!(parse_txid("10"), Some(10));
+    }
+}

@@ -1,0 +1,444 @@
+//! A replica on object storage: list, read (whole, ranged, single pages via the page
+//! index), write and delete LTX objects, over opendal with its retry and timeout layers.
+//!
+//! Writes to a local directory bypass opendal on purpose: Litestream records a file's
+//! creation time as its mtime (used by `-timestamp` restores), and a create-only
+//! publish must be atomic, which `link(2)` gives and a check-then-rename does not.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::Operator;
+use tokio::io::AsyncWriteExt;
+
+use super::error::{ReplicaError, Result};
+use super::key::{parse_file_name, LtxKey, MAX_LEVEL};
+use super::layout::Layout;
+use super::url::{ReplicaUrl, S3Url};
+use crate::format::header::{Header, HEADER_SIZE};
+use crate::format::index::{decode_index_entries, decode_index_from_tail, index_range, INDEX_LEN_FIELD};
+use crate::format::page::{decode_frame, FrameError};
+use crate::format::trailer::TRAILER_SIZE;
+use crate::format::{LtxError, PageIndexEntry};
+
+/// S3 user metadata key Litestream sets to the header timestamp (RFC 3339).
+pub const TIMESTAMP_METADATA: &str = "litestream-timestamp";
+
+/// How much of a file's end is fetched in one read to find its page index.
+const INDEX_TAIL: u64 = 32 * 1024;
+
+/// Network behaviour of a replica client.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// Whole-operation timeout for non-streaming calls.
+    pub timeout: Duration,
+    /// Timeout for each chunk of a streaming read or write.
+    pub io_timeout: Duration,
+    /// Retries of a failed operation (with exponential backoff and jitter).
+    pub retries: usize,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> Self {
+        ReplicaOptions { timeout: Duration::from_secs(60), io_timeout: Duration::from_secs(20), retries: 4 }
+    }
+}
+
+/// One LTX object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LtxFileInfo {
+    pub key: LtxKey,
+    pub size: u64,
+    /// File mtime (file replicas) or `LastModified` (object stores). Litestream uses the
+    /// same value for listings; [`Replica::creation_time`] refines it from metadata.
+    pub created_at: SystemTime,
+}
+
+/// The header and page index of one LTX object, fetched with ranged reads.
+#[derive(Debug, Clone)]
+pub struct FileIndex {
+    pub header: Header,
+    pub pages: Vec<PageIndexEntry>,
+}
+
+#[derive(Clone)]
+pub struct Replica {
+    url: ReplicaUrl,
+    op: Operator,
+    layout: Layout,
+    /// Set for `file://` replicas: writes go straight to this directory.
+    local_root: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replica({})", self.url)
+    }
+}
+
+impl Replica {
+    pub fn open(url: &str) -> Result<Replica> {
+        Self::open_with(ReplicaUrl::parse(url)?, &ReplicaOptions::default())
+    }
+
+    pub fn open_with(url: ReplicaUrl, opts: &ReplicaOptions) -> Result<Replica> {
+        let cfg_err = |e: opendal::Error| ReplicaError::InvalidUrl { url: url.to_string(), reason: e.to_string() };
+        let (op, layout, local_root) = match &url {
+            ReplicaUrl::File { path } => {
+                let root = path.to_string_lossy().to_string();
+                let op = Operator::new(opendal::services::Fs::default().root(&root)).map_err(cfg_err)?;
+                (op, Layout::LtxDecimal, Some(path.clone()))
+            }
+            ReplicaUrl::S3(s) => (Operator::new(s3_builder(&url, s)?).map_err(cfg_err)?, Layout::Hex4, None),
+            ReplicaUrl::Gcs { bucket, path } => {
+                let mut b = opendal::services::Gcs::default().bucket(bucket).root(&format!("/{path}"));
+                if let Ok(p) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
+                    b = b.credential_path(&p);
+                }
+                (Operator::new(b).map_err(cfg_err)?, Layout::LtxDecimal, None)
+            }
+            ReplicaUrl::Azure { account, container, path } => {
+                let mut b = opendal::services::Azblob::default().container(container).root(&format!("/{path}"));
+                let account = account.clone().or_else(|| env_any(&["AZURE_STORAGE_ACCOUNT", "LITESTREAM_AZURE_ACCOUNT_NAME"]));
+                if let Some(a) = &account {
+                    b = b.account_name(a).endpoint(&format!("https://{a}.blob.core.windows.net"));
+                }
+                if let Some(k) = env_any(&["AZURE_STORAGE_KEY", "LITESTREAM_AZURE_ACCOUNT_KEY"]) {
+                    b = b.account_key(&k);
+                }
+                (Operator::new(b).map_err(cfg_err)?, Layout::LtxDecimal, None)
+            }
+        };
+        let op = op
+            .layer(TimeoutLayer::new().with_timeout(opts.timeout).with_io_timeout(opts.io_timeout))
+            .layer(RetryLayer::new().with_max_times(opts.retries).with_jitter());
+        Ok(Replica { url, op, layout, local_root })
+    }
+
+    pub fn url(&self) -> &ReplicaUrl {
+        &self.url
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The object path of a key, relative to the replica root.
+    pub fn path_of(&self, key: &LtxKey) -> String {
+        self.layout.key_path(key)
+    }
+
+    /// Fails with a clear error when the replica cannot be listed (bad credentials,
+    /// unreachable endpoint, missing bucket). An empty replica is reachable.
+    pub async fn check_reachable(&self) -> Result<()> {
+        match self.op.list_with(&self.layout.level_dir(0)).limit(1).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ReplicaError::Store { path: self.url.to_string(), source: e }),
+        }
+    }
+
+    /// LTX objects of one level, sorted by (min, max). A missing level is empty.
+    pub async fn list_level(&self, level: u8) -> Result<Vec<LtxFileInfo>> {
+        let dir = self.layout.level_dir(level);
+        let entries = match self.op.list(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ReplicaError::store(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for e in entries {
+            let Some((min, max)) = parse_file_name(e.name()) else { continue };
+            let key = LtxKey::new(level, min, max);
+            let meta = if self.local_root.is_some() || e.metadata().last_modified().is_none() {
+                match self.op.stat(e.path()).await {
+                    Ok(m) => m,
+                    Err(err) if err.kind() == opendal::ErrorKind::NotFound => continue, // deleted meanwhile
+                    Err(err) => return Err(ReplicaError::store(e.path(), err)),
+                }
+            } else {
+                e.metadata().clone()
+            };
+            let created_at = meta.last_modified().map(SystemTime::from).unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push(LtxFileInfo { key, size: meta.content_length(), created_at });
+        }
+        out.sort_by_key(|f| (f.key.min_txid, f.key.max_txid));
+        Ok(out)
+    }
+
+    /// Every LTX object on every level (0..=9).
+    pub async fn list_all(&self) -> Result<Vec<LtxFileInfo>> {
+        let levels = futures::future::try_join_all((0..=MAX_LEVEL).map(|l| self.list_level(l))).await?;
+        Ok(levels.into_iter().flatten().collect())
+    }
+
+    /// The creation time Litestream would use for a point-in-time restore: the
+    /// `litestream-timestamp` metadata where the store has it, else the listed time.
+    pub async fn creation_time(&self, info: &LtxFileInfo) -> Result<SystemTime> {
+        if self.local_root.is_some() {
+            return Ok(info.created_at);
+        }
+        let path = self.path_of(&info.key);
+        let meta = self.op.stat(&path).await.map_err(|e| ReplicaError::store(&path, e))?;
+        let from_meta = meta
+            .user_metadata()
+            .and_then(|m| m.get(TIMESTAMP_METADATA).map(str::to_string))
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .map(SystemTime::from);
+        Ok(from_meta.unwrap_or(info.created_at))
+    }
+
+    pub async fn read(&self, key: &LtxKey) -> Result<Bytes> {
+        let path = self.path_of(key);
+        let buf = self.op.read(&path).await.map_err(|e| ReplicaError::store(&path, e))?;
+        Ok(buf.to_bytes())
+    }
+
+    pub async fn read_range(&self, key: &LtxKey, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let path = self.path_of(key);
+        let buf = self.op.read_with(&path).range(range).await.map_err(|e| ReplicaError::store(&path, e))?;
+        Ok(buf.to_bytes())
+    }
+
+    /// Streams an object into a local file with `concurrency` ranged reads in flight.
+    /// Returns the bytes written.
+    pub async fn download_to(&self, key: &LtxKey, dest: &Path, concurrency: usize) -> Result<u64> {
+        let path = self.path_of(key);
+        let reader = self
+            .op
+            .reader_with(&path)
+            .chunk(8 * 1024 * 1024)
+            .concurrent(concurrency.max(1))
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))?;
+        let mut stream = reader.into_bytes_stream(..).await.map_err(|e| ReplicaError::store(&path, e))?;
+        let mut f = tokio::fs::File::create(dest).await.map_err(|e| ReplicaError::io(dest, e))?;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| ReplicaError::Io { path: path.clone(), source: e })? {
+            f.write_all(&chunk).await.map_err(|e| ReplicaError::io(dest, e))?;
+            n += chunk.len() as u64;
+        }
+        f.sync_all().await.map_err(|e| ReplicaError::io(dest, e))?;
+        Ok(n)
+    }
+
+    /// Header and page index of an object, with at most three ranged reads (two when
+    /// the index fits in the last 32 KiB).
+    pub async fn read_file_index(&self, info: &LtxFileInfo) -> Result<FileIndex> {
+        let path = self.path_of(&info.key);
+        let ltx_err = |e: LtxError| ReplicaError::ltx(&path, e);
+        let min = (HEADER_SIZE + TRAILER_SIZE + INDEX_LEN_FIELD) as u64;
+        if info.size < min {
+            return Err(ltx_err(LtxError::Truncated { section: crate::format::Section::Header, offset: info.size }));
+        }
+        let head_fut = self.read_range(&info.key, 0..HEADER_SIZE as u64);
+        let tail_start = info.size.saturating_sub(INDEX_TAIL).max(HEADER_SIZE as u64);
+        let tail_fut = self.read_range(&info.key, tail_start..info.size);
+        let (head, tail) = futures::try_join!(head_fut, tail_fut)?;
+        let header = Header::decode(head.as_ref().try_into().map_err(|_| {
+            ltx_err(LtxError::Truncated { section: crate::format::Section::Header, offset: head.len() as u64 })
+        })?)
+        .map_err(ltx_err)?;
+        let pages = match decode_index_from_tail(&tail, info.size).map_err(ltx_err)? {
+            Some(p) => p,
+            None => {
+                let at = tail.len() - TRAILER_SIZE - INDEX_LEN_FIELD;
+                let len = u64::from_be_bytes(tail[at..at + 8].try_into().unwrap());
+                let r = index_range(info.size, len).map_err(ltx_err)?;
+                let bytes = self.read_range(&info.key, r).await?;
+                decode_index_entries(&bytes).map_err(ltx_err)?
+            }
+        };
+        Ok(FileIndex { header, pages })
+    }
+
+    /// Fetches and decompresses one page with a single ranged read.
+    pub async fn read_page(&self, key: &LtxKey, entry: &PageIndexEntry, page_size: u32) -> Result<Vec<u8>> {
+        let frame = self.read_range(key, entry.offset..entry.offset + entry.size).await?;
+        let mut out = vec![0u8; page_size as usize];
+        let path = self.path_of(key);
+        match decode_frame(&frame, &mut out) {
+            Ok(pgno) if pgno == entry.pgno => Ok(out),
+            Ok(pgno) => Err(ReplicaError::ltx(
+                &path,
+                LtxError::InvalidIndex(format!("index points page {} at a frame holding page {pgno}", entry.pgno)),
+            )),
+            Err(FrameError::Eof) => Err(ReplicaError::ltx(
+                &path,
+                LtxError::Truncated { section: crate::format::Section::PageData, offset: entry.offset },
+            )),
+            Err(FrameError::Io(e)) => Err(ReplicaError::Io { path, source: e }),
+            Err(FrameError::Invalid(reason)) => Err(ReplicaError::ltx(
+                &path,
+                LtxError::Decompress { pgno: entry.pgno, offset: entry.offset, reason },
+            )),
+        }
+    }
+
+    /// Publishes an LTX object held in memory. With `create_only`, an existing object of
+    /// the same name is never replaced: the write fails with
+    /// [`ReplicaError::AlreadyExists`] unless it already holds these exact bytes (a retry
+    /// of our own earlier write).
+    pub async fn write(&self, key: &LtxKey, data: Bytes, timestamp_ms: i64, create_only: bool) -> Result<()> {
+        let path = self.path_of(key);
+        if let Some(root) = &self.local_root {
+            let dest = root.join(&path);
+            let d = data.clone();
+            let res = tokio::task::spawn_blocking(move || write_local(&dest, &d, timestamp_ms, create_only))
+                .await
+                .expect("local write task panicked");
+            return match res {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.check_same(key, &path, &data).await,
+                Err(e) => Err(ReplicaError::io(root.join(&path), e)),
+                Ok(()) => Ok(()),
+            };
+        }
+        let ts = jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let res = self
+            .op
+            .write_with(&path, data.clone())
+            .if_not_exists(create_only)
+            .user_metadata([(TIMESTAMP_METADATA.to_string(), format!("{ts:.3}"))])
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind(), opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists) => {
+                self.check_same(key, &path, &data).await
+            }
+            Err(e) => Err(ReplicaError::store(&path, e)),
+        }
+    }
+
+    /// Publishes an LTX object from a local file (streamed; multipart on object stores).
+    pub async fn write_file(&self, key: &LtxKey, src: &Path, timestamp_ms: i64, create_only: bool) -> Result<()> {
+        let size = tokio::fs::metadata(src).await.map_err(|e| ReplicaError::io(src, e))?.len();
+        if size <= 16 * 1024 * 1024 || self.local_root.is_some() {
+            let data = tokio::fs::read(src).await.map_err(|e| ReplicaError::io(src, e))?;
+            return self.write(key, Bytes::from(data), timestamp_ms, create_only).await;
+        }
+        let path = self.path_of(key);
+        let ts = jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let mut w = self
+            .op
+            .writer_with(&path)
+            .chunk(8 * 1024 * 1024)
+            .concurrent(4)
+            .if_not_exists(create_only)
+            .user_metadata([(TIMESTAMP_METADATA.to_string(), format!("{ts:.3}"))])
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))?;
+        let mut f = tokio::fs::File::open(src).await.map_err(|e| ReplicaError::io(src, e))?;
+        let mut buf = vec![0u8; 8 * 1024 * 1024];
+        loop {
+            let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await.map_err(|e| ReplicaError::io(src, e))?;
+            if n == 0 {
+                break;
+            }
+            w.write(Bytes::copy_from_slice(&buf[..n])).await.map_err(|e| ReplicaError::store(&path, e))?;
+        }
+        match w.close().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.kind(), opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists) => {
+                Err(ReplicaError::AlreadyExists { path })
+            }
+            Err(e) => Err(ReplicaError::store(&path, e)),
+        }
+    }
+
+    async fn check_same(&self, key: &LtxKey, path: &str, data: &Bytes) -> Result<()> {
+        match self.read(key).await {
+            Ok(existing) if existing == *data => Ok(()),
+            Ok(_) | Err(ReplicaError::NotFound { .. }) => Err(ReplicaError::AlreadyExists { path: path.to_string() }),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete(&self, key: &LtxKey) -> Result<()> {
+        let path = self.path_of(key);
+        self.op.delete(&path).await.map_err(|e| ReplicaError::store(&path, e))
+    }
+}
+
+fn env_any(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+fn s3_builder(url: &ReplicaUrl, s: &S3Url) -> Result<opendal::services::S3> {
+    let mut b = opendal::services::S3::default().bucket(&s.bucket).root(&format!("/{}", s.path));
+    if let Some(e) = &s.endpoint {
+        b = b.endpoint(e);
+    }
+    if !s.force_path_style && s.endpoint.is_none() {
+        b = b.enable_virtual_host_style();
+    }
+    let region = s
+        .region
+        .clone()
+        .or_else(|| env_any(&["AWS_REGION", "AWS_DEFAULT_REGION", "LITESTREAM_REGION"]))
+        .unwrap_or_else(|| "us-east-1".to_string());
+    b = b.region(&region);
+    let key = env_any(&["AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID"]);
+    let secret = env_any(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"]);
+    match (key, secret) {
+        (Some(k), Some(sec)) => {
+            b = b.access_key_id(&k).secret_access_key(&sec);
+            if let Some(t) = env_any(&["AWS_SESSION_TOKEN"]) {
+                b = b.session_token(&t);
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ReplicaError::MissingCredentials {
+                url: url.to_string(),
+                hint: "only one of AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY is set".into(),
+            })
+        }
+        (None, None) => {
+            // Other standard sources opendal understands (web identity, profiles).
+            let other = env_any(&["AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"])
+                .is_some()
+                || std::env::var("HOME").is_ok_and(|h| Path::new(&h).join(".aws/credentials").exists());
+            if !other {
+                return Err(ReplicaError::MissingCredentials {
+                    url: url.to_string(),
+                    hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or LITESTREAM_ACCESS_KEY_ID / \
+                           LITESTREAM_SECRET_ACCESS_KEY), or configure a web identity or profile"
+                        .into(),
+                });
+            }
+        }
+    }
+    Ok(b)
+}
+
+/// Writes `data` to `dest` atomically: a temp file in the same directory, fsync, mtime
+/// set to the LTX timestamp, then `link` (create-only) or `rename`, then the directory
+/// fsync. Returns `AlreadyExists` when create-only finds the name taken.
+fn write_local(dest: &Path, data: &[u8], timestamp_ms: i64, create_only: bool) -> std::io::Result<()> {
+    let dir = dest.parent().expect("LTX paths have a directory");
+    std::fs::create_dir_all(dir)?;
+    let name = dest.file_name().unwrap().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        let mtime = filetime::FileTime::from_unix_time(timestamp_ms.div_euclid(1000), (timestamp_ms.rem_euclid(1000) * 1_000_000) as u32);
+        filetime::set_file_mtime(&tmp, mtime)?;
+        if create_only {
+            std::fs::hard_link(&tmp, dest)?;
+            std::fs::remove_file(&tmp)?;
+        } else {
+            std::fs::rename(&tmp, dest)?;
+        }
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}

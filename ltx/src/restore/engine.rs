@@ -1,0 +1,215 @@
+//! Restore a replica to a database file: plan, download in parallel into a staging
+//! directory (resumable: finished downloads survive an interruption), verify and apply
+//! in TXID order while later files still download, then rename into place atomically.
+//! The output path is only ever touched by the final rename.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use futures::{StreamExt, TryStreamExt};
+
+use super::apply::{ApplyError, DbSummary, DbWriter};
+use super::plan::{plan, PlanError, Target};
+use crate::format::Txid;
+use crate::replica::{LtxFileInfo, Replica, ReplicaError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("output {0} already exists (use --force to overwrite)")]
+    OutputExists(PathBuf),
+    #[error("no replica at {0}: it holds no LTX files")]
+    NoReplica(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    #[error("downloaded {path} has {got} bytes, the listing said {expected}")]
+    SizeMismatch { path: String, expected: u64, got: u64 },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("local I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Progress callbacks, called from the restore task. All default to nothing.
+pub trait Progress: Send + Sync {
+    /// The plan is known: `files` in apply order, `bytes` to fetch (resumed files excluded).
+    fn planned(&self, _files: &[LtxFileInfo], _bytes_to_fetch: u64) {}
+    /// A download finished (`resumed` = already in the staging directory).
+    fn downloaded(&self, _file: &LtxFileInfo, _resumed: bool) {}
+    /// A file was verified and applied.
+    fn applied(&self, _file: &LtxFileInfo) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+#[derive(Clone)]
+pub struct RestoreOptions {
+    pub target: Target,
+    /// Downloads in flight at once.
+    pub concurrency: usize,
+    /// Replace an existing output file.
+    pub force: bool,
+    /// Where downloads are staged; default `<output>.restore/`. Kept on failure so a
+    /// rerun resumes; removed on success.
+    pub staging_dir: Option<PathBuf>,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions { target: Target::Latest, concurrency: 8, force: false, staging_dir: None, progress: Arc::new(NoProgress) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreSummary {
+    pub db: DbSummary,
+    pub files: usize,
+    /// Files found complete in the staging directory and not fetched again.
+    pub files_resumed: usize,
+    pub bytes_downloaded: u64,
+    pub elapsed: std::time::Duration,
+}
+
+impl RestoreSummary {
+    pub fn txid(&self) -> Txid {
+        self.db.txid
+    }
+}
+
+/// The listing a point-in-time restore needs: creation times refined from object
+/// metadata (as Litestream does) when the target is a time.
+pub async fn list_for_target(replica: &Replica, target: Target) -> Result<Vec<LtxFileInfo>, ReplicaError> {
+    let mut files = replica.list_all().await?;
+    if let Target::Time(_) = target {
+        let refined: Vec<SystemTime> = futures::stream::iter(files.iter().map(|f| replica.creation_time(f)))
+            .buffered(32)
+            .try_collect()
+            .await?;
+        for (f, t) in files.iter_mut().zip(refined) {
+            f.created_at = t;
+        }
+    }
+    Ok(files)
+}
+
+pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) -> Result<RestoreSummary, RestoreError> {
+    let started = Instant::now();
+    if !opts.force && output.exists() {
+        return Err(RestoreError::OutputExists(output.to_path_buf()));
+    }
+    let files = list_for_target(replica, opts.target).await?;
+    if files.is_empty() {
+        return Err(RestoreError::NoReplica(replica.url().to_string()));
+    }
+    let chosen = plan(&files, opts.target)?;
+    tracing::info!(replica = %replica.url(), target = %opts.target, files = chosen.len(), "restore plan");
+
+    let staging = opts.staging_dir.clone().unwrap_or_else(|| sibling(output, ".restore"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RestoreError::Io { path, source }
+    };
+    tokio::fs::create_dir_all(&staging).await.map_err(io(&staging))?;
+    let staged = |f: &LtxFileInfo| staging.join(format!("{}-{}", f.key.level, f.key.file_name()));
+    let mut to_fetch = 0u64;
+    for f in &chosen {
+        if !is_complete(&staged(f), f.size).await {
+            to_fetch += f.size;
+        }
+    }
+    opts.progress.planned(&chosen, to_fetch);
+
+    // Downloads run `concurrency` wide; `buffered` yields them in plan order so each file
+    // is applied as soon as it and all before it are local.
+    let per_file = if chosen.len() == 1 { opts.concurrency.max(1) } else { 2 };
+    let downloads = futures::stream::iter(chosen.iter().cloned().map(|f| {
+        let dest = staged(&f);
+        let progress = opts.progress.clone();
+        async move {
+            if is_complete(&dest, f.size).await {
+                progress.downloaded(&f, true);
+                return Ok::<_, RestoreError>((f, dest, true, 0u64));
+            }
+            let part = dest.with_extension("part");
+            let n = replica.download_to(&f.key, &part, per_file).await?;
+            if n != f.size {
+                return Err(RestoreError::SizeMismatch { path: replica.path_of(&f.key), expected: f.size, got: n });
+            }
+            tokio::fs::rename(&part, &dest).await.map_err(|source| RestoreError::Io { path: dest.clone(), source })?;
+            progress.downloaded(&f, false);
+            Ok((f, dest, false, n))
+        }
+    }))
+    .buffered(opts.concurrency.max(1));
+    futures::pin_mut!(downloads);
+
+    let tmp = sibling(output, ".tmp");
+    let mut writer = {
+        let t = tmp.clone();
+        tokio::task::spawn_blocking(move || DbWriter::create(&t)).await.expect("task").map_err(io(&tmp))?
+    };
+    let mut resumed = 0usize;
+    let mut bytes = 0u64;
+    let result: Result<DbSummary, RestoreError> = async {
+        while let Some(item) = downloads.next().await {
+            let (f, path, was_resumed, n) = item?;
+            resumed += was_resumed as usize;
+            bytes += n;
+            let name = replica.path_of(&f.key);
+            let (w, res) = tokio::task::spawn_blocking(move || {
+                let res = std::fs::File::open(&path)
+                    .map_err(ApplyError::Io)
+                    .and_then(|file| writer.apply(&name, std::io::BufReader::with_capacity(1 << 20, file)));
+                if res.is_err() {
+                    // A corrupt download must not be trusted by the next attempt.
+                    let _ = std::fs::remove_file(&path);
+                }
+                (writer, res)
+            })
+            .await
+            .expect("apply task panicked");
+            writer = w;
+            res?;
+            opts.progress.applied(&f);
+        }
+        let db = tokio::task::spawn_blocking(move || writer.finish()).await.expect("finish task panicked")?;
+        Ok(db)
+    }
+    .await;
+    let db = match result {
+        Ok(db) => db,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    tokio::fs::rename(&tmp, output).await.map_err(io(output))?;
+    if let Some(dir) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    let summary = RestoreSummary { db, files: chosen.len(), files_resumed: resumed, bytes_downloaded: bytes, elapsed: started.elapsed() };
+    tracing::info!(txid = summary.db.txid, files = summary.files, resumed = summary.files_resumed, bytes = summary.bytes_downloaded, elapsed_ms = summary.elapsed.as_millis() as u64, "restore complete");
+    Ok(summary)
+}
+
+async fn is_complete(path: &Path, size: u64) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.len() == size)
+}
+
+/// `<output><suffix>` next to the output.
+fn sibling(output: &Path, suffix: &str) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}

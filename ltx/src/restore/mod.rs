@@ -1,0 +1,9 @@
+//! Rebuilding a database from a replica.
+
+pub mod apply;
+pub mod engine;
+pub mod plan;
+
+pub use apply::{ApplyError, DbSummary, DbWriter};
+pub use engine::{list_for_target, restore, NoProgress, Progress, RestoreError, RestoreOptions, RestoreSummary};
+pub use plan::{plan, PlanError, Target};
