@@ -7,6 +7,8 @@
 
 pub mod dbfile;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod replica;
 pub mod restore;
 
