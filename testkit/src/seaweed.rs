@@ -138,8 +138,7 @@ impl S3Server {
     /// Sets the credentials in this process's environment (tests only).
     pub fn export_env(&self) {
         for (k, v) in self.env() {
-            // SAFETY: tests call this before starting threads that read the environment.
-            unsafe { std::env::set_var(k, v) };
+            std::env::set_var(k, v);
         }
     }
 
