@@ -8,13 +8,28 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::litestream_config;
 
 #[derive(Parser)]
-#[command(name = "hydrator", version, about = "Restore and hydrate SQLite databases from LTX replicas (Litestream 0.5 compatible)")]
+#[command(
+    name = "hydrator",
+    version,
+    about = "Restore and hydrate SQLite databases from LTX replicas (Litestream 0.5 compatible)"
+)]
 pub struct Cli {
     /// Log output format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "HYDRATOR_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "HYDRATOR_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log level (error, warn, info, debug, trace) or a tracing filter.
-    #[arg(long, global = true, default_value = "info", env = "HYDRATOR_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "HYDRATOR_LOG_LEVEL"
+    )]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
@@ -58,7 +73,9 @@ impl ReplicaArgs {
             (Some(u), _) => Ok(u.clone()),
             (None, Some(cfg)) => litestream_config::replica_url(cfg, self.db.as_deref())
                 .with_context(|| format!("reading Litestream config {}", cfg.display())),
-            (None, None) => bail!("no replica given: pass --replica URL or --config litestream.yml"),
+            (None, None) => {
+                bail!("no replica given: pass --replica URL or --config litestream.yml")
+            }
         }
     }
 }

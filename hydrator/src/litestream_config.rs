@@ -83,7 +83,10 @@ pub fn replica_url(path: &Path, db: Option<&Path>) -> Result<String> {
         None => match cfg.dbs.as_slice() {
             [one] => one,
             [] => bail!("no databases under dbs:"),
-            _ => bail!("{} databases under dbs:; choose one with --db PATH", cfg.dbs.len()),
+            _ => bail!(
+                "{} databases under dbs:; choose one with --db PATH",
+                cfg.dbs.len()
+            ),
         },
     };
     let r = entry
@@ -92,7 +95,10 @@ pub fn replica_url(path: &Path, db: Option<&Path>) -> Result<String> {
         .or(entry.replicas.first())
         .ok_or_else(|| anyhow!("database {} has no replica", entry.path))?;
     let key = r.access_key_id.clone().or(cfg.access_key_id.clone());
-    let secret = r.secret_access_key.clone().or(cfg.secret_access_key.clone());
+    let secret = r
+        .secret_access_key
+        .clone()
+        .or(cfg.secret_access_key.clone());
     if let (Some(k), Some(s)) = (key, secret) {
         if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
             // Called once at start-up, before other threads read the environment.
@@ -103,15 +109,27 @@ pub fn replica_url(path: &Path, db: Option<&Path>) -> Result<String> {
     if let Some(u) = &r.url {
         return Ok(u.clone());
     }
-    let kind = r.kind.as_deref().unwrap_or(if r.bucket.is_some() { "s3" } else { "file" });
+    let kind = r
+        .kind
+        .as_deref()
+        .unwrap_or(if r.bucket.is_some() { "s3" } else { "file" });
     match kind {
         "file" => {
-            let p = r.path.as_deref().ok_or_else(|| anyhow!("file replica needs path"))?;
+            let p = r
+                .path
+                .as_deref()
+                .ok_or_else(|| anyhow!("file replica needs path"))?;
             Ok(format!("file://{}", std::path::absolute(p)?.display()))
         }
         "s3" => {
-            let bucket = r.bucket.as_deref().ok_or_else(|| anyhow!("s3 replica needs bucket"))?;
-            let mut u = format!("s3://{bucket}/{}", r.path.as_deref().unwrap_or("").trim_matches('/'));
+            let bucket = r
+                .bucket
+                .as_deref()
+                .ok_or_else(|| anyhow!("s3 replica needs bucket"))?;
+            let mut u = format!(
+                "s3://{bucket}/{}",
+                r.path.as_deref().unwrap_or("").trim_matches('/')
+            );
             let mut q = Vec::new();
             if let Some(e) = &r.endpoint {
                 q.push(format!("endpoint={e}"));
@@ -127,7 +145,11 @@ pub fn replica_url(path: &Path, db: Option<&Path>) -> Result<String> {
             }
             Ok(u)
         }
-        "gs" | "gcs" => Ok(format!("gs://{}/{}", r.bucket.as_deref().unwrap_or(""), r.path.as_deref().unwrap_or(""))),
+        "gs" | "gcs" => Ok(format!(
+            "gs://{}/{}",
+            r.bucket.as_deref().unwrap_or(""),
+            r.path.as_deref().unwrap_or("")
+        )),
         other => bail!("replica type {other:?} is not supported (file, s3, gs)"),
     }
 }
@@ -153,6 +175,9 @@ mod tests {
     #[test]
     fn expands_env() {
         std::env::set_var("HYDRATOR_TEST_X", "abc");
-        assert_eq!(expand_env("a/$HYDRATOR_TEST_X/${HYDRATOR_TEST_X}b"), "a/abc/abcb");
+        assert_eq!(
+            expand_env("a/$HYDRATOR_TEST_X/${HYDRATOR_TEST_X}b"),
+            "a/abc/abcb"
+        );
     }
 }

@@ -21,7 +21,11 @@ pub async fn run(a: LsArgs) -> Result<()> {
     let files = replica.list_all().await?;
     let min = files.iter().map(|f| f.key.min_txid).min();
     let max = files.iter().map(|f| f.key.max_txid).max();
-    let fmt_time = |t: std::time::SystemTime| jiff::Timestamp::try_from(t).map(|t| format!("{t:.0}")).unwrap_or_default();
+    let fmt_time = |t: std::time::SystemTime| {
+        jiff::Timestamp::try_from(t)
+            .map(|t| format!("{t:.0}"))
+            .unwrap_or_default()
+    };
     if a.json {
         let levels: Vec<_> = (0..=9u8)
             .filter_map(|l| {
@@ -54,20 +58,37 @@ pub async fn run(a: LsArgs) -> Result<()> {
         return Ok(());
     }
     match (min, max) {
-        (Some(a), Some(b)) => println!("replica {url}\nTXIDs {a:016x}..{b:016x}, {} files", files.len()),
+        (Some(a), Some(b)) => println!(
+            "replica {url}\nTXIDs {a:016x}..{b:016x}, {} files",
+            files.len()
+        ),
         _ => {
             println!("replica {url} is empty");
             return Ok(());
         }
     }
-    println!("{:<6} {:<17} {:<17} {:>12} {}", "level", "min_txid", "max_txid", "size", "created");
+    println!(
+        "{:<6} {:<17} {:<17} {:>12} created",
+        "level", "min_txid", "max_txid", "size"
+    );
     for f in &files {
-        println!("{:<6} {:016x}  {:016x}  {:>12} {}", f.key.level, f.key.min_txid, f.key.max_txid, f.size, fmt_time(f.created_at));
+        println!(
+            "{:<6} {:016x}  {:016x}  {:>12} {}",
+            f.key.level,
+            f.key.min_txid,
+            f.key.max_txid,
+            f.size,
+            fmt_time(f.created_at)
+        );
     }
     for l in 0..=9u8 {
         let n: Vec<_> = files.iter().filter(|f| f.key.level == l).collect();
         if !n.is_empty() {
-            println!("level {l}: {} files, {} bytes", n.len(), n.iter().map(|f| f.size).sum::<u64>());
+            println!(
+                "level {l}: {} files, {} bytes",
+                n.len(),
+                n.iter().map(|f| f.size).sum::<u64>()
+            );
         }
     }
     Ok(())

@@ -22,9 +22,11 @@ impl RestoreProgress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::new(0);
             b.set_style(
-                ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .unwrap()
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap()
+                .progress_chars("=> "),
             );
             b
         });
@@ -51,9 +53,17 @@ impl Progress for RestoreProgress {
         match &self.bar {
             Some(b) => {
                 b.set_length(bytes_to_fetch);
-                b.set_message(format!("restoring to TXID {last} from {} files", files.len()));
+                b.set_message(format!(
+                    "restoring to TXID {last} from {} files",
+                    files.len()
+                ));
             }
-            None => tracing::info!(files = files.len(), bytes_to_fetch, txid = last, "restore planned"),
+            None => tracing::info!(
+                files = files.len(),
+                bytes_to_fetch,
+                txid = last,
+                "restore planned"
+            ),
         }
     }
 

@@ -40,9 +40,15 @@ pub struct RestoreArgs {
 
 pub fn target(txid: Option<&str>, timestamp: Option<&str>) -> Result<Target> {
     Ok(match (txid, timestamp) {
-        (Some(t), _) => Target::Txid(parse_txid(t).with_context(|| format!("--txid {t:?} is not a TXID (16 hex digits or decimal)"))?),
+        (Some(t), _) => {
+            Target::Txid(parse_txid(t).with_context(|| {
+                format!("--txid {t:?} is not a TXID (16 hex digits or decimal)")
+            })?)
+        }
         (None, Some(ts)) => {
-            let t: jiff::Timestamp = ts.parse().with_context(|| format!("--timestamp {ts:?} is not an RFC 3339 time"))?;
+            let t: jiff::Timestamp = ts
+                .parse()
+                .with_context(|| format!("--timestamp {ts:?} is not an RFC 3339 time"))?;
             Target::Time(t.into())
         }
         (None, None) => Target::Latest,

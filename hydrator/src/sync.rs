@@ -24,7 +24,12 @@ pub struct SyncArgs {
 fn backup(src: &Path, dst: &Path) -> Result<()> {
     let c = rusqlite::Connection::open_with_flags(src, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("open {}", src.display()))?;
-    c.backup(rusqlite::MAIN_DB, dst, None::<fn(rusqlite::backup::Progress)>).with_context(|| format!("back up {}", src.display()))?;
+    c.backup(
+        rusqlite::MAIN_DB,
+        dst,
+        None::<fn(rusqlite::backup::Progress)>,
+    )
+    .with_context(|| format!("back up {}", src.display()))?;
     Ok(())
 }
 
@@ -41,19 +46,30 @@ pub async fn run(a: SyncArgs) -> Result<()> {
         ltx::dbfile::encode_db(&copy, 1, 1, now, &mut buf)?;
         let data = Bytes::from(buf);
         // L9 for restores, L0 so a Litestream taking over finds where to continue.
-        replica.write(&LtxKey::new(SNAPSHOT_LEVEL, 1, 1), data.clone(), now, true).await?;
-        replica.write(&LtxKey::new(0, 1, 1), data, now, true).await?;
+        replica
+            .write(&LtxKey::new(SNAPSHOT_LEVEL, 1, 1), data.clone(), now, true)
+            .await?;
+        replica
+            .write(&LtxKey::new(0, 1, 1), data, now, true)
+            .await?;
         println!("published snapshot TXID {:016x} to {}", 1, replica.url());
         return Ok(());
     }
     let current = work.path().join("replica.db");
-    restore(&replica, &current, &RestoreOptions::default()).await.context("reading the replica's latest state")?;
+    restore(&replica, &current, &RestoreOptions::default())
+        .await
+        .context("reading the replica's latest state")?;
     let txid = max + 1;
     let mut buf = Vec::new();
     match ltx::dbfile::encode_db_diff(&current, &copy, txid, txid, now, &mut buf)? {
-        None => println!("{} is already at the replica's TXID {max:016x}; nothing to publish", a.db.display()),
+        None => println!(
+            "{} is already at the replica's TXID {max:016x}; nothing to publish",
+            a.db.display()
+        ),
         Some(_) => {
-            replica.write(&LtxKey::new(0, txid, txid), Bytes::from(buf), now, true).await?;
+            replica
+                .write(&LtxKey::new(0, txid, txid), Bytes::from(buf), now, true)
+                .await?;
             println!("published TXID {txid:016x} to {}", replica.url());
         }
     }

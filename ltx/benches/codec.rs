@@ -8,7 +8,10 @@ use std::time::Instant;
 use ltx::format::{Decoder, Encoder, Header};
 
 fn main() {
-    let mb: usize = std::env::var("LTX_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let mb: usize = std::env::var("LTX_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
     let page_size = 4096usize;
     let pages = mb * 1024 * 1024 / page_size;
     let dir = tempfile::tempdir().unwrap();
@@ -25,7 +28,11 @@ fn main() {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                *b = if p % 2 == 0 { b"the quick brown fox jumps "[(i + p) % 26] } else { x as u8 };
+                *b = if p % 2 == 0 {
+                    b"the quick brown fox jumps "[(i + p) % 26]
+                } else {
+                    x as u8
+                };
             }
             w.write_all(&page).unwrap();
         }
@@ -44,7 +51,8 @@ fn main() {
     let encode_s = best_of(3, || {
         let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(&db).unwrap());
         let w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&ltx_path).unwrap());
-        let mut enc = Encoder::new(w, Header::new(page_size as u32, pages as u32, 1, 1, 0)).unwrap();
+        let mut enc =
+            Encoder::new(w, Header::new(page_size as u32, pages as u32, 1, 1, 0)).unwrap();
         let mut page = vec![0u8; page_size];
         for p in 1..=pages as u32 {
             r.read_exact(&mut page).unwrap();
@@ -56,7 +64,10 @@ fn main() {
 
     let decode_s = best_of(3, || {
         let r = BufReader::with_capacity(1 << 20, std::fs::File::open(&ltx_path).unwrap());
-        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(dir.path().join("out")).unwrap());
+        let mut w = BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(dir.path().join("out")).unwrap(),
+        );
         let mut dec = Decoder::new(r).unwrap();
         let mut page = vec![0u8; page_size];
         while dec.next_page(&mut page).unwrap().is_some() {
@@ -68,8 +79,16 @@ fn main() {
 
     println!("LTX codec, {bytes:.0} MB of 4 KiB pages (LTX file {ltx_mb:.0} MB), best of 3:");
     println!("  file copy (baseline) {:>8.0} MB/s", bytes / copy_s);
-    println!("  encode               {:>8.0} MB/s  ({:.2}x the copy's time)", bytes / encode_s, encode_s / copy_s);
-    println!("  decode + verify      {:>8.0} MB/s  ({:.2}x the copy's time)", bytes / decode_s, decode_s / copy_s);
+    println!(
+        "  encode               {:>8.0} MB/s  ({:.2}x the copy's time)",
+        bytes / encode_s,
+        encode_s / copy_s
+    );
+    println!(
+        "  decode + verify      {:>8.0} MB/s  ({:.2}x the copy's time)",
+        bytes / decode_s,
+        decode_s / copy_s
+    );
 }
 
 fn best_of(n: usize, mut f: impl FnMut()) -> f64 {

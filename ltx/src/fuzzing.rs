@@ -6,7 +6,9 @@ use crate::format::{Decoder, Encoder};
 /// Decodes `data` completely. Must never panic. When the file is valid, re-encoding its
 /// pages must give a file that decodes to the same header and pages.
 pub fn decode_and_reencode(data: &[u8]) {
-    let Ok(mut dec) = Decoder::new(data) else { return };
+    let Ok(mut dec) = Decoder::new(data) else {
+        return;
+    };
     let h = *dec.header();
     let mut pages = Vec::new();
     let mut buf = vec![0u8; h.page_size as usize];

@@ -12,7 +12,9 @@ fn encode(h: Header, pages: &[(u32, Vec<u8>)]) -> Vec<u8> {
     enc.finish(None).unwrap().0
 }
 
-fn decode(bytes: &[u8]) -> Result<(Header, Vec<(u32, Vec<u8>)>), LtxError> {
+type Pages = Vec<(u32, Vec<u8>)>;
+
+fn decode(bytes: &[u8]) -> Result<(Header, Pages), LtxError> {
     let mut dec = Decoder::new(bytes)?;
     let h = *dec.header();
     let mut out = Vec::new();
@@ -26,12 +28,20 @@ fn decode(bytes: &[u8]) -> Result<(Header, Vec<(u32, Vec<u8>)>), LtxError> {
 
 fn page(page_size: u32, seed: u8, compressible: bool) -> Vec<u8> {
     (0..page_size)
-        .map(|i| if compressible { seed.wrapping_add((i / 64) as u8) } else { (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed })
+        .map(|i| {
+            if compressible {
+                seed.wrapping_add((i / 64) as u8)
+            } else {
+                (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed
+            }
+        })
         .collect()
 }
 
 fn sample() -> Vec<u8> {
-    let pages: Vec<_> = (1..=8).map(|p| (p, page(4096, p as u8, p % 2 == 0))).collect();
+    let pages: Vec<_> = (1..=8)
+        .map(|p| (p, page(4096, p as u8, p % 2 == 0)))
+        .collect();
     encode(Header::new(4096, 8, 1, 3, 1_700_000_000_000), &pages)
 }
 
@@ -98,15 +108,25 @@ proptest! {
 fn truncated_file_names_the_section() {
     let b = sample();
     match decode(&b[..50]) {
-        Err(LtxError::Truncated { section: Section::Header, offset: 50 }) => {}
+        Err(LtxError::Truncated {
+            section: Section::Header,
+            offset: 50,
+        }) => {}
         other => panic!("{other:?}"),
     }
     match decode(&b[..b.len() - 3]) {
-        Err(LtxError::Truncated { section: Section::Trailer, .. }) => {}
+        Err(LtxError::Truncated {
+            section: Section::Trailer,
+            ..
+        }) => {}
         other => panic!("{other:?}"),
     }
     let e = decode(&b[..300]).unwrap_err();
-    assert!(e.to_string().starts_with("truncated LTX file: unexpected end of file in the page"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("truncated LTX file: unexpected end of file in the page"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -127,13 +147,19 @@ fn flipped_page_byte_is_a_checksum_or_decompress_error() {
     b[100 + 10 + 40] ^= 0x01;
     let e = decode(&b).unwrap_err();
     assert!(
-        matches!(e, LtxError::FileChecksumMismatch { .. } | LtxError::Decompress { pgno: 1, .. }),
+        matches!(
+            e,
+            LtxError::FileChecksumMismatch { .. } | LtxError::Decompress { pgno: 1, .. }
+        ),
         "{e:?}"
     );
     // The page header's pgno: order/range violation at a known offset.
     let mut b = sample();
     b[103] = 0x09;
-    assert!(matches!(decode(&b).unwrap_err(), LtxError::InvalidPage { offset: 100, .. }));
+    assert!(matches!(
+        decode(&b).unwrap_err(),
+        LtxError::InvalidPage { offset: 100, .. }
+    ));
 }
 
 #[test]
@@ -165,7 +191,10 @@ fn trailing_garbage_is_rejected() {
 fn snapshot_must_be_complete() {
     let mut enc = Encoder::new(Vec::new(), Header::new(512, 3, 1, 1, 0)).unwrap();
     enc.write_page(1, &[0u8; 512]).unwrap();
-    assert!(matches!(enc.write_page(3, &[0u8; 512]), Err(LtxError::Encode(_))));
+    assert!(matches!(
+        enc.write_page(3, &[0u8; 512]),
+        Err(LtxError::Encode(_))
+    ));
     let e = enc.finish(None).unwrap_err();
     assert!(e.to_string().contains("snapshot ends at page 1"), "{e}");
 }
@@ -197,11 +226,15 @@ fn checksummed_snapshot_verifies_post_apply() {
     hasher.update(&b[off..n - 8]);
     let fc = hasher.finish();
     b[n - 8..].copy_from_slice(&fc.to_be_bytes());
-    assert!(matches!(decode(&b), Err(LtxError::PostApplyChecksumMismatch { .. })), "{:?}", decode(&b));
+    assert!(
+        matches!(decode(&b), Err(LtxError::PostApplyChecksumMismatch { .. })),
+        "{:?}",
+        decode(&b)
+    );
     assert_eq!(FLAG_NO_CHECKSUM, 2);
 }
 
-fn decode_ignoring_checksums(b: &[u8]) -> (Header, Vec<(u32, Vec<u8>)>) {
+fn decode_ignoring_checksums(b: &[u8]) -> (Header, Pages) {
     let mut dec = Decoder::new(b).unwrap();
     let h = *dec.header();
     let mut out = Vec::new();
@@ -223,7 +256,10 @@ fn lock_page_is_skipped_in_snapshots() {
     for p in 1..lock {
         enc.write_page(p, &zero).unwrap();
     }
-    assert!(enc.write_page(lock, &zero).is_err(), "lock page must be refused");
+    assert!(
+        enc.write_page(lock, &zero).is_err(),
+        "lock page must be refused"
+    );
     enc.write_page(lock + 1, &zero).unwrap();
     let (b, _) = enc.finish(None).unwrap();
     let (h, pages) = decode_ignoring_checksums(&b);

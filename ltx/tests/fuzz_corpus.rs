@@ -7,7 +7,10 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn corpus() -> Vec<Vec<u8>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/decode");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let mut out: Vec<Vec<u8>> = files.iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert!(out.len() >= 5, "seed corpus missing from {}", dir.display());
@@ -48,14 +51,16 @@ fn mutations_never_panic() {
                 2 => b.truncate(rng.random_range(0..b.len().max(1))),
                 3 => {
                     let i = rng.random_range(0..=b.len());
-                    let extra: Vec<u8> = (0..rng.random_range(1..16)).map(|_| rng.random()).collect();
+                    let extra: Vec<u8> =
+                        (0..rng.random_range(1..16)).map(|_| rng.random()).collect();
                     b.splice(i..i, extra);
                 }
                 _ => {
                     // Interesting integers in big-endian fields.
                     if b.len() >= 8 {
                         let i = rng.random_range(0..b.len() - 4);
-                        let v: u32 = [0, 1, 0x7fff_ffff, 0xffff_ffff, 0x4000_0000, 512][rng.random_range(0..6)];
+                        let v: u32 = [0, 1, 0x7fff_ffff, 0xffff_ffff, 0x4000_0000, 512]
+                            [rng.random_range(0..6)];
                         b[i..i + 4].copy_from_slice(&v.to_be_bytes());
                     }
                 }
@@ -65,6 +70,10 @@ fn mutations_never_panic() {
             }
         }
         let r = std::panic::catch_unwind(|| ltx::fuzzing::decode_and_reencode(&b));
-        assert!(r.is_ok(), "panic on mutation round {round}; input {:02x?}", &b[..b.len().min(256)]);
+        assert!(
+            r.is_ok(),
+            "panic on mutation round {round}; input {:02x?}",
+            &b[..b.len().min(256)]
+        );
     }
 }

@@ -13,11 +13,18 @@ use testkit::{litestream, seaweed::S3Server, sqlite};
 /// Writes several batches with pauses so litestream makes one L0 TXID per batch.
 fn write_batches(db: &Path, batches: usize) {
     let c = Connection::open(db).unwrap();
-    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT);").unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT);",
+    )
+    .unwrap();
     for b in 0..batches {
         let tx = c.unchecked_transaction().unwrap();
         for i in 0..300 {
-            tx.execute("INSERT INTO t(v) VALUES (?1)", [format!("batch {b} row {i} {}", "y".repeat(i % 80))]).unwrap();
+            tx.execute(
+                "INSERT INTO t(v) VALUES (?1)",
+                [format!("batch {b} row {i} {}", "y".repeat(i % 80))],
+            )
+            .unwrap();
         }
         tx.commit().unwrap();
         std::thread::sleep(Duration::from_millis(1300));
@@ -27,7 +34,10 @@ fn write_batches(db: &Path, batches: usize) {
 async fn check(url: &str, env: &[(&str, String)]) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
-    Connection::open(&db).unwrap().execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);").unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+        .unwrap();
     let mut rep = litestream::Replicate::start(&db, url, env, &dir.path().join("litestream.log"));
     std::thread::sleep(Duration::from_millis(1500));
     write_batches(&db, 4);
@@ -35,17 +45,29 @@ async fn check(url: &str, env: &[(&str, String)]) {
 
     let replica = Replica::open(url).unwrap();
     let files = replica.list_all().await.unwrap();
-    assert!(files.iter().any(|f| f.key.level == 9), "litestream wrote no snapshot: {files:?}");
+    assert!(
+        files.iter().any(|f| f.key.level == 9),
+        "litestream wrote no snapshot: {files:?}"
+    );
     let max = files.iter().map(|f| f.key.max_txid).max().unwrap();
-    assert!(max >= 4, "expected a multi-TXID history, got max TXID {max}");
+    assert!(
+        max >= 4,
+        "expected a multi-TXID history, got max TXID {max}"
+    );
 
     // Latest: byte-identical to litestream's own restore, and the same content as the source.
     let theirs = dir.path().join("theirs.db");
     litestream::restore(url, &theirs, &[], env);
     let ours = dir.path().join("ours.db");
-    let s = restore(&replica, &ours, &RestoreOptions::default()).await.unwrap();
+    let s = restore(&replica, &ours, &RestoreOptions::default())
+        .await
+        .unwrap();
     assert_eq!(s.txid(), max);
-    assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap(), "our restore differs from litestream's");
+    assert_eq!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&theirs).unwrap(),
+        "our restore differs from litestream's"
+    );
     assert_eq!(sqlite::integrity(&ours), "ok");
     assert_eq!(sqlite::dump(&ours), sqlite::dump(&db));
 
@@ -54,17 +76,27 @@ async fn check(url: &str, env: &[(&str, String)]) {
     let theirs_mid = dir.path().join("theirs-mid.db");
     litestream::restore(url, &theirs_mid, &["-txid", &format!("{mid:016x}")], env);
     let ours_mid = dir.path().join("ours-mid.db");
-    let opts = RestoreOptions { target: Target::Txid(mid), ..Default::default() };
+    let opts = RestoreOptions {
+        target: Target::Txid(mid),
+        ..Default::default()
+    };
     let s = restore(&replica, &ours_mid, &opts).await.unwrap();
     assert_eq!(s.txid(), mid);
-    assert_eq!(std::fs::read(&ours_mid).unwrap(), std::fs::read(&theirs_mid).unwrap());
+    assert_eq!(
+        std::fs::read(&ours_mid).unwrap(),
+        std::fs::read(&theirs_mid).unwrap()
+    );
     assert_eq!(sqlite::integrity(&ours_mid), "ok");
 }
 
 #[tokio::test]
 async fn restores_litestream_file_replica() {
     let dir = tempfile::tempdir().unwrap();
-    check(&format!("file://{}", dir.path().join("replica").display()), &[]).await;
+    check(
+        &format!("file://{}", dir.path().join("replica").display()),
+        &[],
+    )
+    .await;
 }
 
 #[tokio::test]

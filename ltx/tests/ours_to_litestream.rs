@@ -21,7 +21,14 @@ async fn write_history(replica: &Replica, dir: &Path, rounds: u64) -> Vec<String
         if txid > 1 {
             let tx = c.unchecked_transaction().unwrap();
             for i in 0..200 * txid {
-                tx.execute("INSERT INTO t(v, n) VALUES (?1, ?2)", (format!("row {txid}/{i} {}", "x".repeat((i % 50) as usize)), i as i64)).unwrap();
+                tx.execute(
+                    "INSERT INTO t(v, n) VALUES (?1, ?2)",
+                    (
+                        format!("row {txid}/{i} {}", "x".repeat((i % 50) as usize)),
+                        i as i64,
+                    ),
+                )
+                .unwrap();
             }
             if txid == rounds {
                 // The last version shrinks the database: deletes + VACUUM.
@@ -38,10 +45,15 @@ async fn write_history(replica: &Replica, dir: &Path, rounds: u64) -> Vec<String
             ltx::dbfile::encode_db(&db, 1, 1, ts, &mut buf).unwrap();
             LtxKey::new(SNAPSHOT_LEVEL, 1, 1)
         } else {
-            ltx::dbfile::encode_db_diff(&prev, &db, txid, txid, ts, &mut buf).unwrap().expect("changed");
+            ltx::dbfile::encode_db_diff(&prev, &db, txid, txid, ts, &mut buf)
+                .unwrap()
+                .expect("changed");
             LtxKey::new(0, txid, txid)
         };
-        replica.write(&key, Bytes::from(buf), ts, true).await.unwrap();
+        replica
+            .write(&key, Bytes::from(buf), ts, true)
+            .await
+            .unwrap();
         std::fs::copy(&db, &prev).unwrap();
         dumps.push(sqlite::dump(&db));
     }
@@ -57,12 +69,20 @@ async fn check(url: &str, env: &[(&str, String)]) {
     let out = dir.path().join("latest.db");
     litestream::restore(url, &out, &[], env);
     assert_eq!(sqlite::integrity(&out), "ok");
-    assert_eq!(sqlite::dump(&out), dumps[4], "latest restore differs from the source");
+    assert_eq!(
+        sqlite::dump(&out),
+        dumps[4],
+        "latest restore differs from the source"
+    );
 
     let out3 = dir.path().join("txid3.db");
     litestream::restore(url, &out3, &["-txid", "0000000000000003"], env);
     assert_eq!(sqlite::integrity(&out3), "ok");
-    assert_eq!(sqlite::dump(&out3), dumps[2], "point-in-time restore at TXID 3 differs");
+    assert_eq!(
+        sqlite::dump(&out3),
+        dumps[2],
+        "point-in-time restore at TXID 3 differs"
+    );
 }
 
 #[tokio::test]

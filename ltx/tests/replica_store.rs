@@ -9,7 +9,9 @@ use ltx::replica::{LtxKey, Replica, ReplicaError, ReplicaOptions, ReplicaUrl};
 use testkit::{litestream, seaweed::S3Server};
 
 fn page(pgno: u32, size: usize) -> Vec<u8> {
-    (0..size).map(|i| (pgno as usize * 31 + i / 7) as u8).collect()
+    (0..size)
+        .map(|i| (pgno as usize * 31 + i / 7) as u8)
+        .collect()
 }
 
 fn file_with(pages: u32, page_size: u32, min: u64, max: u64, ts: i64) -> Bytes {
@@ -28,46 +30,89 @@ async fn exercise(url: &str, env: &[(&str, String)]) {
     let small = file_with(4, 4096, 1, 1, ts);
     // 6000 pages of 512 bytes: the index is larger than the 32 KiB tail read.
     let big = file_with(6000, 512, 1, 2, ts + 1000);
-    r.write(&LtxKey::new(0, 1, 1), small.clone(), ts, true).await.unwrap();
-    r.write(&LtxKey::new(9, 1, 2), big.clone(), ts + 1000, true).await.unwrap();
+    r.write(&LtxKey::new(0, 1, 1), small.clone(), ts, true)
+        .await
+        .unwrap();
+    r.write(&LtxKey::new(9, 1, 2), big.clone(), ts + 1000, true)
+        .await
+        .unwrap();
 
     let l0 = r.list_level(0).await.unwrap();
     assert_eq!(l0.len(), 1);
     assert_eq!(l0[0].size, small.len() as u64);
     let all = r.list_all().await.unwrap();
-    assert_eq!(all.iter().map(|f| (f.key.level, f.key.max_txid)).collect::<Vec<_>>(), [(0, 1), (9, 2)]);
+    assert_eq!(
+        all.iter()
+            .map(|f| (f.key.level, f.key.max_txid))
+            .collect::<Vec<_>>(),
+        [(0, 1), (9, 2)]
+    );
     // Creation time for point-in-time restores: the LTX timestamp (mtime / S3 metadata).
     let created = r.creation_time(&l0[0]).await.unwrap();
-    assert_eq!(created, SystemTime::UNIX_EPOCH + Duration::from_millis(ts as u64));
+    assert_eq!(
+        created,
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ts as u64)
+    );
 
     // Single pages by ranged reads through the page index.
     for (info, page_size) in [(&all[0], 4096u32), (&all[1], 512)] {
         let idx = r.read_file_index(info).await.unwrap();
         assert_eq!(idx.header.page_size, page_size);
         assert_eq!(idx.pages.len() as u32, idx.header.commit);
-        for e in [idx.pages[0], idx.pages[idx.pages.len() / 2], *idx.pages.last().unwrap()] {
-            assert_eq!(r.read_page(&info.key, &e, page_size).await.unwrap(), page(e.pgno, page_size as usize));
+        for e in [
+            idx.pages[0],
+            idx.pages[idx.pages.len() / 2],
+            *idx.pages.last().unwrap(),
+        ] {
+            assert_eq!(
+                r.read_page(&info.key, &e, page_size).await.unwrap(),
+                page(e.pgno, page_size as usize)
+            );
         }
     }
 
     // Create-only: same bytes again is an idempotent retry, other bytes are refused.
-    r.write(&LtxKey::new(0, 1, 1), small.clone(), ts, true).await.unwrap();
+    r.write(&LtxKey::new(0, 1, 1), small.clone(), ts, true)
+        .await
+        .unwrap();
     let other = file_with(4, 4096, 1, 1, ts + 5);
     match r.write(&LtxKey::new(0, 1, 1), other, ts + 5, true).await {
-        Err(ReplicaError::AlreadyExists { path }) => assert!(path.ends_with("0000000000000001-0000000000000001.ltx")),
+        Err(ReplicaError::AlreadyExists { path }) => {
+            assert!(path.ends_with("0000000000000001-0000000000000001.ltx"))
+        }
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    assert_eq!(r.read(&LtxKey::new(0, 1, 1)).await.unwrap(), small, "the first publish must survive");
+    assert_eq!(
+        r.read(&LtxKey::new(0, 1, 1)).await.unwrap(),
+        small,
+        "the first publish must survive"
+    );
 
     // Litestream's own listing sees our keys where it expects them.
-    let out = litestream::command(env).args(["ltx", "-level", "all", url]).output().unwrap();
+    let out = litestream::command(env)
+        .args(["ltx", "-level", "all", url])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.lines().filter(|l| l.contains("0000000000000001")).count() >= 2, "litestream ltx output:\n{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("0000000000000001"))
+            .count()
+            >= 2,
+        "litestream ltx output:\n{text}"
+    );
 
     r.delete(&LtxKey::new(0, 1, 1)).await.unwrap();
     assert!(r.list_level(0).await.unwrap().is_empty());
-    assert!(matches!(r.read(&LtxKey::new(0, 1, 1)).await, Err(ReplicaError::NotFound { .. })));
+    assert!(matches!(
+        r.read(&LtxKey::new(0, 1, 1)).await,
+        Err(ReplicaError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -75,7 +120,10 @@ async fn file_replica() {
     let dir = tempfile::tempdir().unwrap();
     exercise(&format!("file://{}", dir.path().join("r").display()), &[]).await;
     // The file layout is ltx/<level>/ with no temp files left behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path().join("r/ltx/9")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path().join("r/ltx/9"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["0000000000000001-0000000000000002.ltx"]);
 }
 
@@ -88,8 +136,15 @@ async fn s3_replica() {
 
 #[tokio::test]
 async fn bad_urls_and_unreachable_store() {
-    assert!(matches!(Replica::open("ftp://x/y"), Err(ReplicaError::InvalidUrl { .. })));
-    let opts = ReplicaOptions { timeout: Duration::from_secs(2), io_timeout: Duration::from_secs(2), retries: 1 };
+    assert!(matches!(
+        Replica::open("ftp://x/y"),
+        Err(ReplicaError::InvalidUrl { .. })
+    ));
+    let opts = ReplicaOptions {
+        timeout: Duration::from_secs(2),
+        io_timeout: Duration::from_secs(2),
+        retries: 1,
+    };
     // Nothing listens on port 1.
     let url = ReplicaUrl::parse("s3://bkt/p?endpoint=http://127.0.0.1:1&region=us-east-1").unwrap();
     std::env::set_var("AWS_ACCESS_KEY_ID", testkit::seaweed::ACCESS_KEY);

@@ -21,7 +21,14 @@ pub fn command(env: &[(&str, String)]) -> Command {
 
 /// Runs `litestream restore -o out url [extra…]`, panicking with its output on failure.
 pub fn restore(url: &str, out: &Path, extra: &[&str], env: &[(&str, String)]) -> Output {
-    let o = command(env).arg("restore").arg("-o").arg(out).args(extra).arg(url).output().unwrap();
+    let o = command(env)
+        .arg("restore")
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
     assert!(
         o.status.success(),
         "litestream restore {url} failed:\n{}{}",
@@ -50,7 +57,10 @@ impl Replicate {
             .stderr(f)
             .spawn()
             .expect("start litestream replicate");
-        Replicate { child: Some(child), log: log.to_path_buf() }
+        Replicate {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
     }
 
     /// SIGTERM and wait: litestream syncs once more before it exits.
@@ -69,5 +79,8 @@ impl Drop for Replicate {
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }

@@ -21,8 +21,17 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn shared() -> S3Server {
-        match (std::env::var("TEST_S3_ENDPOINT"), std::env::var("TEST_S3_FILER")) {
-            (Ok(endpoint), Ok(filer)) => S3Server { endpoint, filer, child: None, dir: None, args: vec![] },
+        match (
+            std::env::var("TEST_S3_ENDPOINT"),
+            std::env::var("TEST_S3_FILER"),
+        ) {
+            (Ok(endpoint), Ok(filer)) => S3Server {
+                endpoint,
+                filer,
+                child: None,
+                dir: None,
+                args: vec![],
+            },
             _ => S3Server::start(),
         }
     }
@@ -74,7 +83,8 @@ impl S3Server {
     pub fn resume(&mut self) {
         assert!(self.dir.is_some(), "only a private server can be restarted");
         let weed = crate::dep_binary("WEED_BIN", "seaweedfs/bin/weed");
-        let log = std::fs::File::create(self.dir.as_ref().unwrap().path().join("weed.log")).unwrap();
+        let log =
+            std::fs::File::create(self.dir.as_ref().unwrap().path().join("weed.log")).unwrap();
         let child = Command::new(weed)
             .args(&self.args)
             .stdin(Stdio::null())
@@ -99,7 +109,8 @@ impl S3Server {
         let addr = self.endpoint.trim_start_matches("http://").to_string();
         let filer = self.filer.trim_start_matches("http://").to_string();
         while Instant::now() < deadline {
-            if http_status(&addr, "GET", "/").is_some() && http_status(&filer, "GET", "/").is_some() {
+            if http_status(&addr, "GET", "/").is_some() && http_status(&filer, "GET", "/").is_some()
+            {
                 // The filer answers before it can create directories; probe with a bucket.
                 if http_status(&filer, "POST", "/buckets/.ready/").is_some_and(|c| c < 300) {
                     return;
@@ -107,15 +118,33 @@ impl S3Server {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let log = std::fs::read_to_string(self.dir.as_ref().map(|d| d.path().join("weed.log")).unwrap_or_default()).unwrap_or_default();
-        let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-        panic!("SeaweedFS did not become ready at {}; log tail:\n{tail}", self.endpoint);
+        let log = std::fs::read_to_string(
+            self.dir
+                .as_ref()
+                .map(|d| d.path().join("weed.log"))
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        let tail: String = log
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n");
+        panic!(
+            "SeaweedFS did not become ready at {}; log tail:\n{tail}",
+            self.endpoint
+        );
     }
 
     /// Creates a bucket (a directory under the filer's `/buckets`).
     pub fn create_bucket(&self, name: &str) {
         let filer = self.filer.trim_start_matches("http://");
-        let code = http_status(filer, "POST", &format!("/buckets/{name}/")).expect("filer reachable");
+        let code =
+            http_status(filer, "POST", &format!("/buckets/{name}/")).expect("filer reachable");
         assert!(code < 300, "create bucket {name}: HTTP {code}");
     }
 
@@ -123,7 +152,10 @@ impl S3Server {
     pub fn replica_url(&self, prefix: &str) -> String {
         let bucket = crate::unique("b").to_lowercase();
         self.create_bucket(&bucket);
-        format!("s3://{bucket}/{prefix}?endpoint={}&region=us-east-1&forcePathStyle=true", self.endpoint)
+        format!(
+            "s3://{bucket}/{prefix}?endpoint={}&region=us-east-1&forcePathStyle=true",
+            self.endpoint
+        )
     }
 
     /// Environment for clients (ours and litestream) to authenticate.
@@ -156,9 +188,14 @@ impl Drop for S3Server {
 /// Minimal HTTP/1.0 request returning the status code (no dependency on an HTTP client).
 fn http_status(addr: &str, method: &str, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = [0u8; 64];
     let n = s.read(&mut buf).ok()?;
     let line = String::from_utf8_lossy(&buf[..n]);

@@ -7,7 +7,8 @@ use rusqlite::Connection;
 /// `PRAGMA integrity_check` result ("ok" when healthy).
 pub fn integrity(path: &Path) -> String {
     let c = Connection::open(path).unwrap();
-    c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)).unwrap()
+    c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+        .unwrap()
 }
 
 /// A deterministic text dump of every table (schema plus rows in rowid order), for
@@ -18,11 +19,17 @@ pub fn dump(path: &Path) -> String {
     let mut s = c
         .prepare("SELECT name, sql FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_litestream%' ORDER BY name")
         .unwrap();
-    let tables: Vec<(String, String)> = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    let tables: Vec<(String, String)> = s
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for (name, sql) in tables {
         out.push_str(&sql);
         out.push('\n');
-        let mut q = c.prepare(&format!("SELECT * FROM \"{name}\" ORDER BY rowid")).unwrap();
+        let mut q = c
+            .prepare(&format!("SELECT * FROM \"{name}\" ORDER BY rowid"))
+            .unwrap();
         let n = q.column_count();
         let mut rows = q.query([]).unwrap();
         while let Some(r) = rows.next().unwrap() {

@@ -43,7 +43,8 @@ impl<R: Read> Decoder<R> {
             frames: Vec::new(),
             prev_pgno: 0,
             lock_pgno: lock_pgno(header.page_size),
-            db_checksum: (header.is_snapshot() && header.has_checksums()).then_some(DbChecksum::EMPTY),
+            db_checksum: (header.is_snapshot() && header.has_checksums())
+                .then_some(DbChecksum::EMPTY),
             cbuf: Vec::new(),
             pages_done: false,
         })
@@ -61,7 +62,10 @@ impl<R: Read> Decoder<R> {
         }
         let page_size = self.header.page_size as usize;
         if out.len() != page_size {
-            return Err(LtxError::Encode(format!("page buffer is {} bytes, page size is {page_size}", out.len())));
+            return Err(LtxError::Encode(format!(
+                "page buffer is {} bytes, page size is {page_size}",
+                out.len()
+            )));
         }
         let frame_start = self.offset;
         let mut phb = [0u8; PAGE_HEADER_SIZE];
@@ -73,23 +77,41 @@ impl<R: Read> Decoder<R> {
             self.check_snapshot_complete()?;
             return Ok(None);
         }
-        let invalid = |reason: String| LtxError::InvalidPage { offset: frame_start, reason };
+        let invalid = |reason: String| LtxError::InvalidPage {
+            offset: frame_start,
+            reason,
+        };
         if ph.pgno == 0 {
-            return Err(invalid(format!("page number 0 with flags {:#06x}", ph.flags)));
+            return Err(invalid(format!(
+                "page number 0 with flags {:#06x}",
+                ph.flags
+            )));
         }
         if ph.pgno <= self.prev_pgno {
-            return Err(invalid(format!("page {} comes after page {}", ph.pgno, self.prev_pgno)));
+            return Err(invalid(format!(
+                "page {} comes after page {}",
+                ph.pgno, self.prev_pgno
+            )));
         }
         if ph.pgno > self.header.commit {
-            return Err(invalid(format!("page {} is beyond the commit size of {} pages", ph.pgno, self.header.commit)));
+            return Err(invalid(format!(
+                "page {} is beyond the commit size of {} pages",
+                ph.pgno, self.header.commit
+            )));
         }
         if ph.pgno == self.lock_pgno {
-            return Err(invalid(format!("page {} is the lock page, which is never stored", ph.pgno)));
+            return Err(invalid(format!(
+                "page {} is the lock page, which is never stored",
+                ph.pgno
+            )));
         }
         if self.header.is_snapshot() {
             let expected = self.next_snapshot_pgno();
             if ph.pgno != expected {
-                return Err(invalid(format!("snapshot is missing page {expected} (next stored page is {})", ph.pgno)));
+                return Err(invalid(format!(
+                    "snapshot is missing page {expected} (next stored page is {})",
+                    ph.pgno
+                )));
             }
         }
         match ph.flags {
@@ -99,7 +121,10 @@ impl<R: Read> Decoder<R> {
                 self.hasher.update(&sb);
                 let n = u32::from_be_bytes(sb);
                 if n == 0 || n > MAX_COMPRESSED {
-                    return Err(invalid(format!("compressed size {n} of page {} is impossible", ph.pgno)));
+                    return Err(invalid(format!(
+                        "compressed size {n} of page {} is impossible",
+                        ph.pgno
+                    )));
                 }
                 let mut cbuf = std::mem::take(&mut self.cbuf);
                 cbuf.resize(n as usize, 0);
@@ -112,33 +137,62 @@ impl<R: Read> Decoder<R> {
                         return Err(LtxError::Decompress {
                             pgno: ph.pgno,
                             offset: frame_start,
-                            reason: format!("decompressed to {got} bytes, page size is {page_size}"),
+                            reason: format!(
+                                "decompressed to {got} bytes, page size is {page_size}"
+                            ),
                         })
                     }
-                    Err(e) => return Err(LtxError::Decompress { pgno: ph.pgno, offset: frame_start, reason: e.to_string() }),
+                    Err(e) => {
+                        return Err(LtxError::Decompress {
+                            pgno: ph.pgno,
+                            offset: frame_start,
+                            reason: e.to_string(),
+                        })
+                    }
                 }
             }
             0 => {
-                let mut counted = CountingRead { r: &mut self.r, n: 0 };
+                let mut counted = CountingRead {
+                    r: &mut self.r,
+                    n: 0,
+                };
                 let res = read_lz4_frame(&mut counted, out);
                 let consumed = counted.n;
                 self.offset += consumed;
                 match res {
                     Ok(()) => {}
-                    Err(FrameError::Eof) => return Err(LtxError::Truncated { section: Section::PageData, offset: self.offset }),
+                    Err(FrameError::Eof) => {
+                        return Err(LtxError::Truncated {
+                            section: Section::PageData,
+                            offset: self.offset,
+                        })
+                    }
                     Err(FrameError::Io(e)) => return Err(LtxError::Io(e)),
                     Err(FrameError::Invalid(reason)) => {
-                        return Err(LtxError::Decompress { pgno: ph.pgno, offset: frame_start, reason })
+                        return Err(LtxError::Decompress {
+                            pgno: ph.pgno,
+                            offset: frame_start,
+                            reason,
+                        })
                     }
                 }
             }
-            f => return Err(invalid(format!("unknown page flags {f:#06x} on page {}", ph.pgno))),
+            f => {
+                return Err(invalid(format!(
+                    "unknown page flags {f:#06x} on page {}",
+                    ph.pgno
+                )))
+            }
         }
         self.hasher.update(out);
         if let Some(c) = self.db_checksum.as_mut() {
             c.toggle(ph.pgno, out);
         }
-        self.frames.push(PageIndexEntry { pgno: ph.pgno, offset: frame_start, size: self.offset - frame_start });
+        self.frames.push(PageIndexEntry {
+            pgno: ph.pgno,
+            offset: frame_start,
+            size: self.offset - frame_start,
+        });
         self.prev_pgno = ph.pgno;
         Ok(Some(ph.pgno))
     }
@@ -163,7 +217,10 @@ impl<R: Read> Decoder<R> {
         if self.prev_pgno != last {
             return Err(LtxError::InvalidPage {
                 offset: self.offset - PAGE_HEADER_SIZE as u64,
-                reason: format!("snapshot ends at page {} but commit is {} pages", self.prev_pgno, self.header.commit),
+                reason: format!(
+                    "snapshot ends at page {} but commit is {} pages",
+                    self.prev_pgno, self.header.commit
+                ),
             });
         }
         Ok(())
@@ -192,9 +249,15 @@ impl<R: Read> Decoder<R> {
             // Decode what is there for a precise message.
             let msg = match decode_index_entries(&got) {
                 Err(e) => e.to_string(),
-                Ok(entries) => format!("index lists {} pages, file holds {}", entries.len(), self.frames.len()),
+                Ok(entries) => format!(
+                    "index lists {} pages, file holds {}",
+                    entries.len(),
+                    self.frames.len()
+                ),
             };
-            return Err(LtxError::InvalidIndex(format!("at byte {index_start}: {msg}")));
+            return Err(LtxError::InvalidIndex(format!(
+                "at byte {index_start}: {msg}"
+            )));
         }
         let index_len = u64::from_be_bytes(lenb);
         if index_len != expected.len() as u64 {
@@ -228,17 +291,27 @@ impl<R: Read> Decoder<R> {
         }
         let computed = std::mem::take(&mut self.hasher).finish();
         if trailer.file_checksum != computed {
-            return Err(LtxError::FileChecksumMismatch { stored: trailer.file_checksum, computed });
+            return Err(LtxError::FileChecksumMismatch {
+                stored: trailer.file_checksum,
+                computed,
+            });
         }
         if !self.header.has_checksums() {
             if trailer.post_apply_checksum != 0 {
-                return Err(LtxError::InvalidTrailer("post-apply checksum set on a NoChecksum file".into()));
+                return Err(LtxError::InvalidTrailer(
+                    "post-apply checksum set on a NoChecksum file".into(),
+                ));
             }
         } else if trailer.post_apply_checksum & super::checksum::CHECKSUM_FLAG == 0 {
-            return Err(LtxError::InvalidTrailer("post-apply checksum missing".into()));
+            return Err(LtxError::InvalidTrailer(
+                "post-apply checksum missing".into(),
+            ));
         } else if let Some(c) = self.db_checksum {
             if c.value() != trailer.post_apply_checksum {
-                return Err(LtxError::PostApplyChecksumMismatch { stored: trailer.post_apply_checksum, computed: c.value() });
+                return Err(LtxError::PostApplyChecksumMismatch {
+                    stored: trailer.post_apply_checksum,
+                    computed: c.value(),
+                });
             }
         }
         Ok(trailer)
@@ -260,7 +333,12 @@ fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], section: Section, offset: u64)
     let mut done = 0;
     while done < buf.len() {
         match r.read(&mut buf[done..]) {
-            Ok(0) => return Err(LtxError::Truncated { section, offset: offset + done as u64 }),
+            Ok(0) => {
+                return Err(LtxError::Truncated {
+                    section,
+                    offset: offset + done as u64,
+                })
+            }
             Ok(n) => done += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),

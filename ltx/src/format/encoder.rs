@@ -40,7 +40,8 @@ impl<W: Write> Encoder<W> {
             offset: HEADER_SIZE as u64,
             prev_pgno: 0,
             lock_pgno: lock_pgno(header.page_size),
-            db_checksum: (header.is_snapshot() && header.has_checksums()).then_some(DbChecksum::EMPTY),
+            db_checksum: (header.is_snapshot() && header.has_checksums())
+                .then_some(DbChecksum::EMPTY),
             cbuf: vec![0u8; max],
         })
     }
@@ -54,13 +55,20 @@ impl<W: Write> Encoder<W> {
     pub fn write_page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
         let misuse = |m: String| Err(LtxError::Encode(m));
         if data.len() != self.header.page_size as usize {
-            return misuse(format!("page {pgno} has {} bytes, page size is {}", data.len(), self.header.page_size));
+            return misuse(format!(
+                "page {pgno} has {} bytes, page size is {}",
+                data.len(),
+                self.header.page_size
+            ));
         }
         if pgno == 0 || pgno <= self.prev_pgno {
             return misuse(format!("page {pgno} written after page {}", self.prev_pgno));
         }
         if pgno > self.header.commit {
-            return misuse(format!("page {pgno} is beyond the commit size of {} pages", self.header.commit));
+            return misuse(format!(
+                "page {pgno} is beyond the commit size of {} pages",
+                self.header.commit
+            ));
         }
         if pgno == self.lock_pgno {
             return misuse(format!("page {pgno} is the lock page and is never stored"));
@@ -68,12 +76,18 @@ impl<W: Write> Encoder<W> {
         if self.header.is_snapshot() {
             let expected = self.next_snapshot_pgno();
             if pgno != expected {
-                return misuse(format!("snapshot is missing page {expected} (got page {pgno})"));
+                return misuse(format!(
+                    "snapshot is missing page {expected} (got page {pgno})"
+                ));
             }
         }
         let n = lz4_flex::block::compress_into(data, &mut self.cbuf)
             .map_err(|e| LtxError::Encode(format!("compress page {pgno}: {e}")))?;
-        let ph = PageHeader { pgno, flags: PAGE_FLAG_LZ4_BLOCK }.encode();
+        let ph = PageHeader {
+            pgno,
+            flags: PAGE_FLAG_LZ4_BLOCK,
+        }
+        .encode();
         let size = (n as u32).to_be_bytes();
         self.w.write_all(&ph)?;
         self.w.write_all(&size)?;
@@ -85,7 +99,11 @@ impl<W: Write> Encoder<W> {
             c.toggle(pgno, data);
         }
         let frame = (PAGE_HEADER_SIZE + PAGE_SIZE_PREFIX + n) as u64;
-        self.index.push(PageIndexEntry { pgno, offset: self.offset, size: frame });
+        self.index.push(PageIndexEntry {
+            pgno,
+            offset: self.offset,
+            size: frame,
+        });
         self.offset += frame;
         self.prev_pgno = pgno;
         Ok(())
@@ -118,10 +136,17 @@ impl<W: Write> Encoder<W> {
         }
         let post = match (self.header.has_checksums(), post_apply, self.db_checksum) {
             (false, None | Some(0), _) => 0,
-            (false, Some(_), _) => return Err(LtxError::Encode("post-apply checksum set on a NoChecksum file".into())),
+            (false, Some(_), _) => {
+                return Err(LtxError::Encode(
+                    "post-apply checksum set on a NoChecksum file".into(),
+                ))
+            }
             (true, None, Some(c)) => c.value(),
             (true, Some(v), Some(c)) if v != c.value() => {
-                return Err(LtxError::Encode(format!("post-apply {v:016x} does not match pages {:016x}", c.value())))
+                return Err(LtxError::Encode(format!(
+                    "post-apply {v:016x} does not match pages {:016x}",
+                    c.value()
+                )))
             }
             (true, Some(v), _) if v & CHECKSUM_FLAG != 0 => v,
             (true, _, _) => return Err(LtxError::Encode("post-apply checksum required".into())),
@@ -134,7 +159,10 @@ impl<W: Write> Encoder<W> {
         self.hasher.update(&index);
         let post_b = post.to_be_bytes();
         self.hasher.update(&post_b);
-        let trailer = Trailer { post_apply_checksum: post, file_checksum: self.hasher.finish() };
+        let trailer = Trailer {
+            post_apply_checksum: post,
+            file_checksum: self.hasher.finish(),
+        };
         self.w.write_all(&trailer.encode())?;
         self.w.flush()?;
         Ok((self.w, trailer))

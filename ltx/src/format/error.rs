@@ -41,7 +41,11 @@ pub enum LtxError {
     InvalidPage { offset: u64, reason: String },
 
     #[error("page {pgno} at byte {offset} does not decompress: {reason}")]
-    Decompress { pgno: u32, offset: u64, reason: String },
+    Decompress {
+        pgno: u32,
+        offset: u64,
+        reason: String,
+    },
 
     #[error("invalid page index: {0}")]
     InvalidIndex(String),
@@ -52,7 +56,9 @@ pub enum LtxError {
     #[error("file checksum mismatch: trailer says {stored:016x}, contents give {computed:016x}")]
     FileChecksumMismatch { stored: u64, computed: u64 },
 
-    #[error("post-apply checksum mismatch: trailer says {stored:016x}, pages give {computed:016x}")]
+    #[error(
+        "post-apply checksum mismatch: trailer says {stored:016x}, pages give {computed:016x}"
+    )]
     PostApplyChecksumMismatch { stored: u64, computed: u64 },
 
     #[error("{0} bytes of unexpected data after the trailer")]

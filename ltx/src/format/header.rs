@@ -32,7 +32,13 @@ pub struct Header {
 
 impl Header {
     /// A header in the form Litestream 0.5 writes: NoChecksum, no WAL fields.
-    pub fn new(page_size: u32, commit: u32, min_txid: Txid, max_txid: Txid, timestamp_ms: i64) -> Self {
+    pub fn new(
+        page_size: u32,
+        commit: u32,
+        min_txid: Txid,
+        max_txid: Txid,
+        timestamp_ms: i64,
+    ) -> Self {
         Header {
             flags: FLAG_NO_CHECKSUM,
             page_size,
@@ -114,23 +120,36 @@ impl Header {
             return bad(format!("unknown flags {:#010x}", self.flags));
         }
         if !is_valid_page_size(self.page_size) {
-            return bad(format!("page size {} is not a power of two in 512..=65536", self.page_size));
+            return bad(format!(
+                "page size {} is not a power of two in 512..=65536",
+                self.page_size
+            ));
         }
         if self.min_txid == 0 || self.max_txid == 0 {
-            return bad(format!("TXIDs must be non-zero (min {}, max {})", self.min_txid, self.max_txid));
+            return bad(format!(
+                "TXIDs must be non-zero (min {}, max {})",
+                self.min_txid, self.max_txid
+            ));
         }
         if self.min_txid > self.max_txid {
-            return bad(format!("min TXID {} is after max TXID {}", self.min_txid, self.max_txid));
+            return bad(format!(
+                "min TXID {} is after max TXID {}",
+                self.min_txid, self.max_txid
+            ));
         }
         if self.wal_offset < 0 || self.wal_size < 0 {
             return bad("negative WAL offset or size".into());
         }
-        if self.wal_offset == 0 && (self.wal_size != 0 || self.wal_salt1 != 0 || self.wal_salt2 != 0) {
+        if self.wal_offset == 0
+            && (self.wal_size != 0 || self.wal_salt1 != 0 || self.wal_salt2 != 0)
+        {
             return bad("WAL size or salts set without a WAL offset".into());
         }
         if self.is_snapshot() || !self.has_checksums() {
             if self.pre_apply_checksum != 0 {
-                return bad("pre-apply checksum must be zero on snapshots and NoChecksum files".into());
+                return bad(
+                    "pre-apply checksum must be zero on snapshots and NoChecksum files".into(),
+                );
             }
         } else if self.pre_apply_checksum & CHECKSUM_FLAG == 0 {
             return bad("pre-apply checksum required on non-snapshot files".into());
@@ -160,7 +179,10 @@ mod tests {
         h.wal_salt1 = 0xf4376075;
         h.wal_salt2 = 0x6cc88201;
         let b = h.encode();
-        assert_eq!(&b[0..16], &[0x4c, 0x54, 0x58, 0x31, 0, 0, 0, 2, 0, 0, 0x10, 0, 0, 0, 0, 0x15]);
+        assert_eq!(
+            &b[0..16],
+            &[0x4c, 0x54, 0x58, 0x31, 0, 0, 0, 2, 0, 0, 0x10, 0, 0, 0, 0, 0x15]
+        );
         assert_eq!(Header::decode(&b).unwrap(), h);
     }
 
@@ -174,19 +196,31 @@ mod tests {
         let good = Header::new(4096, 1, 1, 1, 0);
         let mut h = good;
         h.flags = 1;
-        assert!(matches!(Header::decode(&h.encode()), Err(LtxError::InvalidHeader(_))));
+        assert!(matches!(
+            Header::decode(&h.encode()),
+            Err(LtxError::InvalidHeader(_))
+        ));
         h = good;
         h.page_size = 1000;
-        assert!(matches!(Header::decode(&h.encode()), Err(LtxError::InvalidHeader(_))));
+        assert!(matches!(
+            Header::decode(&h.encode()),
+            Err(LtxError::InvalidHeader(_))
+        ));
         h = good;
         h.min_txid = 5;
         h.max_txid = 4;
-        assert!(matches!(Header::decode(&h.encode()), Err(LtxError::InvalidHeader(_))));
+        assert!(matches!(
+            Header::decode(&h.encode()),
+            Err(LtxError::InvalidHeader(_))
+        ));
         h = good;
         h.flags = 0;
         h.min_txid = 2;
         h.max_txid = 2;
-        assert!(Header::decode(&h.encode()).unwrap_err().to_string().contains("pre-apply"));
+        assert!(Header::decode(&h.encode())
+            .unwrap_err()
+            .to_string()
+            .contains("pre-apply"));
         let mut b = good.encode();
         b[0] = b'X';
         assert!(matches!(Header::decode(&b), Err(LtxError::BadMagic { .. })));

@@ -31,7 +31,9 @@ pub fn get_uvarint(b: &[u8], pos: &mut usize) -> Result<u64> {
     let mut v: u64 = 0;
     for i in 0..10 {
         let Some(&byte) = b.get(*pos) else {
-            return Err(LtxError::InvalidIndex("varint runs past the end of the index".into()));
+            return Err(LtxError::InvalidIndex(
+                "varint runs past the end of the index".into(),
+            ));
         };
         *pos += 1;
         if i == 9 && byte > 1 {
@@ -70,9 +72,12 @@ pub fn decode_index_entries(b: &[u8]) -> Result<Vec<PageIndexEntry>> {
         if pgno == 0 {
             break;
         }
-        let pgno = u32::try_from(pgno).map_err(|_| LtxError::InvalidIndex(format!("page number {pgno} out of range")))?;
+        let pgno = u32::try_from(pgno)
+            .map_err(|_| LtxError::InvalidIndex(format!("page number {pgno} out of range")))?;
         if pgno <= prev {
-            return Err(LtxError::InvalidIndex(format!("page {pgno} listed after page {prev}")));
+            return Err(LtxError::InvalidIndex(format!(
+                "page {pgno} listed after page {prev}"
+            )));
         }
         prev = pgno;
         let offset = get_uvarint(b, &mut pos)?;
@@ -80,7 +85,10 @@ pub fn decode_index_entries(b: &[u8]) -> Result<Vec<PageIndexEntry>> {
         entries.push(PageIndexEntry { pgno, offset, size });
     }
     if pos != b.len() {
-        return Err(LtxError::InvalidIndex(format!("{} bytes after the terminator", b.len() - pos)));
+        return Err(LtxError::InvalidIndex(format!(
+            "{} bytes after the terminator",
+            b.len() - pos
+        )));
     }
     Ok(entries)
 }
@@ -89,13 +97,18 @@ pub fn decode_index_entries(b: &[u8]) -> Result<Vec<PageIndexEntry>> {
 /// Returns the byte range of the varint entries (terminator included).
 pub fn index_range(file_len: u64, index_len: u64) -> Result<std::ops::Range<u64>> {
     let footer = (TRAILER_SIZE + INDEX_LEN_FIELD) as u64;
-    let min_len = super::header::HEADER_SIZE as u64 + super::page::PAGE_HEADER_SIZE as u64 + 1 + footer;
+    let min_len =
+        super::header::HEADER_SIZE as u64 + super::page::PAGE_HEADER_SIZE as u64 + 1 + footer;
     if file_len < min_len {
-        return Err(LtxError::InvalidIndex(format!("file of {file_len} bytes is too short to hold an index")));
+        return Err(LtxError::InvalidIndex(format!(
+            "file of {file_len} bytes is too short to hold an index"
+        )));
     }
     let end = file_len - footer;
     if index_len == 0 || index_len > end - super::header::HEADER_SIZE as u64 {
-        return Err(LtxError::InvalidIndex(format!("index length {index_len} does not fit in a {file_len}-byte file")));
+        return Err(LtxError::InvalidIndex(format!(
+            "index length {index_len} does not fit in a {file_len}-byte file"
+        )));
     }
     Ok(end - index_len..end)
 }
@@ -137,8 +150,16 @@ mod tests {
     #[test]
     fn index_round_trip() {
         let entries = vec![
-            PageIndexEntry { pgno: 1, offset: 100, size: 280 },
-            PageIndexEntry { pgno: 7, offset: 380, size: 20 },
+            PageIndexEntry {
+                pgno: 1,
+                offset: 100,
+                size: 280,
+            },
+            PageIndexEntry {
+                pgno: 7,
+                offset: 380,
+                size: 20,
+            },
         ];
         let enc = encode_index(&entries);
         let n = enc.len() - 8;

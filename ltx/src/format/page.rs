@@ -128,6 +128,46 @@ pub fn read_lz4_frame<R: Read>(r: &mut R, out: &mut [u8]) -> Result<(), FrameErr
     Ok(())
 }
 
+/// Decodes one whole frame (as fetched by a ranged read via the page index) into `out`.
+/// Returns the page number. Checks only what a single frame allows; the file checksum
+/// needs the whole file.
+pub fn decode_frame(frame: &[u8], out: &mut [u8]) -> Result<u32, FrameError> {
+    if frame.len() < PAGE_HEADER_SIZE {
+        return Err(FrameError::Eof);
+    }
+    let ph = PageHeader::decode(frame[..PAGE_HEADER_SIZE].try_into().unwrap());
+    if ph.pgno == 0 {
+        return Err(FrameError::Invalid("frame has page number 0".into()));
+    }
+    let rest = &frame[PAGE_HEADER_SIZE..];
+    match ph.flags {
+        PAGE_FLAG_LZ4_BLOCK => {
+            if rest.len() < PAGE_SIZE_PREFIX {
+                return Err(FrameError::Eof);
+            }
+            let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            let payload = &rest[PAGE_SIZE_PREFIX..];
+            if payload.len() != n {
+                return Err(FrameError::Invalid(format!(
+                    "frame holds {} payload bytes, size field says {n}",
+                    payload.len()
+                )));
+            }
+            let got = lz4_flex::block::decompress_into(payload, out)
+                .map_err(|e| FrameError::Invalid(format!("LZ4 block: {e}")))?;
+            if got != out.len() {
+                return Err(FrameError::Invalid(format!(
+                    "page decompressed to {got} bytes, expected {}",
+                    out.len()
+                )));
+            }
+        }
+        0 => read_lz4_frame(&mut &rest[..], out)?,
+        f => return Err(FrameError::Invalid(format!("unknown page flags {f:#06x}"))),
+    }
+    Ok(ph.pgno)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,40 +200,9 @@ mod tests {
         let mut out = vec![0u8; 1024];
         read_lz4_frame(&mut &f[..], &mut out).unwrap();
         assert_eq!(out, page);
-        assert!(matches!(read_lz4_frame(&mut &f[..10], &mut out), Err(FrameError::Eof)));
+        assert!(matches!(
+            read_lz4_frame(&mut &f[..10], &mut out),
+            Err(FrameError::Eof)
+        ));
     }
-}
-
-/// Decodes one whole frame (as fetched by a ranged read via the page index) into `out`.
-/// Returns the page number. Checks only what a single frame allows; the file checksum
-/// needs the whole file.
-pub fn decode_frame(frame: &[u8], out: &mut [u8]) -> Result<u32, FrameError> {
-    if frame.len() < PAGE_HEADER_SIZE {
-        return Err(FrameError::Eof);
-    }
-    let ph = PageHeader::decode(frame[..PAGE_HEADER_SIZE].try_into().unwrap());
-    if ph.pgno == 0 {
-        return Err(FrameError::Invalid("frame has page number 0".into()));
-    }
-    let rest = &frame[PAGE_HEADER_SIZE..];
-    match ph.flags {
-        PAGE_FLAG_LZ4_BLOCK => {
-            if rest.len() < PAGE_SIZE_PREFIX {
-                return Err(FrameError::Eof);
-            }
-            let n = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-            let payload = &rest[PAGE_SIZE_PREFIX..];
-            if payload.len() != n {
-                return Err(FrameError::Invalid(format!("frame holds {} payload bytes, size field says {n}", payload.len())));
-            }
-            let got = lz4_flex::block::decompress_into(payload, out)
-                .map_err(|e| FrameError::Invalid(format!("LZ4 block: {e}")))?;
-            if got != out.len() {
-                return Err(FrameError::Invalid(format!("page decompressed to {got} bytes, expected {}", out.len())));
-            }
-        }
-        0 => read_lz4_frame(&mut &rest[..], out)?,
-        f => return Err(FrameError::Invalid(format!("unknown page flags {f:#06x}"))),
-    }
-    Ok(ph.pgno)
 }

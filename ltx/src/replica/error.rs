@@ -43,17 +43,28 @@ pub enum ReplicaError {
 impl ReplicaError {
     pub(crate) fn store(path: &str, e: opendal::Error) -> Self {
         match e.kind() {
-            opendal::ErrorKind::NotFound => ReplicaError::NotFound { path: path.to_string() },
-            _ => ReplicaError::Store { path: path.to_string(), source: e },
+            opendal::ErrorKind::NotFound => ReplicaError::NotFound {
+                path: path.to_string(),
+            },
+            _ => ReplicaError::Store {
+                path: path.to_string(),
+                source: e,
+            },
         }
     }
 
     pub(crate) fn ltx(path: &str, e: LtxError) -> Self {
-        ReplicaError::Ltx { path: path.to_string(), source: e }
+        ReplicaError::Ltx {
+            path: path.to_string(),
+            source: e,
+        }
     }
 
     pub(crate) fn io(path: impl AsRef<std::path::Path>, e: std::io::Error) -> Self {
-        ReplicaError::Io { path: path.as_ref().display().to_string(), source: e }
+        ReplicaError::Io {
+            path: path.as_ref().display().to_string(),
+            source: e,
+        }
     }
 }
 

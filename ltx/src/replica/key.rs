@@ -16,7 +16,11 @@ pub struct LtxKey {
 
 impl LtxKey {
     pub fn new(level: u8, min_txid: Txid, max_txid: Txid) -> Self {
-        LtxKey { level, min_txid, max_txid }
+        LtxKey {
+            level,
+            min_txid,
+            max_txid,
+        }
     }
 
     /// `%016x-%016x.ltx`, lowercase, as Litestream names files.
@@ -43,7 +47,9 @@ pub fn parse_file_name(name: &str) -> Option<(Txid, Txid)> {
         return None;
     }
     let hex = |s: &str| -> Option<Txid> {
-        if s.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+        if s.bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
             Txid::from_str_radix(s, 16).ok()
         } else {
             None
@@ -75,8 +81,14 @@ mod tests {
         let k = LtxKey::new(0, 1, 0x2a);
         assert_eq!(k.file_name(), "0000000000000001-000000000000002a.ltx");
         assert_eq!(parse_file_name(&k.file_name()), Some((1, 0x2a)));
-        assert_eq!(parse_file_name("0000000000000001-000000000000002A.ltx"), None);
-        assert_eq!(parse_file_name("0000000000000001-000000000000002a.ltx.tmp"), None);
+        assert_eq!(
+            parse_file_name("0000000000000001-000000000000002A.ltx"),
+            None
+        );
+        assert_eq!(
+            parse_file_name("0000000000000001-000000000000002a.ltx.tmp"),
+            None
+        );
         assert_eq!(parse_txid("000000000000000a"), Some(10));
         assert_eq!(parse_txid("10"), Some(10));
     }

@@ -32,7 +32,13 @@ mod tests {
     #[test]
     fn paths_match_litestream() {
         let k = LtxKey::new(9, 1, 5);
-        assert_eq!(Layout::LtxDecimal.key_path(&k), "ltx/9/0000000000000001-0000000000000005.ltx");
-        assert_eq!(Layout::Hex4.key_path(&k), "0009/0000000000000001-0000000000000005.ltx");
+        assert_eq!(
+            Layout::LtxDecimal.key_path(&k),
+            "ltx/9/0000000000000001-0000000000000005.ltx"
+        );
+        assert_eq!(
+            Layout::Hex4.key_path(&k),
+            "0009/0000000000000001-0000000000000005.ltx"
+        );
     }
 }

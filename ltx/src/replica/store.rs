@@ -20,7 +20,9 @@ use super::key::{parse_file_name, LtxKey, MAX_LEVEL};
 use super::layout::Layout;
 use super::url::{ReplicaUrl, S3Url};
 use crate::format::header::{Header, HEADER_SIZE};
-use crate::format::index::{decode_index_entries, decode_index_from_tail, index_range, INDEX_LEN_FIELD};
+use crate::format::index::{
+    decode_index_entries, decode_index_from_tail, index_range, INDEX_LEN_FIELD,
+};
 use crate::format::page::{decode_frame, FrameError};
 use crate::format::trailer::TRAILER_SIZE;
 use crate::format::{LtxError, PageIndexEntry};
@@ -44,7 +46,11 @@ pub struct ReplicaOptions {
 
 impl Default for ReplicaOptions {
     fn default() -> Self {
-        ReplicaOptions { timeout: Duration::from_secs(60), io_timeout: Duration::from_secs(20), retries: 4 }
+        ReplicaOptions {
+            timeout: Duration::from_secs(60),
+            io_timeout: Duration::from_secs(20),
+            retries: 4,
+        }
     }
 }
 
@@ -86,26 +92,46 @@ impl Replica {
     }
 
     pub fn open_with(url: ReplicaUrl, opts: &ReplicaOptions) -> Result<Replica> {
-        let cfg_err = |e: opendal::Error| ReplicaError::InvalidUrl { url: url.to_string(), reason: e.to_string() };
+        let cfg_err = |e: opendal::Error| ReplicaError::InvalidUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
         let (op, layout, local_root) = match &url {
             ReplicaUrl::File { path } => {
                 let root = path.to_string_lossy().to_string();
-                let op = Operator::new(opendal::services::Fs::default().root(&root)).map_err(cfg_err)?;
+                let op =
+                    Operator::new(opendal::services::Fs::default().root(&root)).map_err(cfg_err)?;
                 (op, Layout::LtxDecimal, Some(path.clone()))
             }
-            ReplicaUrl::S3(s) => (Operator::new(s3_builder(&url, s)?).map_err(cfg_err)?, Layout::Hex4, None),
+            ReplicaUrl::S3(s) => (
+                Operator::new(s3_builder(&url, s)?).map_err(cfg_err)?,
+                Layout::Hex4,
+                None,
+            ),
             ReplicaUrl::Gcs { bucket, path } => {
-                let mut b = opendal::services::Gcs::default().bucket(bucket).root(&format!("/{path}"));
+                let mut b = opendal::services::Gcs::default()
+                    .bucket(bucket)
+                    .root(&format!("/{path}"));
                 if let Ok(p) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
                     b = b.credential_path(&p);
                 }
                 (Operator::new(b).map_err(cfg_err)?, Layout::LtxDecimal, None)
             }
-            ReplicaUrl::Azure { account, container, path } => {
-                let mut b = opendal::services::Azblob::default().container(container).root(&format!("/{path}"));
-                let account = account.clone().or_else(|| env_any(&["AZURE_STORAGE_ACCOUNT", "LITESTREAM_AZURE_ACCOUNT_NAME"]));
+            ReplicaUrl::Azure {
+                account,
+                container,
+                path,
+            } => {
+                let mut b = opendal::services::Azblob::default()
+                    .container(container)
+                    .root(&format!("/{path}"));
+                let account = account.clone().or_else(|| {
+                    env_any(&["AZURE_STORAGE_ACCOUNT", "LITESTREAM_AZURE_ACCOUNT_NAME"])
+                });
                 if let Some(a) = &account {
-                    b = b.account_name(a).endpoint(&format!("https://{a}.blob.core.windows.net"));
+                    b = b
+                        .account_name(a)
+                        .endpoint(&format!("https://{a}.blob.core.windows.net"));
                 }
                 if let Some(k) = env_any(&["AZURE_STORAGE_KEY", "LITESTREAM_AZURE_ACCOUNT_KEY"]) {
                     b = b.account_key(&k);
@@ -114,9 +140,18 @@ impl Replica {
             }
         };
         let op = op
-            .layer(TimeoutLayer::new().with_timeout(opts.timeout).with_io_timeout(opts.io_timeout))
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(opts.timeout)
+                    .with_io_timeout(opts.io_timeout),
+            )
             .layer(RetryLayer::new().with_max_times(opts.retries).with_jitter());
-        Ok(Replica { url, op, layout, local_root })
+        Ok(Replica {
+            url,
+            op,
+            layout,
+            local_root,
+        })
     }
 
     pub fn url(&self) -> &ReplicaUrl {
@@ -138,7 +173,10 @@ impl Replica {
         match self.op.list_with(&self.layout.level_dir(0)).limit(1).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ReplicaError::Store { path: self.url.to_string(), source: e }),
+            Err(e) => Err(ReplicaError::Store {
+                path: self.url.to_string(),
+                source: e,
+            }),
         }
     }
 
@@ -152,7 +190,9 @@ impl Replica {
         };
         let mut out = Vec::new();
         for e in entries {
-            let Some((min, max)) = parse_file_name(e.name()) else { continue };
+            let Some((min, max)) = parse_file_name(e.name()) else {
+                continue;
+            };
             let key = LtxKey::new(level, min, max);
             let meta = if self.local_root.is_some() || e.metadata().last_modified().is_none() {
                 match self.op.stat(e.path()).await {
@@ -163,8 +203,15 @@ impl Replica {
             } else {
                 e.metadata().clone()
             };
-            let created_at = meta.last_modified().map(SystemTime::from).unwrap_or(SystemTime::UNIX_EPOCH);
-            out.push(LtxFileInfo { key, size: meta.content_length(), created_at });
+            let created_at = meta
+                .last_modified()
+                .map(SystemTime::from)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push(LtxFileInfo {
+                key,
+                size: meta.content_length(),
+                created_at,
+            });
         }
         out.sort_by_key(|f| (f.key.min_txid, f.key.max_txid));
         Ok(out)
@@ -172,7 +219,8 @@ impl Replica {
 
     /// Every LTX object on every level (0..=9).
     pub async fn list_all(&self) -> Result<Vec<LtxFileInfo>> {
-        let levels = futures::future::try_join_all((0..=MAX_LEVEL).map(|l| self.list_level(l))).await?;
+        let levels =
+            futures::future::try_join_all((0..=MAX_LEVEL).map(|l| self.list_level(l))).await?;
         Ok(levels.into_iter().flatten().collect())
     }
 
@@ -183,7 +231,11 @@ impl Replica {
             return Ok(info.created_at);
         }
         let path = self.path_of(&info.key);
-        let meta = self.op.stat(&path).await.map_err(|e| ReplicaError::store(&path, e))?;
+        let meta = self
+            .op
+            .stat(&path)
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))?;
         let from_meta = meta
             .user_metadata()
             .and_then(|m| m.get(TIMESTAMP_METADATA).map(str::to_string))
@@ -194,13 +246,22 @@ impl Replica {
 
     pub async fn read(&self, key: &LtxKey) -> Result<Bytes> {
         let path = self.path_of(key);
-        let buf = self.op.read(&path).await.map_err(|e| ReplicaError::store(&path, e))?;
+        let buf = self
+            .op
+            .read(&path)
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))?;
         Ok(buf.to_bytes())
     }
 
     pub async fn read_range(&self, key: &LtxKey, range: std::ops::Range<u64>) -> Result<Bytes> {
         let path = self.path_of(key);
-        let buf = self.op.read_with(&path).range(range).await.map_err(|e| ReplicaError::store(&path, e))?;
+        let buf = self
+            .op
+            .read_with(&path)
+            .range(range)
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))?;
         Ok(buf.to_bytes())
     }
 
@@ -215,11 +276,21 @@ impl Replica {
             .concurrent(concurrency.max(1))
             .await
             .map_err(|e| ReplicaError::store(&path, e))?;
-        let mut stream = reader.into_bytes_stream(..).await.map_err(|e| ReplicaError::store(&path, e))?;
-        let mut f = tokio::fs::File::create(dest).await.map_err(|e| ReplicaError::io(dest, e))?;
+        let mut stream = reader
+            .into_bytes_stream(..)
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))?;
+        let mut f = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| ReplicaError::io(dest, e))?;
         let mut n = 0u64;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| ReplicaError::Io { path: path.clone(), source: e })? {
-            f.write_all(&chunk).await.map_err(|e| ReplicaError::io(dest, e))?;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| ReplicaError::Io {
+            path: path.clone(),
+            source: e,
+        })? {
+            f.write_all(&chunk)
+                .await
+                .map_err(|e| ReplicaError::io(dest, e))?;
             n += chunk.len() as u64;
         }
         f.sync_all().await.map_err(|e| ReplicaError::io(dest, e))?;
@@ -233,14 +304,20 @@ impl Replica {
         let ltx_err = |e: LtxError| ReplicaError::ltx(&path, e);
         let min = (HEADER_SIZE + TRAILER_SIZE + INDEX_LEN_FIELD) as u64;
         if info.size < min {
-            return Err(ltx_err(LtxError::Truncated { section: crate::format::Section::Header, offset: info.size }));
+            return Err(ltx_err(LtxError::Truncated {
+                section: crate::format::Section::Header,
+                offset: info.size,
+            }));
         }
         let head_fut = self.read_range(&info.key, 0..HEADER_SIZE as u64);
         let tail_start = info.size.saturating_sub(INDEX_TAIL).max(HEADER_SIZE as u64);
         let tail_fut = self.read_range(&info.key, tail_start..info.size);
         let (head, tail) = futures::try_join!(head_fut, tail_fut)?;
         let header = Header::decode(head.as_ref().try_into().map_err(|_| {
-            ltx_err(LtxError::Truncated { section: crate::format::Section::Header, offset: head.len() as u64 })
+            ltx_err(LtxError::Truncated {
+                section: crate::format::Section::Header,
+                offset: head.len() as u64,
+            })
         })?)
         .map_err(ltx_err)?;
         let pages = match decode_index_from_tail(&tail, info.size).map_err(ltx_err)? {
@@ -257,24 +334,41 @@ impl Replica {
     }
 
     /// Fetches and decompresses one page with a single ranged read.
-    pub async fn read_page(&self, key: &LtxKey, entry: &PageIndexEntry, page_size: u32) -> Result<Vec<u8>> {
-        let frame = self.read_range(key, entry.offset..entry.offset + entry.size).await?;
+    pub async fn read_page(
+        &self,
+        key: &LtxKey,
+        entry: &PageIndexEntry,
+        page_size: u32,
+    ) -> Result<Vec<u8>> {
+        let frame = self
+            .read_range(key, entry.offset..entry.offset + entry.size)
+            .await?;
         let mut out = vec![0u8; page_size as usize];
         let path = self.path_of(key);
         match decode_frame(&frame, &mut out) {
             Ok(pgno) if pgno == entry.pgno => Ok(out),
             Ok(pgno) => Err(ReplicaError::ltx(
                 &path,
-                LtxError::InvalidIndex(format!("index points page {} at a frame holding page {pgno}", entry.pgno)),
+                LtxError::InvalidIndex(format!(
+                    "index points page {} at a frame holding page {pgno}",
+                    entry.pgno
+                )),
             )),
             Err(FrameError::Eof) => Err(ReplicaError::ltx(
                 &path,
-                LtxError::Truncated { section: crate::format::Section::PageData, offset: entry.offset },
+                LtxError::Truncated {
+                    section: crate::format::Section::PageData,
+                    offset: entry.offset,
+                },
             )),
             Err(FrameError::Io(e)) => Err(ReplicaError::Io { path, source: e }),
             Err(FrameError::Invalid(reason)) => Err(ReplicaError::ltx(
                 &path,
-                LtxError::Decompress { pgno: entry.pgno, offset: entry.offset, reason },
+                LtxError::Decompress {
+                    pgno: entry.pgno,
+                    offset: entry.offset,
+                    reason,
+                },
             )),
         }
     }
@@ -283,21 +377,32 @@ impl Replica {
     /// the same name is never replaced: the write fails with
     /// [`ReplicaError::AlreadyExists`] unless it already holds these exact bytes (a retry
     /// of our own earlier write).
-    pub async fn write(&self, key: &LtxKey, data: Bytes, timestamp_ms: i64, create_only: bool) -> Result<()> {
+    pub async fn write(
+        &self,
+        key: &LtxKey,
+        data: Bytes,
+        timestamp_ms: i64,
+        create_only: bool,
+    ) -> Result<()> {
         let path = self.path_of(key);
         if let Some(root) = &self.local_root {
             let dest = root.join(&path);
             let d = data.clone();
-            let res = tokio::task::spawn_blocking(move || write_local(&dest, &d, timestamp_ms, create_only))
-                .await
-                .expect("local write task panicked");
+            let res = tokio::task::spawn_blocking(move || {
+                write_local(&dest, &d, timestamp_ms, create_only)
+            })
+            .await
+            .expect("local write task panicked");
             return match res {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.check_same(key, &path, &data).await,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    self.check_same(key, &path, &data).await
+                }
                 Err(e) => Err(ReplicaError::io(root.join(&path), e)),
                 Ok(()) => Ok(()),
             };
         }
-        let ts = jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let ts =
+            jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let res = self
             .op
             .write_with(&path, data.clone())
@@ -306,7 +411,12 @@ impl Replica {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.kind(), opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+                ) =>
+            {
                 self.check_same(key, &path, &data).await
             }
             Err(e) => Err(ReplicaError::store(&path, e)),
@@ -314,14 +424,28 @@ impl Replica {
     }
 
     /// Publishes an LTX object from a local file (streamed; multipart on object stores).
-    pub async fn write_file(&self, key: &LtxKey, src: &Path, timestamp_ms: i64, create_only: bool) -> Result<()> {
-        let size = tokio::fs::metadata(src).await.map_err(|e| ReplicaError::io(src, e))?.len();
+    pub async fn write_file(
+        &self,
+        key: &LtxKey,
+        src: &Path,
+        timestamp_ms: i64,
+        create_only: bool,
+    ) -> Result<()> {
+        let size = tokio::fs::metadata(src)
+            .await
+            .map_err(|e| ReplicaError::io(src, e))?
+            .len();
         if size <= 16 * 1024 * 1024 || self.local_root.is_some() {
-            let data = tokio::fs::read(src).await.map_err(|e| ReplicaError::io(src, e))?;
-            return self.write(key, Bytes::from(data), timestamp_ms, create_only).await;
+            let data = tokio::fs::read(src)
+                .await
+                .map_err(|e| ReplicaError::io(src, e))?;
+            return self
+                .write(key, Bytes::from(data), timestamp_ms, create_only)
+                .await;
         }
         let path = self.path_of(key);
-        let ts = jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let ts =
+            jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let mut w = self
             .op
             .writer_with(&path)
@@ -331,18 +455,29 @@ impl Replica {
             .user_metadata([(TIMESTAMP_METADATA.to_string(), format!("{ts:.3}"))])
             .await
             .map_err(|e| ReplicaError::store(&path, e))?;
-        let mut f = tokio::fs::File::open(src).await.map_err(|e| ReplicaError::io(src, e))?;
+        let mut f = tokio::fs::File::open(src)
+            .await
+            .map_err(|e| ReplicaError::io(src, e))?;
         let mut buf = vec![0u8; 8 * 1024 * 1024];
         loop {
-            let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await.map_err(|e| ReplicaError::io(src, e))?;
+            let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf)
+                .await
+                .map_err(|e| ReplicaError::io(src, e))?;
             if n == 0 {
                 break;
             }
-            w.write(Bytes::copy_from_slice(&buf[..n])).await.map_err(|e| ReplicaError::store(&path, e))?;
+            w.write(Bytes::copy_from_slice(&buf[..n]))
+                .await
+                .map_err(|e| ReplicaError::store(&path, e))?;
         }
         match w.close().await {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.kind(), opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+                ) =>
+            {
                 Err(ReplicaError::AlreadyExists { path })
             }
             Err(e) => Err(ReplicaError::store(&path, e)),
@@ -352,23 +487,32 @@ impl Replica {
     async fn check_same(&self, key: &LtxKey, path: &str, data: &Bytes) -> Result<()> {
         match self.read(key).await {
             Ok(existing) if existing == *data => Ok(()),
-            Ok(_) | Err(ReplicaError::NotFound { .. }) => Err(ReplicaError::AlreadyExists { path: path.to_string() }),
+            Ok(_) | Err(ReplicaError::NotFound { .. }) => Err(ReplicaError::AlreadyExists {
+                path: path.to_string(),
+            }),
             Err(e) => Err(e),
         }
     }
 
     pub async fn delete(&self, key: &LtxKey) -> Result<()> {
         let path = self.path_of(key);
-        self.op.delete(&path).await.map_err(|e| ReplicaError::store(&path, e))
+        self.op
+            .delete(&path)
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))
     }
 }
 
 fn env_any(names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
 fn s3_builder(url: &ReplicaUrl, s: &S3Url) -> Result<opendal::services::S3> {
-    let mut b = opendal::services::S3::default().bucket(&s.bucket).root(&format!("/{}", s.path));
+    let mut b = opendal::services::S3::default()
+        .bucket(&s.bucket)
+        .root(&format!("/{}", s.path));
     if let Some(e) = &s.endpoint {
         b = b.endpoint(e);
     }
@@ -398,9 +542,14 @@ fn s3_builder(url: &ReplicaUrl, s: &S3Url) -> Result<opendal::services::S3> {
         }
         (None, None) => {
             // Other standard sources opendal understands (web identity, profiles).
-            let other = env_any(&["AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI"])
-                .is_some()
-                || std::env::var("HOME").is_ok_and(|h| Path::new(&h).join(".aws/credentials").exists());
+            let other = env_any(&[
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_PROFILE",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            ])
+            .is_some()
+                || std::env::var("HOME")
+                    .is_ok_and(|h| Path::new(&h).join(".aws/credentials").exists());
             if !other {
                 return Err(ReplicaError::MissingCredentials {
                     url: url.to_string(),
@@ -417,7 +566,12 @@ fn s3_builder(url: &ReplicaUrl, s: &S3Url) -> Result<opendal::services::S3> {
 /// Writes `data` to `dest` atomically: a temp file in the same directory, fsync, mtime
 /// set to the LTX timestamp, then `link` (create-only) or `rename`, then the directory
 /// fsync. Returns `AlreadyExists` when create-only finds the name taken.
-fn write_local(dest: &Path, data: &[u8], timestamp_ms: i64, create_only: bool) -> std::io::Result<()> {
+fn write_local(
+    dest: &Path,
+    data: &[u8],
+    timestamp_ms: i64,
+    create_only: bool,
+) -> std::io::Result<()> {
     let dir = dest.parent().expect("LTX paths have a directory");
     std::fs::create_dir_all(dir)?;
     let name = dest.file_name().unwrap().to_string_lossy();
@@ -427,7 +581,10 @@ fn write_local(dest: &Path, data: &[u8], timestamp_ms: i64, create_only: bool) -
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
-        let mtime = filetime::FileTime::from_unix_time(timestamp_ms.div_euclid(1000), (timestamp_ms.rem_euclid(1000) * 1_000_000) as u32);
+        let mtime = filetime::FileTime::from_unix_time(
+            timestamp_ms.div_euclid(1000),
+            (timestamp_ms.rem_euclid(1000) * 1_000_000) as u32,
+        );
         filetime::set_file_mtime(&tmp, mtime)?;
         if create_only {
             std::fs::hard_link(&tmp, dest)?;

@@ -18,10 +18,19 @@ use super::error::{ReplicaError, Result};
 /// A parsed replica location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicaUrl {
-    File { path: PathBuf },
+    File {
+        path: PathBuf,
+    },
     S3(S3Url),
-    Gcs { bucket: String, path: String },
-    Azure { account: Option<String>, container: String, path: String },
+    Gcs {
+        bucket: String,
+        path: String,
+    },
+    Azure {
+        account: Option<String>,
+        container: String,
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,12 +46,17 @@ pub struct S3Url {
 
 impl ReplicaUrl {
     pub fn parse(s: &str) -> Result<ReplicaUrl> {
-        let bad = |reason: &str| ReplicaError::InvalidUrl { url: s.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| ReplicaError::InvalidUrl {
+            url: s.to_string(),
+            reason: reason.to_string(),
+        };
         if !s.contains("://") {
             if s.is_empty() {
                 return Err(bad("empty"));
             }
-            return Ok(ReplicaUrl::File { path: PathBuf::from(s) });
+            return Ok(ReplicaUrl::File {
+                path: PathBuf::from(s),
+            });
         }
         let u = url::Url::parse(s).map_err(|e| bad(&e.to_string()))?;
         let query = |names: &[&str]| {
@@ -66,9 +80,14 @@ impl ReplicaUrl {
                 Ok(ReplicaUrl::File { path: p })
             }
             "s3" => {
-                let endpoint = query(&["endpoint"]).or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok()).or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()).filter(|e| !e.is_empty());
+                let endpoint = query(&["endpoint"])
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                    .filter(|e| !e.is_empty());
                 let force = match query(&["forcePathStyle", "force-path-style"]) {
-                    Some(v) => parse_bool(&v).ok_or_else(|| bad("forcePathStyle must be true or false"))?,
+                    Some(v) => {
+                        parse_bool(&v).ok_or_else(|| bad("forcePathStyle must be true or false"))?
+                    }
                     None => endpoint.is_some(),
                 };
                 Ok(ReplicaUrl::S3(S3Url {
@@ -79,12 +98,21 @@ impl ReplicaUrl {
                     force_path_style: force,
                 }))
             }
-            "gs" => Ok(ReplicaUrl::Gcs { bucket: host()?, path }),
+            "gs" => Ok(ReplicaUrl::Gcs {
+                bucket: host()?,
+                path,
+            }),
             "abs" => {
                 let account = (!u.username().is_empty()).then(|| u.username().to_string());
-                Ok(ReplicaUrl::Azure { account, container: host()?, path })
+                Ok(ReplicaUrl::Azure {
+                    account,
+                    container: host()?,
+                    path,
+                })
             }
-            other => Err(bad(&format!("unsupported scheme {other:?} (use file, s3, gs or abs)"))),
+            other => Err(bad(&format!(
+                "unsupported scheme {other:?} (use file, s3, gs or abs)"
+            ))),
         }
     }
 }
@@ -95,7 +123,9 @@ impl std::fmt::Display for ReplicaUrl {
             ReplicaUrl::File { path } => write!(f, "file://{}", path.display()),
             ReplicaUrl::S3(s) => write!(f, "s3://{}/{}", s.bucket, s.path),
             ReplicaUrl::Gcs { bucket, path } => write!(f, "gs://{bucket}/{path}"),
-            ReplicaUrl::Azure { container, path, .. } => write!(f, "abs://{container}/{path}"),
+            ReplicaUrl::Azure {
+                container, path, ..
+            } => write!(f, "abs://{container}/{path}"),
         }
     }
 }
@@ -114,17 +144,31 @@ mod tests {
 
     #[test]
     fn parses_litestream_forms() {
-        assert_eq!(ReplicaUrl::parse("file:///tmp/r").unwrap(), ReplicaUrl::File { path: "/tmp/r".into() });
-        assert_eq!(ReplicaUrl::parse("/tmp/r").unwrap(), ReplicaUrl::File { path: "/tmp/r".into() });
+        assert_eq!(
+            ReplicaUrl::parse("file:///tmp/r").unwrap(),
+            ReplicaUrl::File {
+                path: "/tmp/r".into()
+            }
+        );
+        assert_eq!(
+            ReplicaUrl::parse("/tmp/r").unwrap(),
+            ReplicaUrl::File {
+                path: "/tmp/r".into()
+            }
+        );
         let ReplicaUrl::S3(s) =
-            ReplicaUrl::parse("s3://bkt/dbs/app?endpoint=http://127.0.0.1:9000&region=us-east-1").unwrap()
+            ReplicaUrl::parse("s3://bkt/dbs/app?endpoint=http://127.0.0.1:9000&region=us-east-1")
+                .unwrap()
         else {
             panic!()
         };
         assert_eq!((s.bucket.as_str(), s.path.as_str()), ("bkt", "dbs/app"));
         assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert!(s.force_path_style);
-        assert!(ReplicaUrl::parse("ftp://x/y").unwrap_err().to_string().contains("unsupported scheme"));
+        assert!(ReplicaUrl::parse("ftp://x/y")
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported scheme"));
         assert!(ReplicaUrl::parse("s3:///nobucket").is_err());
     }
 }

@@ -21,15 +21,31 @@ pub enum ApplyError {
         source: LtxError,
     },
     #[error("{name}: page size {got} differs from the {expected} of earlier files")]
-    PageSizeChanged { name: String, expected: u32, got: u32 },
+    PageSizeChanged {
+        name: String,
+        expected: u32,
+        got: u32,
+    },
     #[error("{name}: starts at TXID {min} but the database is at TXID {have}")]
     NotContiguous { name: String, min: Txid, have: Txid },
     #[error("the restored database has no data for page {pgno} (of {commit}); the replica is missing a snapshot")]
     MissingPage { pgno: u32, commit: u32 },
-    #[error("{name}: pre-apply checksum {expected:016x} does not match the database ({actual:016x})")]
-    PreApplyMismatch { name: String, expected: u64, actual: u64 },
-    #[error("database checksum after TXID {txid} is {actual:016x}, the replica says {expected:016x}")]
-    FinalChecksumMismatch { txid: Txid, expected: u64, actual: u64 },
+    #[error(
+        "{name}: pre-apply checksum {expected:016x} does not match the database ({actual:016x})"
+    )]
+    PreApplyMismatch {
+        name: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "database checksum after TXID {txid} is {actual:016x}, the replica says {expected:016x}"
+    )]
+    FinalChecksumMismatch {
+        txid: Txid,
+        expected: u64,
+        actual: u64,
+    },
     #[error("I/O error writing the database: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -62,8 +78,21 @@ pub struct DbSummary {
 impl DbWriter {
     /// Starts a database at `path`, replacing anything there.
     pub fn create(path: &Path) -> std::io::Result<DbWriter> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
-        Ok(DbWriter { file, page_size: 0, commit: 0, txid: 0, written: Vec::new(), expected_checksum: None, page_buf: Vec::new() })
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(DbWriter {
+            file,
+            page_size: 0,
+            commit: 0,
+            txid: 0,
+            written: Vec::new(),
+            expected_checksum: None,
+            page_buf: Vec::new(),
+        })
     }
 
     pub fn txid(&self) -> Txid {
@@ -73,21 +102,36 @@ impl DbWriter {
     /// Applies one LTX stream (`name` labels errors). The stream is consumed to its end
     /// and verified; on error the database is left partially written and must be dropped.
     pub fn apply<R: Read>(&mut self, name: &str, r: R) -> Result<Header, ApplyError> {
-        let ltx = |source| ApplyError::Ltx { name: name.to_string(), source };
+        let ltx = |source| ApplyError::Ltx {
+            name: name.to_string(),
+            source,
+        };
         let mut dec = Decoder::new(r).map_err(ltx)?;
         let h = *dec.header();
         if self.page_size == 0 {
             self.page_size = h.page_size;
         } else if h.page_size != self.page_size {
-            return Err(ApplyError::PageSizeChanged { name: name.into(), expected: self.page_size, got: h.page_size });
+            return Err(ApplyError::PageSizeChanged {
+                name: name.into(),
+                expected: self.page_size,
+                got: h.page_size,
+            });
         }
         if h.min_txid > self.txid + 1 || h.max_txid <= self.txid {
-            return Err(ApplyError::NotContiguous { name: name.into(), min: h.min_txid, have: self.txid });
+            return Err(ApplyError::NotContiguous {
+                name: name.into(),
+                min: h.min_txid,
+                have: self.txid,
+            });
         }
         if h.has_checksums() && !h.is_snapshot() && h.min_txid == self.txid + 1 {
             if let Some(prev) = self.expected_checksum {
                 if prev != h.pre_apply_checksum {
-                    return Err(ApplyError::PreApplyMismatch { name: name.into(), expected: h.pre_apply_checksum, actual: prev });
+                    return Err(ApplyError::PreApplyMismatch {
+                        name: name.into(),
+                        expected: h.pre_apply_checksum,
+                        actual: prev,
+                    });
                 }
             }
         }
@@ -116,10 +160,17 @@ impl DbWriter {
     /// Checks every page is present, computes (and where possible verifies) the
     /// database checksum, and fsyncs. The lock page is left as zeros.
     pub fn finish(mut self) -> Result<DbSummary, ApplyError> {
-        let lock = if self.page_size == 0 { 0 } else { lock_pgno(self.page_size) };
+        let lock = if self.page_size == 0 {
+            0
+        } else {
+            lock_pgno(self.page_size)
+        };
         for p in 1..=self.commit {
             if p != lock && !get_bit(&self.written, p) {
-                return Err(ApplyError::MissingPage { pgno: p, commit: self.commit });
+                return Err(ApplyError::MissingPage {
+                    pgno: p,
+                    commit: self.commit,
+                });
             }
         }
         let mut sum = DbChecksum::EMPTY;
@@ -136,7 +187,11 @@ impl DbWriter {
         let checksum = sum.value();
         if let Some(expected) = self.expected_checksum {
             if expected != checksum {
-                return Err(ApplyError::FinalChecksumMismatch { txid: self.txid, expected, actual: checksum });
+                return Err(ApplyError::FinalChecksumMismatch {
+                    txid: self.txid,
+                    expected,
+                    actual: checksum,
+                });
             }
         }
         self.file.flush()?;
@@ -166,5 +221,6 @@ fn clear_bit(v: &mut [u64], pgno: u32) {
 }
 
 fn get_bit(v: &[u64], pgno: u32) -> bool {
-    v.get(pgno as usize / 64).is_some_and(|w| w & (1 << (pgno % 64)) != 0)
+    v.get(pgno as usize / 64)
+        .is_some_and(|w| w & (1 << (pgno % 64)) != 0)
 }

@@ -25,7 +25,11 @@ pub enum RestoreError {
     #[error(transparent)]
     Replica(#[from] ReplicaError),
     #[error("downloaded {path} has {got} bytes, the listing said {expected}")]
-    SizeMismatch { path: String, expected: u64, got: u64 },
+    SizeMismatch {
+        path: String,
+        expected: u64,
+        got: u64,
+    },
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error("local I/O error on {path}: {source}")]
@@ -64,7 +68,13 @@ pub struct RestoreOptions {
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions { target: Target::Latest, concurrency: 8, force: false, staging_dir: None, progress: Arc::new(NoProgress) }
+        RestoreOptions {
+            target: Target::Latest,
+            concurrency: 8,
+            force: false,
+            staging_dir: None,
+            progress: Arc::new(NoProgress),
+        }
     }
 }
 
@@ -86,13 +96,17 @@ impl RestoreSummary {
 
 /// The listing a point-in-time restore needs: creation times refined from object
 /// metadata (as Litestream does) when the target is a time.
-pub async fn list_for_target(replica: &Replica, target: Target) -> Result<Vec<LtxFileInfo>, ReplicaError> {
+pub async fn list_for_target(
+    replica: &Replica,
+    target: Target,
+) -> Result<Vec<LtxFileInfo>, ReplicaError> {
     let mut files = replica.list_all().await?;
     if let Target::Time(_) = target {
-        let refined: Vec<SystemTime> = futures::stream::iter(files.iter().map(|f| replica.creation_time(f)))
-            .buffered(32)
-            .try_collect()
-            .await?;
+        let refined: Vec<SystemTime> =
+            futures::stream::iter(files.iter().map(|f| replica.creation_time(f)))
+                .buffered(32)
+                .try_collect()
+                .await?;
         for (f, t) in files.iter_mut().zip(refined) {
             f.created_at = t;
         }
@@ -100,7 +114,11 @@ pub async fn list_for_target(replica: &Replica, target: Target) -> Result<Vec<Lt
     Ok(files)
 }
 
-pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) -> Result<RestoreSummary, RestoreError> {
+pub async fn restore(
+    replica: &Replica,
+    output: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreSummary, RestoreError> {
     let started = Instant::now();
     if !opts.force && output.exists() {
         return Err(RestoreError::OutputExists(output.to_path_buf()));
@@ -112,12 +130,17 @@ pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) ->
     let chosen = plan(&files, opts.target)?;
     tracing::info!(replica = %replica.url(), target = %opts.target, files = chosen.len(), "restore plan");
 
-    let staging = opts.staging_dir.clone().unwrap_or_else(|| sibling(output, ".restore"));
+    let staging = opts
+        .staging_dir
+        .clone()
+        .unwrap_or_else(|| sibling(output, ".restore"));
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RestoreError::Io { path, source }
     };
-    tokio::fs::create_dir_all(&staging).await.map_err(io(&staging))?;
+    tokio::fs::create_dir_all(&staging)
+        .await
+        .map_err(io(&staging))?;
     let staged = |f: &LtxFileInfo| staging.join(format!("{}-{}", f.key.level, f.key.file_name()));
     let mut to_fetch = 0u64;
     for f in &chosen {
@@ -129,7 +152,11 @@ pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) ->
 
     // Downloads run `concurrency` wide; `buffered` yields them in plan order so each file
     // is applied as soon as it and all before it are local.
-    let per_file = if chosen.len() == 1 { opts.concurrency.max(1) } else { 2 };
+    let per_file = if chosen.len() == 1 {
+        opts.concurrency.max(1)
+    } else {
+        2
+    };
     let downloads = futures::stream::iter(chosen.iter().cloned().map(|f| {
         let dest = staged(&f);
         let progress = opts.progress.clone();
@@ -141,9 +168,18 @@ pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) ->
             let part = dest.with_extension("part");
             let n = replica.download_to(&f.key, &part, per_file).await?;
             if n != f.size {
-                return Err(RestoreError::SizeMismatch { path: replica.path_of(&f.key), expected: f.size, got: n });
+                return Err(RestoreError::SizeMismatch {
+                    path: replica.path_of(&f.key),
+                    expected: f.size,
+                    got: n,
+                });
             }
-            tokio::fs::rename(&part, &dest).await.map_err(|source| RestoreError::Io { path: dest.clone(), source })?;
+            tokio::fs::rename(&part, &dest)
+                .await
+                .map_err(|source| RestoreError::Io {
+                    path: dest.clone(),
+                    source,
+                })?;
             progress.downloaded(&f, false);
             Ok((f, dest, false, n))
         }
@@ -154,7 +190,10 @@ pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) ->
     let tmp = sibling(output, ".tmp");
     let mut writer = {
         let t = tmp.clone();
-        tokio::task::spawn_blocking(move || DbWriter::create(&t)).await.expect("task").map_err(io(&tmp))?
+        tokio::task::spawn_blocking(move || DbWriter::create(&t))
+            .await
+            .expect("task")
+            .map_err(io(&tmp))?
     };
     let mut resumed = 0usize;
     let mut bytes = 0u64;
@@ -167,7 +206,9 @@ pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) ->
             let (w, res) = tokio::task::spawn_blocking(move || {
                 let res = std::fs::File::open(&path)
                     .map_err(ApplyError::Io)
-                    .and_then(|file| writer.apply(&name, std::io::BufReader::with_capacity(1 << 20, file)));
+                    .and_then(|file| {
+                        writer.apply(&name, std::io::BufReader::with_capacity(1 << 20, file))
+                    });
                 if res.is_err() {
                     // A corrupt download must not be trusted by the next attempt.
                     let _ = std::fs::remove_file(&path);
@@ -180,7 +221,9 @@ pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) ->
             res?;
             opts.progress.applied(&f);
         }
-        let db = tokio::task::spawn_blocking(move || writer.finish()).await.expect("finish task panicked")?;
+        let db = tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .expect("finish task panicked")?;
         Ok(db)
     }
     .await;
@@ -198,13 +241,28 @@ pub async fn restore(replica: &Replica, output: &Path, opts: &RestoreOptions) ->
         }
     }
     let _ = tokio::fs::remove_dir_all(&staging).await;
-    let summary = RestoreSummary { db, files: chosen.len(), files_resumed: resumed, bytes_downloaded: bytes, elapsed: started.elapsed() };
-    tracing::info!(txid = summary.db.txid, files = summary.files, resumed = summary.files_resumed, bytes = summary.bytes_downloaded, elapsed_ms = summary.elapsed.as_millis() as u64, "restore complete");
+    let summary = RestoreSummary {
+        db,
+        files: chosen.len(),
+        files_resumed: resumed,
+        bytes_downloaded: bytes,
+        elapsed: started.elapsed(),
+    };
+    tracing::info!(
+        txid = summary.db.txid,
+        files = summary.files,
+        resumed = summary.files_resumed,
+        bytes = summary.bytes_downloaded,
+        elapsed_ms = summary.elapsed.as_millis() as u64,
+        "restore complete"
+    );
     Ok(summary)
 }
 
 async fn is_complete(path: &Path, size: u64) -> bool {
-    tokio::fs::metadata(path).await.is_ok_and(|m| m.len() == size)
+    tokio::fs::metadata(path)
+        .await
+        .is_ok_and(|m| m.len() == size)
 }
 
 /// `<output><suffix>` next to the output.

@@ -5,5 +5,7 @@ pub mod engine;
 pub mod plan;
 
 pub use apply::{ApplyError, DbSummary, DbWriter};
-pub use engine::{list_for_target, restore, NoProgress, Progress, RestoreError, RestoreOptions, RestoreSummary};
+pub use engine::{
+    list_for_target, restore, NoProgress, Progress, RestoreError, RestoreOptions, RestoreSummary,
+};
 pub use plan::{plan, PlanError, Target};

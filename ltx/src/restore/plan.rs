@@ -44,7 +44,9 @@ impl std::fmt::Display for Target {
 pub enum PlanError {
     #[error("no LTX file in the replica covers {target} (replica holds TXIDs {available})")]
     NoMatchingFiles { target: String, available: String },
-    #[error("non-contiguous LTX files: have up to TXID {have} but the next file starts at TXID {next}")]
+    #[error(
+        "non-contiguous LTX files: have up to TXID {have} but the next file starts at TXID {next}"
+    )]
     NonContiguous { have: Txid, next: Txid },
 }
 
@@ -52,8 +54,10 @@ pub enum PlanError {
 /// the result is in apply order and starts at TXID 1.
 pub fn plan(files: &[LtxFileInfo], target: Target) -> Result<Vec<LtxFileInfo>, PlanError> {
     let mut out: Vec<LtxFileInfo> = Vec::new();
-    let mut snapshots: Vec<&LtxFileInfo> =
-        files.iter().filter(|f| f.key.level == SNAPSHOT_LEVEL && f.key.min_txid == 1 && target.admits(f)).collect();
+    let mut snapshots: Vec<&LtxFileInfo> = files
+        .iter()
+        .filter(|f| f.key.level == SNAPSHOT_LEVEL && f.key.min_txid == 1 && target.admits(f))
+        .collect();
     snapshots.sort_by_key(|f| (f.key.min_txid, f.key.max_txid));
     let mut cur: Txid = 0;
     if let Some(s) = snapshots.last() {
@@ -82,14 +86,25 @@ pub fn plan(files: &[LtxFileInfo], target: Target) -> Result<Vec<LtxFileInfo>, P
         }
     }
     if out.is_empty() {
-        let available = match (files.iter().map(|f| f.key.min_txid).min(), files.iter().map(|f| f.key.max_txid).max()) {
+        let available = match (
+            files.iter().map(|f| f.key.min_txid).min(),
+            files.iter().map(|f| f.key.max_txid).max(),
+        ) {
             (Some(a), Some(b)) => format!("{a}..={b}"),
             _ => "none".into(),
         };
-        return Err(PlanError::NoMatchingFiles { target: target.to_string(), available });
+        return Err(PlanError::NoMatchingFiles {
+            target: target.to_string(),
+            available,
+        });
     }
     if target == Target::Latest {
-        if let Some(next) = files.iter().filter(|f| f.key.min_txid > cur + 1).map(|f| f.key.min_txid).min() {
+        if let Some(next) = files
+            .iter()
+            .filter(|f| f.key.min_txid > cur + 1)
+            .map(|f| f.key.min_txid)
+            .min()
+        {
             return Err(PlanError::NonContiguous { have: cur, next });
         }
     }
@@ -111,23 +126,51 @@ mod tests {
     }
 
     fn keys(p: &[LtxFileInfo]) -> Vec<(u8, Txid, Txid)> {
-        p.iter().map(|f| (f.key.level, f.key.min_txid, f.key.max_txid)).collect()
+        p.iter()
+            .map(|f| (f.key.level, f.key.min_txid, f.key.max_txid))
+            .collect()
     }
 
     #[test]
     fn snapshot_then_highest_levels_first() {
-        let files = [f(9, 1, 5), f(0, 1, 1), f(0, 6, 6), f(0, 7, 7), f(1, 6, 7), f(0, 8, 8), f(2, 1, 6)];
-        assert_eq!(keys(&plan(&files, Target::Latest).unwrap()), [(9, 1, 5), (1, 6, 7), (0, 8, 8)]);
-        assert_eq!(keys(&plan(&files, Target::Txid(6)).unwrap()), [(9, 1, 5), (2, 1, 6)]);
+        let files = [
+            f(9, 1, 5),
+            f(0, 1, 1),
+            f(0, 6, 6),
+            f(0, 7, 7),
+            f(1, 6, 7),
+            f(0, 8, 8),
+            f(2, 1, 6),
+        ];
+        assert_eq!(
+            keys(&plan(&files, Target::Latest).unwrap()),
+            [(9, 1, 5), (1, 6, 7), (0, 8, 8)]
+        );
+        assert_eq!(
+            keys(&plan(&files, Target::Txid(6)).unwrap()),
+            [(9, 1, 5), (2, 1, 6)]
+        );
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(7);
-        assert_eq!(keys(&plan(&files, Target::Time(t)).unwrap()), [(9, 1, 5), (2, 1, 6)]);
+        assert_eq!(
+            keys(&plan(&files, Target::Time(t)).unwrap()),
+            [(9, 1, 5), (2, 1, 6)]
+        );
     }
 
     #[test]
     fn gaps_and_empty() {
         let files = [f(9, 1, 5), f(0, 7, 7)];
-        assert_eq!(plan(&files, Target::Latest), Err(PlanError::NonContiguous { have: 5, next: 7 }));
-        assert!(matches!(plan(&[f(0, 2, 2)], Target::Txid(2)), Err(PlanError::NoMatchingFiles { .. })));
-        assert!(matches!(plan(&[], Target::Latest), Err(PlanError::NoMatchingFiles { .. })));
+        assert_eq!(
+            plan(&files, Target::Latest),
+            Err(PlanError::NonContiguous { have: 5, next: 7 })
+        );
+        assert!(matches!(
+            plan(&[f(0, 2, 2)], Target::Txid(2)),
+            Err(PlanError::NoMatchingFiles { .. })
+        ));
+        assert!(matches!(
+            plan(&[], Target::Latest),
+            Err(PlanError::NoMatchingFiles { .. })
+        ));
     }
 }
