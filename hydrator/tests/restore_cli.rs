@@ -1,0 +1,343 @@
+//! The `hydrator` binary against real replicas: written by the real `litestream
+//! replicate` (file and SeaweedFS S3) and by us, point in time by TXID and timestamp,
+//! resume after a kill, corrupt objects, missing credentials.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ltx::replica::{LtxKey, Replica};
+use rusqlite::Connection;
+use testkit::{litestream, seaweed::S3Server, sqlite};
+
+fn hydrator(env: &[(&str, String)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hydrator"));
+    c.env_remove("AWS_CA_BUNDLE")
+        .env("HYDRATOR_LOG_LEVEL", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn ok(o: Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "hydrator failed:\n{text}");
+    text
+}
+
+/// Litestream replicates a database through `batches` write batches ~1.3 s apart.
+fn litestream_history(dir: &Path, url: &str, env: &[(&str, String)], batches: usize) {
+    let db = dir.join("app.db");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+        .unwrap();
+    let mut rep = litestream::Replicate::start(&db, url, env, &dir.join("litestream.log"));
+    std::thread::sleep(Duration::from_millis(1500));
+    for b in 0..batches {
+        let tx = c.unchecked_transaction().unwrap();
+        for i in 0..200 {
+            tx.execute("INSERT INTO t(v) VALUES (?1)", [format!("{b}/{i}")])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    rep.stop();
+}
+
+async fn point_in_time(url: &str, env: &[(&str, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    litestream_history(dir.path(), url, env, 4);
+    let replica = Replica::open(url).unwrap();
+    let files = replica.list_level(0).await.unwrap();
+    assert!(files.len() >= 4, "{files:?}");
+
+    // By TXID: the same bytes as litestream's restore of that TXID.
+    let mid = files[files.len() / 2].key.max_txid;
+    let (ours, theirs) = (
+        dir.path().join("ours-txid.db"),
+        dir.path().join("theirs-txid.db"),
+    );
+    ok(hydrator(env)
+        .args([
+            "restore",
+            "--replica",
+            url,
+            "--txid",
+            &format!("{mid:016x}"),
+            "-o",
+        ])
+        .arg(&ours)
+        .output()
+        .unwrap());
+    litestream::restore(url, &theirs, &["-txid", &format!("{mid:016x}")], env);
+    assert_eq!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&theirs).unwrap()
+    );
+    assert_eq!(sqlite::integrity(&ours), "ok");
+
+    // By timestamp: a moment just after an L0 file was created.
+    let f = &files[files.len() - 2];
+    let t = replica.creation_time(f).await.unwrap() + Duration::from_millis(200);
+    let ts = format!("{:.3}", jiff::Timestamp::try_from(t).unwrap());
+    let (ours, theirs) = (
+        dir.path().join("ours-ts.db"),
+        dir.path().join("theirs-ts.db"),
+    );
+    let out = ok(hydrator(env)
+        .args([
+            "restore",
+            "--json",
+            "--replica",
+            url,
+            "--timestamp",
+            &ts,
+            "-o",
+        ])
+        .arg(&ours)
+        .output()
+        .unwrap());
+    assert!(
+        out.contains(&format!("\"txid\":\"{:016x}\"", f.key.max_txid)),
+        "{out}"
+    );
+    litestream::restore(url, &theirs, &["-timestamp", &ts], env);
+    assert_eq!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&theirs).unwrap()
+    );
+    assert_eq!(sqlite::integrity(&ours), "ok");
+}
+
+#[tokio::test]
+async fn point_in_time_file() {
+    let dir = tempfile::tempdir().unwrap();
+    point_in_time(&format!("file://{}", dir.path().join("r").display()), &[]).await;
+}
+
+#[tokio::test]
+async fn point_in_time_s3() {
+    let s3 = S3Server::shared();
+    s3.export_env();
+    point_in_time(&s3.replica_url("dbs/pit"), &s3.env()).await;
+}
+
+/// A replica of `n` incremental files of ~1 MB of incompressible pages each.
+async fn big_history(replica: &Replica, n: u64) {
+    let page_size = 4096u32;
+    let pages = 256u32;
+    for txid in 1..=n {
+        let mut enc = ltx::format::Encoder::new(
+            Vec::new(),
+            ltx::format::Header::new(page_size, pages, txid, txid, txid as i64),
+        )
+        .unwrap();
+        let mut x = txid.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+        for p in 1..=pages {
+            let data: Vec<u8> = (0..page_size)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            enc.write_page(p, &data).unwrap();
+        }
+        let (buf, _) = enc.finish(None).unwrap();
+        replica
+            .write(
+                &LtxKey::new(0, txid, txid),
+                Bytes::from(buf),
+                txid as i64,
+                true,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn killed_restore_resumes_without_refetching() {
+    let s3 = S3Server::shared();
+    s3.export_env();
+    let url = s3.replica_url("dbs/resume");
+    let replica = Replica::open(&url).unwrap();
+    big_history(&replica, 40).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    let staging = dir.path().join("db.restore");
+
+    let mut child = hydrator(&s3.env())
+        .args(["restore", "--concurrency", "1", "--replica", &url, "-o"])
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    // Kill it once a few downloads are complete in the staging directory.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = std::fs::read_dir(&staging)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "ltx")
+                })
+                .count()
+            })
+            .unwrap_or(0);
+        if done >= 3 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "restore finished before it could be killed"
+        );
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists(), "a killed restore must not leave an output");
+    let staged = std::fs::read_dir(&staging)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "ltx")
+        })
+        .count();
+    assert!(
+        staged < 40,
+        "everything downloaded before the kill; test is not exercising resume"
+    );
+
+    let text = ok(hydrator(&s3.env())
+        .args(["restore", "--json", "--replica", &url, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(v["files"], 40);
+    assert_eq!(
+        v["files_resumed"].as_u64().unwrap(),
+        staged as u64,
+        "{text}"
+    );
+    let fetched: u64 = v["bytes_downloaded"].as_u64().unwrap();
+    let total: u64 = replica
+        .list_level(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.size)
+        .sum();
+    assert!(
+        fetched < total,
+        "resumed restore downloaded {fetched} of {total} bytes"
+    );
+    assert!(!staging.exists(), "staging removed after success");
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 256 * 4096);
+}
+
+#[tokio::test]
+async fn corrupt_object_fails_naming_it_and_leaves_output_alone() {
+    let s3 = S3Server::shared();
+    s3.export_env();
+    let url = s3.replica_url("dbs/corrupt");
+    let replica = Replica::open(&url).unwrap();
+    big_history(&replica, 5).await;
+    // Flip one bit in the middle of TXID 3's object.
+    let key = LtxKey::new(0, 3, 3);
+    let mut b = replica.read(&key).await.unwrap().to_vec();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x04;
+    replica.write(&key, Bytes::from(b), 3, false).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("db");
+    let o = hydrator(&s3.env())
+        .args(["restore", "--replica", &url, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("0000/0000000000000003-0000000000000003.ltx"),
+        "error must name the file: {err}"
+    );
+    assert!(
+        err.contains("checksum mismatch") || err.contains("decompress"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // With --force over an existing database: still untouched.
+    std::fs::write(&out, b"precious").unwrap();
+    let o = hydrator(&s3.env())
+        .args(["restore", "--force", "--replica", &url, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), b"precious");
+}
+
+#[test]
+fn clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.db");
+    let run = |args: &[&str], env: &[(&str, String)]| {
+        let mut c = hydrator(env);
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "LITESTREAM_ACCESS_KEY_ID",
+            "LITESTREAM_SECRET_ACCESS_KEY",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("HOME", dir.path());
+        let o = c.args(args).arg("-o").arg(&out).output().unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let empty = format!("file://{}", dir.path().join("nothing").display());
+    assert!(run(&["restore", "--replica", &empty], &[]).contains("no replica at"));
+    let e = run(
+        &[
+            "restore",
+            "--replica",
+            "s3://b/p?endpoint=http://127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert!(
+        e.contains("missing credentials") && e.contains("AWS_ACCESS_KEY_ID"),
+        "{e}"
+    );
+    std::fs::write(&out, b"x").unwrap();
+    assert!(run(&["restore", "--replica", &empty], &[]).contains("already exists"));
+    std::fs::remove_file(&out).unwrap();
+    // --if-replica-exists turns "no replica" into success.
+    let o = hydrator(&[])
+        .args(["restore", "--if-replica-exists", "--replica", &empty, "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
