@@ -50,6 +50,9 @@ pub enum Command {
     /// Publish a database's current state to a replica as the next TXID (a snapshot if
     /// the replica is empty): seeds a replica from an existing database.
     Sync(crate::sync::SyncArgs),
+    /// Init-container mode, configured by SQLITE_KUBE_* environment variables: install the
+    /// VFS into the shared volume, write its settings, hydrate (Blocking) or not.
+    Init(crate::init::InitArgs),
 }
 
 /// Where the replica is: a URL, or a Litestream config file (plus which database in it).
@@ -85,5 +88,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => crate::restore::run(a).await,
         Command::Ls(a) => crate::ls::run(a).await,
         Command::Sync(a) => crate::sync::run(a).await,
+        Command::Init(a) => crate::init::run(a).await,
     }
 }

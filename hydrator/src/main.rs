@@ -2,6 +2,7 @@
 //! In a pod it runs as the init container; by hand it restores to a point in time.
 
 mod cli;
+mod init;
 mod litestream_config;
 mod ls;
 mod progress;

@@ -1,0 +1,207 @@
+//! `hydrator init`: the init container. Configured only by environment variables (the
+//! operator's webhook sets them), it
+//! 1. copies the VFS extension from the image into the volume shared with the app,
+//! 2. writes the VFS settings there as `vfs.env` (`KEY=value` lines, Litestream names),
+//! 3. hydrates: `Blocking` restores the database before the app starts; `Background`
+//!    leaves it to the VFS so the app starts at once; `Disabled` reads stay remote.
+//!
+//! Bad configuration exits non-zero with a message naming the variable, so
+//! `kubectl describe pod` shows why the pod does not start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use ltx::replica::Replica;
+use ltx::restore::{restore, RestoreError, RestoreOptions, Target};
+
+use crate::progress::RestoreProgress;
+
+/// Default location of the VFS extension inside the hydrator image.
+pub const DEFAULT_VFS_SOURCE: &str = "/usr/local/lib/sqlite-kube/libsqlite_kube_vfs.so";
+/// File name of the extension in the shared volume.
+pub const VFS_FILE: &str = "libsqlite_kube_vfs.so";
+/// Written next to a hydrated database: the TXID it holds (decimal + newline), the same
+/// convention as Litestream's `<hydration_path>.meta`.
+pub const META_SUFFIX: &str = ".meta";
+
+#[derive(Args)]
+pub struct InitArgs {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hydration {
+    Blocking,
+    Background,
+    Disabled,
+}
+
+#[derive(Debug)]
+pub struct InitConfig {
+    pub replica_url: String,
+    pub db_path: Option<PathBuf>,
+    pub hydration: Hydration,
+    pub shared_dir: PathBuf,
+    pub vfs_source: PathBuf,
+    /// Extra VFS settings passed through to `vfs.env` (LITESTREAM_* / SQLITE_KUBE_VFS_*).
+    pub passthrough: Vec<(String, String)>,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl InitConfig {
+    pub fn from_env() -> Result<InitConfig> {
+        let replica_url = var("SQLITE_KUBE_REPLICA_URL")
+            .or_else(|| var("LITESTREAM_REPLICA_URL"))
+            .ok_or_else(|| {
+                anyhow!(
+                    "SQLITE_KUBE_REPLICA_URL is not set: the init container needs the replica URL"
+                )
+            })?;
+        ltx::replica::ReplicaUrl::parse(&replica_url).context("SQLITE_KUBE_REPLICA_URL")?;
+        let hydration = match var("SQLITE_KUBE_HYDRATION")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("background") => Hydration::Background,
+            Some("blocking") => Hydration::Blocking,
+            Some("disabled") => Hydration::Disabled,
+            Some(other) => bail!(
+                "SQLITE_KUBE_HYDRATION={other:?} is not one of Blocking, Background, Disabled"
+            ),
+        };
+        let db_path = var("SQLITE_KUBE_DB_PATH").map(PathBuf::from);
+        if hydration != Hydration::Disabled && db_path.is_none() {
+            bail!("SQLITE_KUBE_DB_PATH is not set: hydration needs a local path for the database");
+        }
+        let shared_dir =
+            PathBuf::from(var("SQLITE_KUBE_SHARED_DIR").ok_or_else(|| {
+                anyhow!("SQLITE_KUBE_SHARED_DIR is not set: nowhere to put the VFS")
+            })?);
+        let vfs_source = PathBuf::from(
+            var("SQLITE_KUBE_VFS_SOURCE").unwrap_or_else(|| DEFAULT_VFS_SOURCE.into()),
+        );
+        let passthrough = std::env::vars()
+            .filter(|(k, _)| {
+                k.starts_with("SQLITE_KUBE_VFS_")
+                    || (k.starts_with("LITESTREAM_")
+                        && !k.contains("SECRET")
+                        && !k.contains("ACCESS_KEY"))
+            })
+            .filter(|(k, _)| k != "SQLITE_KUBE_VFS_SOURCE")
+            .collect();
+        Ok(InitConfig {
+            replica_url,
+            db_path,
+            hydration,
+            shared_dir,
+            vfs_source,
+            passthrough,
+        })
+    }
+
+    /// The `vfs.env` contents. Credentials are never written: the app container gets
+    /// them from the same Secret through its own environment.
+    pub fn vfs_env(&self) -> String {
+        let mut lines = vec![format!("LITESTREAM_REPLICA_URL={}", self.replica_url)];
+        match (&self.db_path, self.hydration) {
+            (Some(p), Hydration::Blocking | Hydration::Background) => {
+                lines.push("LITESTREAM_HYDRATION_ENABLED=true".into());
+                lines.push(format!("LITESTREAM_HYDRATION_PATH={}", p.display()));
+            }
+            _ => lines.push("LITESTREAM_HYDRATION_ENABLED=false".into()),
+        }
+        let mut extra = self.passthrough.clone();
+        extra.sort();
+        for (k, v) in extra {
+            if !lines.iter().any(|l| l.starts_with(&format!("{k}="))) {
+                lines.push(format!("{k}={v}"));
+            }
+        }
+        lines.join("\n") + "\n"
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+pub async fn run(_a: InitArgs) -> Result<()> {
+    let cfg = InitConfig::from_env()?;
+    std::fs::create_dir_all(&cfg.shared_dir)
+        .with_context(|| format!("create shared dir {}", cfg.shared_dir.display()))?;
+    if cfg.vfs_source.exists() {
+        let dest = cfg.shared_dir.join(VFS_FILE);
+        let data = std::fs::read(&cfg.vfs_source)
+            .with_context(|| format!("read {}", cfg.vfs_source.display()))?;
+        write_atomic(&dest, &data)?;
+        tracing::info!(from = %cfg.vfs_source.display(), to = %dest.display(), "VFS extension installed");
+    } else if var("SQLITE_KUBE_VFS_SOURCE").is_some() {
+        bail!(
+            "SQLITE_KUBE_VFS_SOURCE={} does not exist in the hydrator image",
+            cfg.vfs_source.display()
+        );
+    } else {
+        tracing::warn!(
+            path = DEFAULT_VFS_SOURCE,
+            "no VFS extension in this image; only the configuration is written"
+        );
+    }
+    write_atomic(&cfg.shared_dir.join("vfs.env"), cfg.vfs_env().as_bytes())?;
+
+    let replica = Replica::open(&cfg.replica_url).context("SQLITE_KUBE_REPLICA_URL")?;
+    replica
+        .check_reachable()
+        .await
+        .with_context(|| format!("replica {} is not reachable", cfg.replica_url))?;
+    match cfg.hydration {
+        Hydration::Disabled | Hydration::Background => {
+            tracing::info!(mode = ?cfg.hydration, "init done; the app starts now");
+            Ok(())
+        }
+        Hydration::Blocking => hydrate(&replica, cfg.db_path.as_deref().expect("checked")).await,
+    }
+}
+
+/// Restores the replica's latest state to `db` unless it already holds it.
+async fn hydrate(replica: &Replica, db: &Path) -> Result<()> {
+    let meta = PathBuf::from(format!("{}{META_SUFFIX}", db.display()));
+    let files = replica.list_all().await?;
+    let remote = files.iter().map(|f| f.key.max_txid).max().unwrap_or(0);
+    let local = std::fs::read_to_string(&meta)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if db.exists() && local == Some(remote) {
+        tracing::info!(txid = remote, path = %db.display(), "local database already current");
+        return Ok(());
+    }
+    if let Some(dir) = db.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    let progress = Arc::new(RestoreProgress::new());
+    let opts = RestoreOptions {
+        target: Target::Latest,
+        force: true,
+        progress: progress.clone(),
+        ..Default::default()
+    };
+    match restore(replica, db, &opts).await {
+        Ok(s) => {
+            progress.finish();
+            write_atomic(&meta, format!("{}\n", s.db.txid).as_bytes())?;
+            tracing::info!(txid = s.db.txid, path = %db.display(), elapsed_ms = s.elapsed.as_millis() as u64, "hydrated");
+            Ok(())
+        }
+        Err(RestoreError::NoReplica(_)) => {
+            tracing::info!("replica is empty; the database starts new");
+            Ok(())
+        }
+        Err(e) => Err(e).context("blocking hydration failed"),
+    }
+}

@@ -1,0 +1,167 @@
+//! `hydrator init` as the init container runs it: environment only.
+
+use std::process::Command;
+
+use rusqlite::Connection;
+
+fn init(envs: &[(&str, String)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hydrator"));
+    c.arg("init").env("HYDRATOR_LOG_LEVEL", "info");
+    for k in [
+        "SQLITE_KUBE_REPLICA_URL",
+        "LITESTREAM_REPLICA_URL",
+        "SQLITE_KUBE_DB_PATH",
+        "SQLITE_KUBE_HYDRATION",
+        "SQLITE_KUBE_SHARED_DIR",
+        "SQLITE_KUBE_VFS_SOURCE",
+    ] {
+        c.env_remove(k);
+    }
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// A file replica holding one small database, published with `hydrator sync`.
+fn replica_with_db(dir: &std::path::Path) -> String {
+    let db = dir.join("src.db");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1),(2),(3);")
+        .unwrap();
+    drop(c);
+    let url = format!("file://{}", dir.join("replica").display());
+    let o = Command::new(env!("CARGO_BIN_EXE_hydrator"))
+        .args(["sync", "--db"])
+        .arg(&db)
+        .args(["--replica", &url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    url
+}
+
+#[test]
+fn bad_configuration_names_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared").display().to_string();
+    let o = init(&[("SQLITE_KUBE_SHARED_DIR", shared.clone())]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("SQLITE_KUBE_REPLICA_URL is not set"),
+        "{}",
+        stderr(&o)
+    );
+
+    let url = format!("file://{}", dir.path().join("r").display());
+    let o = init(&[
+        ("SQLITE_KUBE_REPLICA_URL", url.clone()),
+        ("SQLITE_KUBE_SHARED_DIR", shared.clone()),
+        ("SQLITE_KUBE_HYDRATION", "eager".into()),
+    ]);
+    assert!(
+        stderr(&o).contains("SQLITE_KUBE_HYDRATION=\"eager\" is not one of"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = init(&[
+        ("SQLITE_KUBE_REPLICA_URL", url.clone()),
+        ("SQLITE_KUBE_SHARED_DIR", shared.clone()),
+    ]);
+    assert!(
+        stderr(&o).contains("SQLITE_KUBE_DB_PATH is not set"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = init(&[
+        ("SQLITE_KUBE_REPLICA_URL", "ftp://x/y".into()),
+        ("SQLITE_KUBE_SHARED_DIR", shared.clone()),
+    ]);
+    assert!(stderr(&o).contains("unsupported scheme"), "{}", stderr(&o));
+
+    let o = init(&[
+        ("SQLITE_KUBE_REPLICA_URL", url),
+        ("SQLITE_KUBE_SHARED_DIR", shared),
+        ("SQLITE_KUBE_HYDRATION", "Disabled".into()),
+        ("SQLITE_KUBE_VFS_SOURCE", "/nonexistent/vfs.so".into()),
+    ]);
+    assert!(
+        stderr(&o).contains("/nonexistent/vfs.so does not exist"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn blocking_hydrates_before_the_app_and_installs_the_vfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = replica_with_db(dir.path());
+    let vfs = dir.path().join("image-vfs.so");
+    std::fs::write(&vfs, b"\x7fELF pretend extension").unwrap();
+    let shared = dir.path().join("shared");
+    let db = dir.path().join("data/app.db");
+    let env = [
+        ("SQLITE_KUBE_REPLICA_URL", url.clone()),
+        ("SQLITE_KUBE_SHARED_DIR", shared.display().to_string()),
+        ("SQLITE_KUBE_DB_PATH", db.display().to_string()),
+        ("SQLITE_KUBE_HYDRATION", "Blocking".into()),
+        ("SQLITE_KUBE_VFS_SOURCE", vfs.display().to_string()),
+        ("LITESTREAM_SYNC_INTERVAL", "500ms".into()),
+    ];
+    let o = init(&env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(shared.join("libsqlite_kube_vfs.so")).unwrap(),
+        std::fs::read(&vfs).unwrap()
+    );
+    let cfg = std::fs::read_to_string(shared.join("vfs.env")).unwrap();
+    assert!(
+        cfg.contains(&format!("LITESTREAM_REPLICA_URL={url}\n")),
+        "{cfg}"
+    );
+    assert!(
+        cfg.contains(&format!("LITESTREAM_HYDRATION_PATH={}\n", db.display())),
+        "{cfg}"
+    );
+    assert!(cfg.contains("LITESTREAM_SYNC_INTERVAL=500ms\n"), "{cfg}");
+    let n: i64 = Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        std::fs::read_to_string(format!("{}.meta", db.display())).unwrap(),
+        "1\n"
+    );
+
+    // A restarted pod whose volume survived: nothing to download.
+    let before = std::fs::metadata(&db).unwrap().modified().unwrap();
+    let o = init(&env);
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("already current"), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&db).unwrap().modified().unwrap(), before);
+}
+
+#[test]
+fn background_starts_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = replica_with_db(dir.path());
+    let shared = dir.path().join("shared");
+    let db = dir.path().join("data/app.db");
+    let o = init(&[
+        ("SQLITE_KUBE_REPLICA_URL", url),
+        ("SQLITE_KUBE_SHARED_DIR", shared.display().to_string()),
+        ("SQLITE_KUBE_DB_PATH", db.display().to_string()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!db.exists(), "background mode leaves hydration to the VFS");
+    assert!(std::fs::read_to_string(shared.join("vfs.env"))
+        .unwrap()
+        .contains("LITESTREAM_HYDRATION_ENABLED=true"));
+}
