@@ -34,8 +34,7 @@ pub fn dump(path: &Path) -> String {
         let mut rows = q.query([]).unwrap();
         while let Some(r) = rows.next().unwrap() {
             for i in 0..n {
-                let v: rusqlite::types::Value = r.get(i).unwrap();
-                out.push_str(&format!("{v:?}|"));
+                out.push_str(&format!("{:?}|", r.get_ref(i).unwrap()));
             }
             out.push('\n');
         }

@@ -1,1 +1,114 @@
-//! Not built yet: see the project's issues. This crate exists so the workspace layout is in place.
+//! A writable SQLite VFS whose database lives in object storage as LTX files
+//! (Litestream 0.5 format). See `config.rs` for the settings and `docs/vfs.md` for the
+//! durability contract.
+//!
+//! - As a loadable extension: `.load ./libsqlite_kube_vfs` then
+//!   `.open file:app.db?vfs=sqlitekube`. The extension registers the VFS as `sqlitekube`
+//!   and, for drop-in use, also as `litestream`.
+//! - As a Rust library: [`register`] with the host's `sqlite3_vfs_find`/`sqlite3_vfs_register`.
+
+mod buffer;
+mod config;
+mod db;
+pub mod ffi;
+mod remote;
+mod runtime;
+mod shim;
+
+use std::os::raw::{c_char, c_int, c_void};
+
+pub use config::Config;
+pub use shim::shutdown_all;
+
+/// The VFS name.
+pub const VFS_NAME: &str = "sqlitekube";
+
+/// Registers the VFS (as `sqlitekube` and `litestream`) using the host SQLite's
+/// functions. Idempotent. `make_default` makes `sqlitekube` the default VFS.
+///
+/// # Safety
+/// `find` and `register` must be the host SQLite's `sqlite3_vfs_find` and
+/// `sqlite3_vfs_register`.
+pub unsafe fn register(
+    find: ffi::VfsFind,
+    register: ffi::VfsRegister,
+    make_default: bool,
+) -> c_int {
+    init_logging();
+    if shim::STATE.get().is_some() {
+        return ffi::SQLITE_OK;
+    }
+    let default = find(std::ptr::null());
+    if default.is_null() {
+        return ffi::SQLITE_ERROR;
+    }
+    let _ = shim::STATE.set(shim::VfsState { default });
+    let rc = register(shim::make_vfs(VFS_NAME, default), make_default as c_int);
+    if rc != ffi::SQLITE_OK {
+        return rc;
+    }
+    let rc = register(shim::make_vfs("litestream", default), 0);
+    extern "C" fn at_exit() {
+        shim::shutdown_all();
+    }
+    libc_atexit(at_exit);
+    rc
+}
+
+extern "C" {
+    #[link_name = "atexit"]
+    fn c_atexit(f: extern "C" fn()) -> c_int;
+}
+
+fn libc_atexit(f: extern "C" fn()) {
+    unsafe {
+        c_atexit(f);
+    }
+}
+
+fn init_logging() {
+    let level = std::env::var("LITESTREAM_LOG_LEVEL")
+        .unwrap_or_else(|_| "info".into())
+        .to_ascii_lowercase();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(format!("sqlite_kube_vfs={level},ltx={level}"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Loadable-extension entry point (`.load libsqlite_kube_vfs`). The VFS stays loaded for
+/// the life of the process.
+///
+/// # Safety
+/// Called by SQLite with a valid `sqlite3_api_routines` table.
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_sqlitekubevfs_init(
+    _db: *mut c_void,
+    _err: *mut *mut c_char,
+    api: *const *const c_void,
+) -> c_int {
+    let find: ffi::VfsFind = std::mem::transmute(*api.add(ffi::API_VFS_FIND));
+    let reg: ffi::VfsRegister = std::mem::transmute(*api.add(ffi::API_VFS_REGISTER));
+    let rc = register(find, reg, false);
+    if rc == ffi::SQLITE_OK {
+        ffi::SQLITE_OK_LOAD_PERMANENTLY
+    } else {
+        rc
+    }
+}
+
+/// The generic entry point name SQLite tries first.
+///
+/// # Safety
+/// As [`sqlite3_sqlitekubevfs_init`].
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_extension_init(
+    db: *mut c_void,
+    err: *mut *mut c_char,
+    api: *const *const c_void,
+) -> c_int {
+    sqlite3_sqlitekubevfs_init(db, err, api)
+}

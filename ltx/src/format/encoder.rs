@@ -50,6 +50,11 @@ impl<W: Write> Encoder<W> {
         &self.header
     }
 
+    /// Where the pages written so far sit in the file (the index `finish` will write).
+    pub fn index_entries(&self) -> &[PageIndexEntry] {
+        &self.index
+    }
+
     /// Appends one page. Pages must come in strictly ascending order, within `commit`,
     /// never the lock page; a snapshot must hold every page.
     pub fn write_page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {

@@ -1,0 +1,160 @@
+//! Restore benchmark on a real S3 server (SeaweedFS on 127.0.0.1): our restore vs the
+//! real `litestream restore` of the same replica, and our achieved MB/s vs a raw parallel
+//! download of the same objects, all measured in one run.
+//!
+//!   cargo bench -p hydrator --bench restore            # 256 MiB and 1 GiB
+//!   BENCH_SIZES_MB=64 cargo bench -p hydrator --bench restore
+//! Needs scripts/test-deps.sh to have run (litestream and SeaweedFS in .deps/).
+
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use ltx::replica::{LtxKey, Replica, SNAPSHOT_LEVEL};
+use ltx::restore::{plan, restore, RestoreOptions, Target};
+use rusqlite::Connection;
+use testkit::{litestream, seaweed::S3Server};
+
+/// A database of about `mb` MiB: rows half random, half zeros (compresses ~2x like real data).
+fn make_db(path: &Path, mb: usize) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);").unwrap();
+    let rows = mb * 1024;
+    c.execute("WITH RECURSIVE n(v) AS (SELECT 1 UNION ALL SELECT v+1 FROM n WHERE v < ?1) INSERT INTO t(b) SELECT CAST(randomblob(500) || zeroblob(480) AS BLOB) FROM n", [rows as i64]).unwrap();
+}
+
+/// Snapshot at L9 plus 10 incrementals at L0 that each update ~1% of rows.
+async fn build_replica(replica: &Replica, db: &Path, work: &Path) {
+    let ts = jiff::Timestamp::now().as_millisecond();
+    let snap = work.join("snap.ltx");
+    ltx::dbfile::encode_db(
+        db,
+        1,
+        1,
+        ts,
+        std::io::BufWriter::new(std::fs::File::create(&snap).unwrap()),
+    )
+    .unwrap();
+    replica
+        .write_file(&LtxKey::new(SNAPSHOT_LEVEL, 1, 1), &snap, ts, true)
+        .await
+        .unwrap();
+    let prev = work.join("prev.db");
+    std::fs::copy(db, &prev).unwrap();
+    let c = Connection::open(db).unwrap();
+    for txid in 2..=11u64 {
+        c.execute(
+            "UPDATE t SET b = randomblob(980) WHERE id % 100 = ?1",
+            [txid as i64],
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        ltx::dbfile::encode_db_diff(&prev, db, txid, txid, ts, &mut buf)
+            .unwrap()
+            .unwrap();
+        replica
+            .write(&LtxKey::new(0, txid, txid), Bytes::from(buf), ts, true)
+            .await
+            .unwrap();
+        std::fs::copy(db, &prev).unwrap();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_SIZES_MB")
+        .unwrap_or_else(|_| "256,1024".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_SIZES_MB: comma-separated MiB")
+        })
+        .collect();
+    let s3 = S3Server::start();
+    s3.export_env();
+    println!(
+        "restore benchmark, SeaweedFS S3 on 127.0.0.1, litestream {}",
+        String::from_utf8_lossy(
+            &litestream::command(&[])
+                .arg("version")
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .trim()
+    );
+    for mb in sizes {
+        let work = tempfile::tempdir().unwrap();
+        let db = work.path().join("src.db");
+        make_db(&db, mb);
+        let url = s3.replica_url(&format!("bench/{mb}"));
+        let replica = Replica::open(&url).unwrap();
+        build_replica(&replica, &db, work.path()).await;
+        let files = replica.list_all().await.unwrap();
+        let chosen = plan(&files, Target::Latest).unwrap();
+        let replica_mb = chosen.iter().map(|f| f.size).sum::<u64>() as f64 / 1e6;
+        let db_mb = std::fs::metadata(&db).unwrap().len() as f64 / 1e6;
+
+        // Raw parallel download of the same objects (no decode, no apply): the ceiling.
+        let raw_dir = work.path().join("raw");
+        std::fs::create_dir_all(&raw_dir).unwrap();
+        let t = Instant::now();
+        futures::stream::iter(chosen.iter().map(|f| {
+            let dest = raw_dir.join(f.key.file_name());
+            let r = &replica;
+            async move { r.download_to(&f.key, &dest, 16).await.unwrap() }
+        }))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+        let raw = t.elapsed().as_secs_f64();
+        std::fs::remove_dir_all(&raw_dir).unwrap();
+
+        let ours_out = work.path().join("ours.db");
+        let t = Instant::now();
+        restore(
+            &replica,
+            &ours_out,
+            &RestoreOptions {
+                concurrency: 16,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ours = t.elapsed().as_secs_f64();
+
+        let theirs_out = work.path().join("theirs.db");
+        let t = Instant::now();
+        litestream::restore(&url, &theirs_out, &[], &s3.env());
+        let theirs = t.elapsed().as_secs_f64();
+        assert!(
+            std::fs::read(&ours_out).unwrap() == std::fs::read(&theirs_out).unwrap(),
+            "both restores must produce the same bytes"
+        );
+
+        println!(
+            "{mb} MiB database ({db_mb:.0} MB; replica {replica_mb:.0} MB in {} files):",
+            chosen.len()
+        );
+        println!(
+            "  raw parallel download   {raw:>7.2}s  {:>7.0} MB/s of replica",
+            replica_mb / raw
+        );
+        println!(
+            "  ours (hydrator restore) {ours:>7.2}s  {:>7.0} MB/s of replica = {:.0}% of raw",
+            replica_mb / ours,
+            raw / ours * 100.0
+        );
+        println!(
+            "  litestream restore      {theirs:>7.2}s  {:>7.0} MB/s of replica",
+            replica_mb / theirs
+        );
+        println!(
+            "  speed-up vs litestream  {:>7.2}x  (target >= 2x)",
+            theirs / ours
+        );
+    }
+}

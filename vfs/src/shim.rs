@@ -1,0 +1,331 @@
+//! The C-ABI side: `sqlite3_vfs` and `sqlite3_io_methods` callbacks. The main database
+//! goes to [`Database`]; journals and temp files go to the default VFS unchanged.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int, c_void};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::config::Config;
+use crate::db::Database;
+use crate::ffi::*;
+
+#[repr(C)]
+struct MainFile {
+    base: sqlite3_file,
+    db: *const Database,
+    handle: u64,
+    lock: c_int,
+}
+
+/// Open databases by path, shared by every connection of this process.
+fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Database>>> {
+    static R: OnceLock<Mutex<HashMap<PathBuf, Arc<Database>>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Closes every open database cleanly (final sync). Runs at process exit.
+pub fn shutdown_all() {
+    let dbs: Vec<Arc<Database>> = registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .map(|(_, d)| d)
+        .collect();
+    for d in dbs {
+        d.shutdown();
+    }
+}
+
+pub(crate) struct VfsState {
+    pub default: *mut sqlite3_vfs,
+}
+unsafe impl Send for VfsState {}
+unsafe impl Sync for VfsState {}
+
+pub(crate) static STATE: OnceLock<VfsState> = OnceLock::new();
+
+fn default_vfs() -> *mut sqlite3_vfs {
+    STATE.get().expect("VFS registered").default
+}
+
+/// URI parameters SQLite appends after the file name: `name\0k\0v\0…\0\0`.
+unsafe fn uri_params(z: *const c_char) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if z.is_null() {
+        return out;
+    }
+    let mut p = z.add(CStr::from_ptr(z).to_bytes().len() + 1);
+    loop {
+        let k = CStr::from_ptr(p);
+        if k.to_bytes().is_empty() {
+            break;
+        }
+        p = p.add(k.to_bytes().len() + 1);
+        let v = CStr::from_ptr(p);
+        p = p.add(v.to_bytes().len() + 1);
+        out.insert(
+            k.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        );
+    }
+    out
+}
+
+pub(crate) unsafe extern "C" fn x_open(
+    vfs: *mut sqlite3_vfs,
+    name: *const c_char,
+    file: *mut sqlite3_file,
+    flags: c_int,
+    out_flags: *mut c_int,
+) -> c_int {
+    let def = default_vfs();
+    if flags & SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
+        return ((*def).xOpen.unwrap())(def, name, file, flags, out_flags);
+    }
+    let _ = vfs;
+    let path = PathBuf::from(CStr::from_ptr(name).to_string_lossy().into_owned());
+    let params = uri_params(name);
+    let db = {
+        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+        match reg.get(&path) {
+            Some(d) => d.clone(),
+            None => {
+                let cfg = match Config::load(&path, &params) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open {}", path.display());
+                        return SQLITE_CANTOPEN;
+                    }
+                };
+                match Database::open(&path, cfg) {
+                    Ok(d) => {
+                        reg.insert(path.clone(), d.clone());
+                        d
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot open {}", path.display());
+                        return SQLITE_CANTOPEN;
+                    }
+                }
+            }
+        }
+    };
+    let handle = db.new_handle();
+    let f = file as *mut MainFile;
+    std::ptr::write(
+        f,
+        MainFile {
+            base: sqlite3_file {
+                pMethods: &IO_METHODS,
+            },
+            db: Arc::into_raw(db),
+            handle,
+            lock: SQLITE_LOCK_NONE,
+        },
+    );
+    if !out_flags.is_null() {
+        *out_flags = flags;
+    }
+    SQLITE_OK
+}
+
+unsafe fn db<'a>(f: *mut sqlite3_file) -> &'a Database {
+    &*(*(f as *mut MainFile)).db
+}
+
+unsafe extern "C" fn x_close(f: *mut sqlite3_file) -> c_int {
+    let mf = f as *mut MainFile;
+    let db = Arc::from_raw((*mf).db);
+    if db.close_handle() {
+        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if reg.get(&db.path).is_some_and(|d| Arc::ptr_eq(d, &db)) {
+            reg.remove(&db.path);
+            drop(reg);
+            db.shutdown();
+        }
+    }
+    (*mf).base.pMethods = std::ptr::null();
+    SQLITE_OK
+}
+
+unsafe extern "C" fn x_read(f: *mut sqlite3_file, buf: *mut c_void, n: c_int, off: i64) -> c_int {
+    let out = std::slice::from_raw_parts_mut(buf as *mut u8, n as usize);
+    match db(f).read(out, off as u64) {
+        Ok(true) => SQLITE_OK,
+        Ok(false) => SQLITE_IOERR_SHORT_READ,
+        Err(e) => {
+            tracing::error!(error = %e, "read failed");
+            SQLITE_IOERR_READ
+        }
+    }
+}
+
+unsafe extern "C" fn x_write(
+    f: *mut sqlite3_file,
+    buf: *const c_void,
+    n: c_int,
+    off: i64,
+) -> c_int {
+    let d = db(f);
+    if !d.cfg.write_enabled {
+        return SQLITE_READONLY;
+    }
+    match d.write(
+        std::slice::from_raw_parts(buf as *const u8, n as usize),
+        off as u64,
+    ) {
+        Ok(()) => SQLITE_OK,
+        Err(e) => {
+            tracing::error!(error = %e, "write failed");
+            SQLITE_IOERR_WRITE
+        }
+    }
+}
+
+unsafe extern "C" fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
+    db(f).truncate(size as u64);
+    SQLITE_OK
+}
+
+unsafe extern "C" fn x_sync(f: *mut sqlite3_file, _flags: c_int) -> c_int {
+    db(f).sync();
+    SQLITE_OK
+}
+
+unsafe extern "C" fn x_file_size(f: *mut sqlite3_file, out: *mut i64) -> c_int {
+    *out = db(f).file_size() as i64;
+    SQLITE_OK
+}
+
+unsafe extern "C" fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
+    let mf = f as *mut MainFile;
+    if (*mf).lock >= level {
+        return SQLITE_OK;
+    }
+    let rc = db(f).lock((*mf).handle, (*mf).lock, level);
+    if rc == SQLITE_OK {
+        (*mf).lock = level;
+    }
+    rc
+}
+
+unsafe extern "C" fn x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int {
+    let mf = f as *mut MainFile;
+    if (*mf).lock <= level {
+        return SQLITE_OK;
+    }
+    db(f).unlock((*mf).handle, (*mf).lock, level);
+    (*mf).lock = level;
+    SQLITE_OK
+}
+
+unsafe extern "C" fn x_check_reserved(f: *mut sqlite3_file, out: *mut c_int) -> c_int {
+    *out = db(f).check_reserved() as c_int;
+    SQLITE_OK
+}
+
+unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, _arg: *mut c_void) -> c_int {
+    match op {
+        SQLITE_FCNTL_COMMIT_PHASETWO => match db(f).commit() {
+            Ok(()) => SQLITE_OK,
+            Err(e) => {
+                tracing::error!(error = %e, "commit could not be recorded in the write buffer");
+                SQLITE_IOERR_WRITE
+            }
+        },
+        _ => SQLITE_NOTFOUND,
+    }
+}
+
+unsafe extern "C" fn x_sector_size(_f: *mut sqlite3_file) -> c_int {
+    4096
+}
+
+unsafe extern "C" fn x_device_characteristics(_f: *mut sqlite3_file) -> c_int {
+    SQLITE_IOCAP_SAFE_APPEND | SQLITE_IOCAP_SEQUENTIAL | SQLITE_IOCAP_POWERSAFE_OVERWRITE
+}
+
+static IO_METHODS: sqlite3_io_methods = sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(x_close),
+    xRead: Some(x_read),
+    xWrite: Some(x_write),
+    xTruncate: Some(x_truncate),
+    xSync: Some(x_sync),
+    xFileSize: Some(x_file_size),
+    xLock: Some(x_lock),
+    xUnlock: Some(x_unlock),
+    xCheckReservedLock: Some(x_check_reserved),
+    xFileControl: Some(x_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+};
+
+macro_rules! delegate {
+    ($name:ident, $field:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        pub(crate) unsafe extern "C" fn $name(_vfs: *mut sqlite3_vfs, $($arg: $ty),*) -> $ret {
+            let d = default_vfs();
+            ((*d).$field.unwrap())(d, $($arg),*)
+        }
+    };
+}
+
+delegate!(x_delete, xDelete, (name: *const c_char, sync: c_int) -> c_int);
+delegate!(x_access, xAccess, (name: *const c_char, flags: c_int, out: *mut c_int) -> c_int);
+delegate!(x_full_pathname, xFullPathname, (name: *const c_char, n: c_int, out: *mut c_char) -> c_int);
+delegate!(x_randomness, xRandomness, (n: c_int, out: *mut c_char) -> c_int);
+delegate!(x_sleep, xSleep, (us: c_int) -> c_int);
+delegate!(x_current_time, xCurrentTime, (out: *mut f64) -> c_int);
+delegate!(x_get_last_error, xGetLastError, (n: c_int, out: *mut c_char) -> c_int);
+delegate!(x_dl_open, xDlOpen, (name: *const c_char) -> *mut c_void);
+delegate!(x_dl_error, xDlError, (n: c_int, out: *mut c_char) -> ());
+delegate!(x_dl_sym, xDlSym, (h: *mut c_void, name: *const c_char) -> Option<unsafe extern "C" fn()>);
+delegate!(x_dl_close, xDlClose, (h: *mut c_void) -> ());
+
+pub(crate) unsafe extern "C" fn x_current_time_int64(
+    _vfs: *mut sqlite3_vfs,
+    out: *mut i64,
+) -> c_int {
+    let d = default_vfs();
+    match (*d).xCurrentTimeInt64 {
+        Some(f) if (*d).iVersion >= 2 => f(d, out),
+        _ => {
+            let mut t = 0f64;
+            let rc = ((*d).xCurrentTime.unwrap())(d, &mut t);
+            *out = (t * 86_400_000.0) as i64;
+            rc
+        }
+    }
+}
+
+/// Builds the `sqlite3_vfs` struct (leaked: SQLite keeps the pointer forever).
+pub(crate) fn make_vfs(name: &str, default: *mut sqlite3_vfs) -> *mut sqlite3_vfs {
+    let sz = unsafe { (*default).szOsFile }.max(std::mem::size_of::<MainFile>() as c_int);
+    let name = CString::new(name).unwrap().into_raw();
+    Box::into_raw(Box::new(sqlite3_vfs {
+        iVersion: 2,
+        szOsFile: sz,
+        mxPathname: unsafe { (*default).mxPathname },
+        pNext: std::ptr::null_mut(),
+        zName: name,
+        pAppData: std::ptr::null_mut(),
+        xOpen: Some(x_open),
+        xDelete: Some(x_delete),
+        xAccess: Some(x_access),
+        xFullPathname: Some(x_full_pathname),
+        xDlOpen: Some(x_dl_open),
+        xDlError: Some(x_dl_error),
+        xDlSym: Some(x_dl_sym),
+        xDlClose: Some(x_dl_close),
+        xRandomness: Some(x_randomness),
+        xSleep: Some(x_sleep),
+        xCurrentTime: Some(x_current_time),
+        xGetLastError: Some(x_get_last_error),
+        xCurrentTimeInt64: Some(x_current_time_int64),
+        xSetSystemCall: None,
+        xGetSystemCall: None,
+        xNextSystemCall: None,
+    }))
+}
