@@ -42,6 +42,13 @@ if [ ! -f "$vfs_dir/litestream_vfs/litestream-vfs.so" ]; then
   python3 -m zipfile -e "$vfs_dir"/wheel/*.whl "$vfs_dir" >&2
 fi
 
+# The sqlite3 shell (the VFS tests load the extension into it), from Debian's packages.
+if ! command -v sqlite3 >/dev/null 2>&1; then
+  log "installing sqlite3 from Debian"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q sqlite3 >&2 || { apt-get update -q >&2 && apt-get install -y -q sqlite3 >&2; }
+  else sudo apt-get install -y -q sqlite3 >&2; fi
+fi
+
 ls_bin="$deps/litestream/bin/litestream"
 weed_bin="$deps/seaweedfs/bin/weed"
 [ -x "$ls_bin" ] || { log "litestream binary missing at $ls_bin"; exit 1; }

@@ -112,7 +112,9 @@ impl S3Server {
             if http_status(&addr, "GET", "/").is_some() && http_status(&filer, "GET", "/").is_some()
             {
                 // The filer answers before it can create directories; probe with a bucket.
-                if http_status(&filer, "POST", "/buckets/.ready/").is_some_and(|c| c < 300) {
+                if http_status(&filer, "POST", "/buckets/.ready/")
+                    .is_some_and(|c| c < 300 || c == 409)
+                {
                     return;
                 }
             }

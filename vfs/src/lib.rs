@@ -18,7 +18,7 @@ mod shim;
 use std::os::raw::{c_char, c_int, c_void};
 
 pub use config::Config;
-pub use shim::shutdown_all;
+pub use shim::{shutdown_all, status};
 
 /// The VFS name.
 pub const VFS_NAME: &str = "sqlitekube";

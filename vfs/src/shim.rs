@@ -38,6 +38,15 @@ pub fn shutdown_all() {
     }
 }
 
+/// The status of an open database (same JSON as the status file), if it is open here.
+pub fn status(path: &std::path::Path) -> Option<serde_json::Value> {
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(path)
+        .map(|d| d.status_json())
+}
+
 pub(crate) struct VfsState {
     pub default: *mut sqlite3_vfs,
 }

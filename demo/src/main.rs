@@ -1,0 +1,127 @@
+//! The example application: an unmodified rusqlite program (bundled SQLite) that opens
+//! its database through the VFS. Used by the quickstart and the tests.
+//!
+//!   sqlitekube-demo write DB REPLICA_URL [N]   insert N rows (default: forever), one per
+//!                                              transaction, printing each id once committed
+//!   sqlitekube-demo count DB REPLICA_URL       print "rows max_id integrity"
+//! Other settings come from the environment (LITESTREAM_* as documented).
+
+use std::io::Write;
+
+use rusqlite::{Connection, OpenFlags};
+
+fn register() {
+    // rusqlite's FFI types are layout-identical to ours.
+    unsafe {
+        let find: sqlite_kube_vfs::ffi::VfsFind =
+            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_find as *const () as usize);
+        let reg: sqlite_kube_vfs::ffi::VfsRegister =
+            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_register as *const () as usize);
+        assert_eq!(
+            sqlite_kube_vfs::register(find, reg, false),
+            0,
+            "VFS registration failed"
+        );
+    }
+}
+
+fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {
+    let uri = format!("file:{db}?vfs=sqlitekube&replica_url={url}&write_enabled={write}");
+    let c = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    c.busy_timeout(std::time::Duration::from_secs(30))?;
+    Ok(c)
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: sqlitekube-demo write|count DB REPLICA_URL [N]");
+        return std::process::ExitCode::from(2);
+    }
+    register();
+    let (db, url) = (&args[2], &args[3]);
+    let res = match args[1].as_str() {
+        "write" => write(db, url, args.get(4).and_then(|n| n.parse().ok())),
+        "count" => count(db, url),
+        other => {
+            eprintln!("unknown command {other}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match res {
+        Ok(()) => {
+            sqlite_kube_vfs::shutdown_all();
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sqlitekube-demo: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn write(db: &str, url: &str, n: Option<u64>) -> rusqlite::Result<()> {
+    let c = open(db, url, true)?;
+    c.execute_batch("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    // SIGTERM: finish the current transaction, close cleanly (final sync), exit 0.
+    term_requested();
+    std::thread::spawn(move || loop {
+        if term_requested() {
+            s.store(true, std::sync::atomic::Ordering::SeqCst);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    });
+    let mut out = std::io::stdout().lock();
+    let mut i = 0u64;
+    while n.is_none_or(|n| i < n) && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        c.execute(
+            "INSERT INTO t(v) VALUES (?1)",
+            [format!("row {i} {}", "x".repeat((i % 64) as usize))],
+        )?;
+        let id = c.last_insert_rowid();
+        writeln!(out, "{id}").ok();
+        out.flush().ok();
+        i += 1;
+    }
+    drop(c);
+    Ok(())
+}
+
+fn count(db: &str, url: &str) -> rusqlite::Result<()> {
+    let c = open(
+        db,
+        url,
+        std::env::var("LITESTREAM_WRITE_ENABLED").is_ok_and(|v| v == "true"),
+    )?;
+    let (n, max): (i64, Option<i64>) = c.query_row("SELECT count(*), max(id) FROM t", [], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    println!("{n} {} {ok}", max.unwrap_or(0));
+    Ok(())
+}
+
+static TERM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn term_requested() -> bool {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| unsafe {
+        extern "C" fn on_term(_: i32) {
+            TERM.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        signal(15, on_term as *const () as usize);
+    });
+    TERM.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+extern "C" {
+    fn signal(sig: i32, handler: usize) -> usize;
+}

@@ -1,0 +1,98 @@
+//! Running the demo application (and the sqlite3 shell) against replicas.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+pub fn demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sqlitekube-demo"))
+}
+
+/// The loadable extension, built next to the demo binary.
+pub fn extension() -> PathBuf {
+    let p = demo().parent().unwrap().join("libsqlite_kube_vfs.so");
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+/// A running `sqlitekube-demo write`, collecting the ids it reports as committed.
+pub struct Writer {
+    pub child: Child,
+    pub ids: Arc<Mutex<Vec<i64>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(db: &Path, url: &str, env: &[(&str, String)]) -> Writer {
+        let mut c = Command::new(demo());
+        c.args(["write"])
+            .arg(db)
+            .arg(url)
+            .env_remove("AWS_CA_BUNDLE")
+            .env("LITESTREAM_LOG_LEVEL", "warn");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let ids = Arc::new(Mutex::new(Vec::new()));
+        let ids2 = ids.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(id) = line.trim().parse() {
+                    ids2.lock().unwrap().push(id);
+                }
+            }
+        });
+        Writer {
+            child,
+            ids,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn committed(&self) -> usize {
+        self.ids.lock().unwrap().len()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits for exit; returns (success, stderr, ids).
+    pub fn wait(mut self) -> (bool, String, Vec<i64>) {
+        let st = self.child.wait().unwrap();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let ids = self.ids.lock().unwrap().clone();
+        (st.success(), err, ids)
+    }
+}
+
+/// Ids in table `t` of a plain database file.
+pub fn ids_in(db: &Path) -> BTreeSet<i64> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut s = c.prepare("SELECT id FROM t").unwrap();
+    let ids = s
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    ids
+}

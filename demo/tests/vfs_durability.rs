@@ -1,0 +1,242 @@
+//! The VFS's durability contract, with real processes: the sqlite3 shell loading the
+//! extension, graceful stop, kill -9 at random moments, two writers, store outage.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::Rng;
+use testkit::{litestream, seaweed::S3Server, sqlite};
+
+fn restore_ids(
+    url: &str,
+    env: &[(&str, String)],
+    dir: &std::path::Path,
+    name: &str,
+) -> std::collections::BTreeSet<i64> {
+    let out = dir.join(name);
+    litestream::restore(url, &out, &[], env);
+    assert_eq!(
+        sqlite::integrity(&out),
+        "ok",
+        "replica restored by litestream fails integrity_check"
+    );
+    ids_in(&out)
+}
+
+fn shell_10k(url: &str, env: &[(&str, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let script = format!(
+        ".load {ext}\n.open file:{db}?vfs=sqlitekube&replica_url={url}&write_enabled=true\n\
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\n\
+         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 5000) INSERT INTO t(v) SELECT 'a' || x FROM n;\n\
+         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 5000) INSERT INTO t(v) SELECT 'b' || x FROM n;\n\
+         SELECT count(*) FROM t;\n",
+        ext = extension().with_extension("").display(),
+        db = db.display()
+    );
+    let mut c = Command::new("sqlite3");
+    c.env_remove("AWS_CA_BUNDLE")
+        .env("LITESTREAM_LOG_LEVEL", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut o = o;
+    o.stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let o = o.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && stdout.trim() == "10000",
+        "sqlite3 shell: {stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ids = restore_ids(url, env, dir.path(), "restored.db");
+    assert_eq!(ids.len(), 10_000);
+}
+
+#[test]
+fn sqlite3_shell_writes_10k_rows_file() {
+    let dir = tempfile::tempdir().unwrap();
+    shell_10k(&format!("file://{}", dir.path().join("r").display()), &[]);
+}
+
+#[test]
+fn sqlite3_shell_writes_10k_rows_s3() {
+    let s3 = S3Server::shared();
+    let url = s3.replica_url("vfs/shell");
+    shell_10k(&url, &s3.env());
+}
+
+#[test]
+fn graceful_stop_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("r").display());
+    let db = dir.path().join("app.db");
+    for round in 0..3 {
+        let w = Writer::start(&db, &url, &[("LITESTREAM_SYNC_INTERVAL", "5s".into())]);
+        let t = Instant::now();
+        while w.committed() < 200 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SIGTERM well inside the 5 s sync interval: only the final sync can save them.
+        w.signal(15);
+        let (ok, err, ids) = w.wait();
+        assert!(ok, "writer failed: {err}");
+        let restored = restore_ids(&url, &[], dir.path(), &format!("r{round}.db"));
+        for id in &ids {
+            assert!(
+                restored.contains(id),
+                "committed id {id} lost on graceful stop (round {round})"
+            );
+        }
+        assert_eq!(
+            restored.len(),
+            *ids.last().unwrap() as usize,
+            "rows beyond those committed"
+        );
+    }
+}
+
+#[test]
+fn kill_9_loses_no_committed_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("r").display());
+    let db = dir.path().join("app.db");
+    let mut committed = Vec::new();
+    let mut rng = rand::rng();
+    for run in 0..20 {
+        let w = Writer::start(&db, &url, &[("LITESTREAM_SYNC_INTERVAL", "300ms".into())]);
+        let t = Instant::now();
+        while w.committed() < 5 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..700)));
+        w.signal(9);
+        let (_, err, ids) = w.wait();
+        assert!(
+            !ids.is_empty(),
+            "run {run}: writer committed nothing: {err}"
+        );
+        committed.extend(ids);
+        if run % 5 == 4 {
+            // What the replica holds at any moment is a valid database.
+            let out = dir.path().join(format!("mid{run}.db"));
+            litestream::restore(&url, &out, &[], &[]);
+            assert_eq!(sqlite::integrity(&out), "ok");
+        }
+    }
+    // A clean open replays the buffer and publishes on close.
+    let o = Command::new(demo())
+        .args(["count"])
+        .arg(&db)
+        .arg(&url)
+        .env("LITESTREAM_WRITE_ENABLED", "true")
+        .env("LITESTREAM_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let restored = restore_ids(&url, &[], dir.path(), "final.db");
+    let missing: Vec<_> = committed
+        .iter()
+        .filter(|id| !restored.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} committed ids lost after kill -9: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+#[test]
+fn two_writers_one_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("r").display());
+    let env = [("LITESTREAM_SYNC_INTERVAL", "200ms".to_string())];
+    let a = Writer::start(&dir.path().join("a/app.db"), &url, &env);
+    let b = Writer::start(&dir.path().join("b/app.db"), &url, &env);
+    // Within a few sync intervals, one publish loses the create-only race.
+    let t = Instant::now();
+    let (mut a, mut b) = (Some(a), Some(b));
+    let mut loser = None;
+    while t.elapsed() < Duration::from_secs(20) && loser.is_none() {
+        for (name, w) in [("a", &mut a), ("b", &mut b)] {
+            if w.as_mut().unwrap().child.try_wait().unwrap().is_some() {
+                loser = Some((name, w.take().unwrap()));
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (name, l) = loser.expect("neither writer was fenced");
+    let (ok, err, _) = l.wait();
+    assert!(!ok, "writer {name} exited successfully");
+    assert!(
+        err.contains("readonly") || err.contains("fenced"),
+        "writer {name}: {err}"
+    );
+    let winner = a.or(b).unwrap();
+    let before = winner.committed();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(winner.committed() > before, "the winner must keep writing");
+    winner.signal(15);
+    let (ok, err, ids) = winner.wait();
+    assert!(ok, "{err}");
+    let restored = restore_ids(&url, &[], dir.path(), "final.db");
+    for id in ids.iter().rev().take(50) {
+        assert!(restored.contains(id), "winner's id {id} missing");
+    }
+}
+
+#[test]
+fn store_outage_back_pressure_then_no_loss() {
+    let mut s3 = S3Server::start();
+    let url = s3.replica_url("vfs/outage");
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = s3.env();
+    env.push(("LITESTREAM_SYNC_INTERVAL", "200ms".into()));
+    env.push(("SQLITE_KUBE_BUFFER_LIMIT", "256KiB".into()));
+    let w = Writer::start(&dir.path().join("app.db"), &url, &env);
+    while w.committed() < 100 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s3.stop();
+    // Writes continue into the buffer, then stall at the limit.
+    std::thread::sleep(Duration::from_secs(4));
+    let stalled_at = w.committed();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        w.committed(),
+        stalled_at,
+        "writers must block once the buffer is full"
+    );
+    s3.resume();
+    let t = Instant::now();
+    while w.committed() <= stalled_at + 20 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        w.committed() > stalled_at,
+        "writes did not resume after the store came back"
+    );
+    w.signal(15);
+    let (ok, err, ids) = w.wait();
+    assert!(ok, "{err}");
+    let restored = restore_ids(&url, &s3.env(), dir.path(), "final.db");
+    let missing = ids.iter().filter(|id| !restored.contains(id)).count();
+    assert_eq!(missing, 0, "committed rows lost across the outage");
+}
