@@ -4,6 +4,9 @@
 //!   sqlitekube-demo write DB REPLICA_URL [N]   insert N rows (default: forever), one per
 //!                                              transaction, printing each id once committed
 //!   sqlitekube-demo count DB REPLICA_URL       print "rows max_id integrity"
+//!   sqlitekube-demo probe DB REPLICA_URL       read-only: time the first point query, wait for
+//!                                              hydration, scan everything; print JSON with the
+//!                                              object-store GETs at each step
 //! Other settings come from the environment (LITESTREAM_* as documented).
 
 use std::io::Write;
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
     let res = match args[1].as_str() {
         "write" => write(db, url, args.get(4).and_then(|n| n.parse().ok())),
         "count" => count(db, url),
+        "probe" => probe(db, url),
         other => {
             eprintln!("unknown command {other}");
             return std::process::ExitCode::from(2);
@@ -106,6 +110,37 @@ fn count(db: &str, url: &str) -> rusqlite::Result<()> {
     })?;
     let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     println!("{n} {} {ok}", max.unwrap_or(0));
+    Ok(())
+}
+
+fn probe(db: &str, url: &str) -> rusqlite::Result<()> {
+    let c = open(db, url, false)?;
+    let path = std::path::Path::new(db);
+    let t = std::time::Instant::now();
+    let n: i64 = c.query_row("SELECT count(*) FROM t WHERE id = 1", [], |r| r.get(0))?;
+    let v: String = c
+        .query_row("SELECT v FROM t WHERE id = ?1", [1000], |r| r.get(0))
+        .unwrap_or_default();
+    let first_ms = t.elapsed().as_secs_f64() * 1e3;
+    let at_first = sqlite_kube_vfs::status(path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while sqlite_kube_vfs::status(path).is_some_and(|s| s["hydration"] != "Complete")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let hydrated = sqlite_kube_vfs::status(path).unwrap_or_default();
+    let total: i64 = c.query_row("SELECT sum(length(v)) FROM t", [], |r| r.get(0))?;
+    let after_scan = sqlite_kube_vfs::status(path).unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "first_query_ms": first_ms, "found": n, "value_len": v.len(), "scan_bytes": total,
+            "hydration_at_first_query": at_first["hydration"], "gets_at_first_query": at_first["remote_gets"],
+            "hydration_after_wait": hydrated["hydration"], "gets_after_hydration": hydrated["remote_gets"],
+            "gets_after_scan": after_scan["remote_gets"],
+        })
+    );
     Ok(())
 }
 

@@ -1,0 +1,69 @@
+//! Read path: a fresh process answers its first query from ranged reads before
+//! hydration finishes, and once hydrated serves a full scan with zero object-store GETs.
+
+mod common;
+
+use std::process::Command;
+
+use bytes::Bytes;
+use ltx::replica::{LtxKey, Replica, SNAPSHOT_LEVEL};
+use testkit::seaweed::S3Server;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_before_and_after_hydration() {
+    let s3 = S3Server::shared();
+    s3.export_env();
+    let url = s3.replica_url("vfs/reads");
+    let dir = tempfile::tempdir().unwrap();
+    // A ~48 MiB database published as one snapshot.
+    let src = dir.path().join("src.db");
+    let c = rusqlite::Connection::open(&src).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=OFF; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 48000)
+         INSERT INTO t(v) SELECT printf('%d-%s', x, hex(randomblob(480))) FROM n;",
+    )
+    .unwrap();
+    drop(c);
+    let mut buf = Vec::new();
+    ltx::dbfile::encode_db(&src, 1, 1, 1, &mut buf).unwrap();
+    Replica::open(&url)
+        .unwrap()
+        .write(
+            &LtxKey::new(SNAPSHOT_LEVEL, 1, 1),
+            Bytes::from(buf),
+            1,
+            true,
+        )
+        .await
+        .unwrap();
+
+    let mut cmd = Command::new(common::demo());
+    cmd.args(["probe"]).arg(dir.path().join("app.db")).arg(&url);
+    cmd.env("LITESTREAM_HYDRATION_ENABLED", "true")
+        .env("LITESTREAM_LOG_LEVEL", "warn")
+        .env_remove("AWS_CA_BUNDLE");
+    for (k, v) in s3.env() {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    eprintln!("{v}");
+    assert_eq!(v["found"], 1);
+    assert!(v["value_len"].as_u64().unwrap() > 900);
+    assert_ne!(
+        v["hydration_at_first_query"], "Complete",
+        "first query must not wait for hydration"
+    );
+    assert!(
+        v["gets_at_first_query"].as_u64().unwrap() > 0,
+        "first query must use ranged reads"
+    );
+    assert_eq!(v["hydration_after_wait"], "Complete");
+    assert_eq!(
+        v["gets_after_scan"], v["gets_after_hydration"],
+        "a hydrated scan must not touch the object store"
+    );
+    assert!(dir.path().join("app.db-hydrated").exists());
+}
