@@ -7,8 +7,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="$(realpath -m "${1:-$root/quickstart-demo}")"
-cargo build --quiet --release -p hydrator --manifest-path "$root/Cargo.toml"
+cargo build --quiet --release -p hydrator -p sqlitekube-demo --manifest-path "$root/Cargo.toml"
 hydrator="$root/target/release/hydrator"
+demo="$root/target/release/sqlitekube-demo"
 rm -rf "$work" && mkdir -p "$work"
 db="$work/app.db"
 replica="file://$work/replica"
@@ -47,3 +48,14 @@ src=$(sql "$db" "SELECT count(*), sum(qty) FROM orders")
 got=$(sql "$work/restored.db" "SELECT count(*), sum(qty) FROM orders")
 [ "$src" = "$got" ] || { echo "MISMATCH: source $src, restored $got" >&2; exit 1; }
 echo "OK: the restored database matches the source. The replica is readable by 'litestream restore $replica'."
+
+echo
+echo "== the VFS: an application writes through it; the database lives in the replica"
+vreplica="file://$work/vfs-replica"
+LITESTREAM_LOG_LEVEL=warn "$demo" write "$work/vfs/app.db" "$vreplica" 2000 | tail -1 | sed 's/^/last committed id: /'
+echo "status: $(cat "$work/vfs/app.db-status.json")"
+echo "== a fresh process on another path reads it from the replica (ranged reads)"
+echo "rows max_id integrity: $(LITESTREAM_LOG_LEVEL=warn "$demo" count "$work/reader/app.db" "$vreplica")"
+"$hydrator" ls --replica "$vreplica" | head -3
+"$hydrator" --log-level warn restore --replica "$vreplica" -o "$work/vfs-restored.db"
+echo "restored rows: $(sql "$work/vfs-restored.db" "SELECT count(*) FROM t")"
