@@ -20,7 +20,7 @@ use ltx::replica::{LtxKey, Replica, ReplicaError};
 use crate::buffer::{load_state, save_state, PublishState, WriteBuffer};
 use crate::config::Config;
 use crate::remote::{PageLoc, RemoteView};
-use crate::runtime::rt;
+use crate::runtime::{block_on, rt};
 
 /// Errors surfaced to SQLite as I/O errors (and logged with this text).
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,10 @@ impl Database {
             })?;
         }
         let replica = Replica::open(&cfg.replica_url)?;
-        let view = rt().block_on(RemoteView::load(&replica))?;
+        let view = {
+            let r = replica.clone();
+            block_on(async move { RemoteView::load(&r).await })
+        }?;
         let page_size = view.page_size;
         let cache_pages = (cfg.cache_size / page_size.max(4096) as u64).max(16) as usize;
         let mut st = State {
@@ -292,7 +295,8 @@ impl Database {
     fn fetch(&self, loc: &PageLoc, page_size: u32) -> Result<Vec<u8>, VfsError> {
         let mut attempt = 0;
         loop {
-            match rt().block_on(self.replica.read_page(&loc.key, &loc.entry, page_size)) {
+            let (r, l) = (self.replica.clone(), *loc);
+            match block_on(async move { r.read_page(&l.key, &l.entry, page_size).await }) {
                 Ok(p) => return Ok(p),
                 Err(e) if attempt < 5 && !matches!(e, ReplicaError::Ltx { .. }) => {
                     attempt += 1;
@@ -549,7 +553,8 @@ impl Database {
             .finish(None)
             .map_err(|e| VfsError::Fenced(e.to_string()))?;
         let key = LtxKey::new(0, txid, txid);
-        match rt().block_on(self.replica.write(&key, Bytes::from(bytes), ts, true)) {
+        let r = self.replica.clone();
+        match block_on(async move { r.write(&key, Bytes::from(bytes), ts, true).await }) {
             Ok(()) => {}
             Err(ReplicaError::AlreadyExists { path }) => {
                 let msg = format!(
@@ -628,13 +633,15 @@ impl Database {
     /// Read-only mode: picks up TXIDs the writer published since our view.
     pub fn poll(&self) -> Result<(), VfsError> {
         let from = self.state().view.txid;
-        let files = rt().block_on(self.replica.list_level(0))?;
+        let r = self.replica.clone();
+        let files = block_on(async move { r.list_level(0).await })?;
         let mut next = from + 1;
         for f in files.iter().filter(|f| f.key.max_txid > from) {
             if f.key.min_txid != next {
                 if from > 0 || next > 1 {
                     // Gap (L0 compacted away): rebuild from the restore plan.
-                    let view = rt().block_on(RemoteView::load(&self.replica))?;
+                    let r = self.replica.clone();
+                    let view = block_on(async move { RemoteView::load(&r).await })?;
                     let mut st = self.state();
                     if st.shared == 0 {
                         st.cache.clear();
@@ -644,7 +651,8 @@ impl Database {
                 }
                 return Ok(());
             }
-            let idx = rt().block_on(self.replica.read_file_index(f))?;
+            let (r, fc) = (self.replica.clone(), f.clone());
+            let idx = block_on(async move { r.read_file_index(&fc).await })?;
             let mut st = self.state();
             if st.shared == 0 {
                 apply_remote(&mut st, f.key, &idx.header, &idx.pages);
@@ -708,6 +716,7 @@ impl Database {
             force: true,
             ..Default::default()
         };
+        // This is our own thread, never inside a runtime, so block_on is safe here.
         let res = rt().block_on(ltx::restore::restore(&self.replica, &target, &opts));
         let summary = match res {
             Ok(s) => s,

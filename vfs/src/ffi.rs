@@ -23,6 +23,7 @@ pub const SQLITE_OPEN_READONLY: c_int = 0x1;
 pub const SQLITE_OPEN_READWRITE: c_int = 0x2;
 pub const SQLITE_OPEN_CREATE: c_int = 0x4;
 pub const SQLITE_OPEN_MAIN_DB: c_int = 0x100;
+pub const SQLITE_OPEN_MAIN_JOURNAL: c_int = 0x800;
 
 pub const SQLITE_LOCK_NONE: c_int = 0;
 pub const SQLITE_LOCK_SHARED: c_int = 1;
@@ -44,6 +45,7 @@ pub struct sqlite3_file {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct sqlite3_io_methods {
     pub iVersion: c_int,
     pub xClose: Option<unsafe extern "C" fn(*mut sqlite3_file) -> c_int>,

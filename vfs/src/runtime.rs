@@ -1,6 +1,9 @@
 //! One small tokio runtime for all object-store I/O of the VFS. SQLite calls the VFS from
-//! its own threads, which block on futures run here.
+//! the application's threads — which may themselves be inside a tokio runtime (an async
+//! app calling SQLite) — so futures are spawned onto our runtime and awaited through a
+//! plain channel instead of `Runtime::block_on`, which panics in that case.
 
+use std::future::Future;
 use std::sync::OnceLock;
 
 pub fn rt() -> &'static tokio::runtime::Runtime {
@@ -13,4 +16,17 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("tokio runtime for the VFS")
     })
+}
+
+/// Runs `fut` on the VFS runtime and blocks the calling thread until it finishes.
+pub fn block_on<F>(fut: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    rt().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().expect("VFS I/O task panicked")
 }

@@ -91,7 +91,11 @@ pub(crate) unsafe extern "C" fn x_open(
 ) -> c_int {
     let def = default_vfs();
     if flags & SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
-        return ((*def).xOpen.unwrap())(def, name, file, flags, out_flags);
+        let rc = ((*def).xOpen.unwrap())(def, name, file, flags, out_flags);
+        if rc == SQLITE_OK && flags & SQLITE_OPEN_MAIN_JOURNAL != 0 && !(*file).pMethods.is_null() {
+            (*file).pMethods = journal_methods((*file).pMethods);
+        }
+        return rc;
     }
     let _ = vfs;
     let path = PathBuf::from(CStr::from_ptr(name).to_string_lossy().into_owned());
@@ -138,6 +142,26 @@ pub(crate) unsafe extern "C" fn x_open(
         *out_flags = flags;
     }
     SQLITE_OK
+}
+
+/// The rollback journal never needs to be durable here: the database cannot be left
+/// half-written (an uncommitted transaction only ever lives in memory), so a hot journal
+/// is discarded at open instead of rolled back. Its fsyncs are therefore skipped.
+unsafe fn journal_methods(base: *const sqlite3_io_methods) -> *const sqlite3_io_methods {
+    struct Methods(sqlite3_io_methods);
+    unsafe impl Send for Methods {}
+    unsafe impl Sync for Methods {}
+    static M: OnceLock<Methods> = OnceLock::new();
+    unsafe extern "C" fn no_sync(_f: *mut sqlite3_file, _flags: c_int) -> c_int {
+        SQLITE_OK
+    }
+    let m = M.get_or_init(|| {
+        let mut m = *base;
+        m.iVersion = 1;
+        m.xSync = Some(no_sync);
+        Methods(m)
+    });
+    &m.0
 }
 
 unsafe fn db<'a>(f: *mut sqlite3_file) -> &'a Database {

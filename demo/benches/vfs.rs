@@ -1,0 +1,262 @@
+//! VFS benchmark, every variant in a fresh process, ratios against plain SQLite on local
+//! disk measured in the same run:
+//! - writes: 2,000 autocommit inserts plus one 100,000-row insert (then close);
+//! - cached point reads: 20,000 random `SELECT … WHERE id = ?` after the writes;
+//! - variants: local SQLite (DELETE and WAL journals), this VFS (DELETE and MEMORY
+//!   journals, file:// replica), Litestream's `litestream-vfs` 0.5.17 in write mode;
+//! - cold start: open + first point query on a replica of BENCH_COLD_MB (default 1024) MiB
+//!   on SeaweedFS S3 on 127.0.0.1.
+//!
+//!   cargo bench -p sqlitekube-demo --bench vfs      (needs scripts/test-deps.sh)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use rusqlite::{Connection, OpenFlags};
+
+fn register_ours() {
+    unsafe {
+        let find: sqlite_kube_vfs::ffi::VfsFind =
+            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_find as *const () as usize);
+        let reg: sqlite_kube_vfs::ffi::VfsRegister =
+            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_register as *const () as usize);
+        assert_eq!(sqlite_kube_vfs::register(find, reg, false), 0);
+    }
+}
+
+fn open_variant(variant: &str, dir: &Path) -> Connection {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_URI;
+    let replica = format!("file://{}", dir.join("replica").display());
+    match variant {
+        "local-delete" | "local-wal" => {
+            let c = Connection::open(dir.join("local.db")).unwrap();
+            if variant == "local-wal" {
+                c.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+                    .unwrap();
+            }
+            c
+        }
+        "ours-delete" | "ours-memory" => {
+            register_ours();
+            let c = Connection::open_with_flags(
+                format!(
+                    "file:{}?vfs=sqlitekube&replica_url={replica}&write_enabled=true",
+                    dir.join("ours.db").display()
+                ),
+                flags,
+            )
+            .unwrap();
+            if variant == "ours-memory" {
+                c.query_row("PRAGMA journal_mode=MEMORY", [], |_| Ok(()))
+                    .unwrap();
+            }
+            c
+        }
+        "litestream-vfs" => {
+            let so = std::env::var("LITESTREAM_VFS_SO")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    testkit::repo_root()
+                        .join(".deps/litestream-vfs-0.5.17/litestream_vfs/litestream-vfs.so")
+                });
+            let boot = Connection::open_in_memory().unwrap();
+            unsafe {
+                let _g = rusqlite::LoadExtensionGuard::new(&boot).unwrap();
+                boot.load_extension(so.with_extension(""), None::<&str>)
+                    .unwrap();
+            }
+            std::mem::forget(boot);
+            Connection::open_with_flags(
+                format!(
+                    "file:{}?vfs=litestream&replica_url={replica}&write_enabled=true&sync_interval=1s&buffer_path={}",
+                    dir.join("ls.db").display(),
+                    dir.join("ls-buffer").display()
+                ),
+                flags,
+            )
+            .unwrap()
+        }
+        other => panic!("unknown variant {other}"),
+    }
+}
+
+/// Child: run the workload, print "write_s read_us close_s".
+fn child(variant: &str, dir: &Path) {
+    let c = open_variant(variant, dir);
+    c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    let t = Instant::now();
+    for i in 0..2000 {
+        c.execute(
+            "INSERT INTO t(v) VALUES (?1)",
+            [format!("autocommit row {i}")],
+        )
+        .unwrap();
+    }
+    c.execute_batch(
+        "BEGIN; WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 100000)
+         INSERT INTO t(v) SELECT printf('bulk row %d %s', x, hex(randomblob(16))) FROM n; COMMIT;",
+    )
+    .unwrap();
+    let write_s = t.elapsed().as_secs_f64();
+    let mut s = c.prepare("SELECT v FROM t WHERE id = ?1").unwrap();
+    let mut x: u64 = 88172645463325252;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        1 + (x % 102000) as i64
+    };
+    for _ in 0..2000 {
+        let _: String = s.query_row([next()], |r| r.get(0)).unwrap();
+    }
+    let n = 20000;
+    let t = Instant::now();
+    for _ in 0..n {
+        let _: String = s.query_row([next()], |r| r.get(0)).unwrap();
+    }
+    let read_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    drop(s);
+    let t = Instant::now();
+    drop(c);
+    sqlite_kube_vfs::shutdown_all();
+    let close_s = t.elapsed().as_secs_f64();
+    println!("{write_s} {read_us} {close_s}");
+}
+
+/// Child: open a cold replica and answer one point query; print ms.
+fn cold_child(url: &str, dir: &Path) {
+    register_ours();
+    let t = Instant::now();
+    let c = Connection::open_with_flags(
+        format!(
+            "file:{}?vfs=sqlitekube&replica_url={url}",
+            dir.join("cold.db").display()
+        ),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let v: String = c
+        .query_row("SELECT v FROM t WHERE id = 12345", [], |r| r.get(0))
+        .unwrap();
+    assert!(!v.is_empty());
+    println!("{}", t.elapsed().as_secs_f64() * 1e3);
+}
+
+fn run_child(args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.arg("--child")
+        .args(args)
+        .env("LITESTREAM_LOG_LEVEL", "error")
+        .env_remove("AWS_CA_BUNDLE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.contains("Error") || l.contains("error"))
+            .unwrap_or("failed")
+            .trim()
+            .to_string();
+        return Err(line);
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        match args[i + 1].as_str() {
+            "cold" => cold_child(&args[i + 2], Path::new(&args[i + 3])),
+            v => child(v, Path::new(&args[i + 2])),
+        }
+        return;
+    }
+    println!("VFS benchmark: 2,000 autocommit inserts + one 100,000-row insert; 20,000 cached point reads");
+    let mut base: Option<(f64, f64)> = None;
+    let mut wal: Option<(f64, f64)> = None;
+    for v in [
+        "local-delete",
+        "local-wal",
+        "ours-delete",
+        "ours-memory",
+        "litestream-vfs",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = match run_child(&[v, dir.path().to_str().unwrap()], &[]) {
+            Ok(o) => o,
+            Err(e) => {
+                println!("  {v:<15} FAILED: {e}");
+                continue;
+            }
+        };
+        let p: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let (w, r, close) = (p[0], p[1], p[2]);
+        let (bw, br) = *base.get_or_insert((w, r));
+        if v == "local-wal" {
+            wal = Some((w, r));
+        }
+        let (ww, wr) = wal.unwrap_or((f64::NAN, f64::NAN));
+        println!(
+            "  {v:<15} writes {w:>7.3}s (throughput {:>4.2}x local-delete, {:>4.2}x local-wal)   point read {r:>6.2} us (latency {:>4.2}x local-delete, {:>4.2}x local-wal)   close {close:.3}s",
+            bw / w,
+            ww / w,
+            r / br,
+            r / wr
+        );
+    }
+
+    let mb: usize = std::env::var("BENCH_COLD_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let s3 = testkit::seaweed::S3Server::start();
+    s3.export_env();
+    let url = s3.replica_url("bench/cold");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    {
+        let c = Connection::open(&src).unwrap();
+        c.execute_batch("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);").unwrap();
+        c.execute(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < ?1) INSERT INTO t(v) SELECT printf('%d-%s', x, hex(randomblob(490))) FROM n",
+            [(mb * 1024) as i64],
+        )
+        .unwrap();
+    }
+    let snap = dir.path().join("snap.ltx");
+    ltx::dbfile::encode_db(
+        &src,
+        1,
+        1,
+        1,
+        std::io::BufWriter::new(std::fs::File::create(&snap).unwrap()),
+    )
+    .unwrap();
+    let replica = ltx::replica::Replica::open(&url).unwrap();
+    replica
+        .write_file(&ltx::replica::LtxKey::new(9, 1, 1), &snap, 1, true)
+        .await
+        .unwrap();
+    let db_mb = std::fs::metadata(&src).unwrap().len() as f64 / 1e6;
+    let mut times = Vec::new();
+    for i in 0..3 {
+        let d = dir.path().join(format!("cold{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        times.push(
+            run_child(&["cold", &url, d.to_str().unwrap()], &s3.env())
+                .expect("cold child")
+                .parse::<f64>()
+                .unwrap(),
+        );
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("  cold replica of {db_mb:.0} MB on SeaweedFS: open + first point query {:.1} ms (median of 3; target < 100 ms)", times[1]);
+}
