@@ -5,6 +5,7 @@
 //! - [`replica`]: object keys, listing, ranged page reads and writes on opendal.
 //! - [`restore`]: picking the files that rebuild a database and applying them.
 
+pub mod compact;
 pub mod dbfile;
 pub mod format;
 #[doc(hidden)]

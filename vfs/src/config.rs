@@ -14,6 +14,10 @@
 //! | `poll_interval` | `LITESTREAM_POLL_INTERVAL` | `1s` | read-only mode: how often to look for new TXIDs |
 //! | `cache_size` | `LITESTREAM_CACHE_SIZE` | `64MiB` | LRU page cache for remote pages, in bytes |
 //! | `status_path` | `SQLITE_KUBE_STATUS_PATH` | `<db>-status.json` | JSON status (last TXID, buffer, latency, cache, hydration) |
+//! | `compaction_interval` | `SQLITE_KUBE_COMPACTION_INTERVAL` | `30s` | writer: merge L0 into L1 (`0` disables compaction and retention) |
+//! | `snapshot_interval` | `SQLITE_KUBE_SNAPSHOT_INTERVAL` | `1h` | writer: full snapshot to L9 |
+//! | `l0_retention` | `SQLITE_KUBE_L0_RETENTION` | `5m` | keep L0 files this long after L1 covers them |
+//! | `snapshot_retention` | `SQLITE_KUBE_SNAPSHOT_RETENTION` | `24h` | keep older snapshots this long |
 //! | — | `LITESTREAM_LOG_LEVEL` | `info` | tracing level (`debug`, `info`, …) |
 //! | — | `LITESTREAM_ACCESS_KEY_ID`, `LITESTREAM_SECRET_ACCESS_KEY`, `AWS_*` | | S3 credentials |
 
@@ -33,6 +37,10 @@ pub struct Config {
     pub poll_interval: Duration,
     pub cache_size: u64,
     pub status_path: PathBuf,
+    pub compaction_interval: Duration,
+    pub snapshot_interval: Duration,
+    pub l0_retention: Duration,
+    pub snapshot_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +135,26 @@ impl Config {
             )?,
             cache_size: bytes("cache_size", &["LITESTREAM_CACHE_SIZE"], 64 << 20)?,
             status_path: path("status_path", &["SQLITE_KUBE_STATUS_PATH"], "-status.json"),
+            compaction_interval: duration(
+                "compaction_interval",
+                &["SQLITE_KUBE_COMPACTION_INTERVAL"],
+                Duration::from_secs(30),
+            )?,
+            snapshot_interval: duration(
+                "snapshot_interval",
+                &["SQLITE_KUBE_SNAPSHOT_INTERVAL"],
+                Duration::from_secs(3600),
+            )?,
+            l0_retention: duration(
+                "l0_retention",
+                &["SQLITE_KUBE_L0_RETENTION"],
+                Duration::from_secs(300),
+            )?,
+            snapshot_retention: duration(
+                "snapshot_retention",
+                &["SQLITE_KUBE_SNAPSHOT_RETENTION"],
+                Duration::from_secs(86400),
+            )?,
         })
     }
 }

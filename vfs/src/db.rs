@@ -144,7 +144,7 @@ impl Database {
             view,
         };
         if cfg.write_enabled {
-            recover(&cfg, &mut st)?;
+            recover(&cfg, &replica, &mut st)?;
         }
         let db = Arc::new(Database {
             path: path.to_path_buf(),
@@ -167,6 +167,14 @@ impl Database {
             .spawn(move || me.background_loop())
             .expect("spawn");
         db.threads.lock().unwrap().push(h);
+        if db.cfg.write_enabled && !db.cfg.compaction_interval.is_zero() {
+            let me = db.clone();
+            let h = std::thread::Builder::new()
+                .name("sqlitekube-compact".into())
+                .spawn(move || me.maintenance_loop())
+                .expect("spawn");
+            db.threads.lock().unwrap().push(h);
+        }
         if db.cfg.hydration_enabled {
             let me = db.clone();
             let h = std::thread::Builder::new()
@@ -298,6 +306,28 @@ impl Database {
             let (r, l) = (self.replica.clone(), *loc);
             match block_on(async move { r.read_page(&l.key, &l.entry, page_size).await }) {
                 Ok(p) => return Ok(p),
+                Err(ReplicaError::NotFound { path }) => {
+                    // Retention removed the file; reload the page map and read again.
+                    tracing::info!(%path, "page's file is gone (compacted); reloading the replica's page map");
+                    let r = self.replica.clone();
+                    let view = block_on(async move { RemoteView::load(&r).await })?;
+                    let Some(newloc) = view.pages.get(&loc.entry.pgno).copied() else {
+                        return Err(ReplicaError::NotFound { path }.into());
+                    };
+                    let mut st = self.state();
+                    for (p, l) in &view.pages {
+                        if let Some(cur) = st.view.pages.get_mut(p) {
+                            if cur.key.max_txid <= l.key.max_txid {
+                                *cur = *l;
+                            }
+                        }
+                    }
+                    drop(st);
+                    let r = self.replica.clone();
+                    return Ok(block_on(async move {
+                        r.read_page(&newloc.key, &newloc.entry, page_size).await
+                    })?);
+                }
                 Err(e) if attempt < 5 && !matches!(e, ReplicaError::Ltx { .. }) => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "page fetch failed; retrying");
@@ -694,6 +724,70 @@ impl Database {
         }
     }
 
+    /// Writer only: compaction (L0 → L1), periodic snapshots (L9) and retention.
+    fn maintenance_loop(self: Arc<Self>) {
+        let mut last_snapshot = Instant::now();
+        let mut snapshot_txid = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            self.sleep(self.cfg.compaction_interval);
+            if self.stop.load(Ordering::Relaxed) || self.state().fenced.is_some() {
+                continue;
+            }
+            let (r, me) = (self.replica.clone(), self.clone());
+            let compacted = block_on(async move { ltx::compact::compact_l0(&r).await });
+            match compacted {
+                Ok(Some(info)) => me.repoint(&info),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
+            }
+            let txid = self.state().view.txid;
+            if txid > snapshot_txid
+                && (snapshot_txid == 0 || last_snapshot.elapsed() >= self.cfg.snapshot_interval)
+            {
+                let r = self.replica.clone();
+                let work = PathBuf::from(format!("{}-snapshot", self.cfg.buffer_path.display()));
+                // Our own thread: block_on is safe (the restore future is not Send-friendly).
+                match rt().block_on(ltx::compact::snapshot(&r, txid, &work)) {
+                    Ok(_) => {
+                        snapshot_txid = txid;
+                        last_snapshot = Instant::now();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "snapshot failed; will retry"),
+                }
+            }
+            let r = self.replica.clone();
+            let ret = ltx::compact::Retention {
+                l0: self.cfg.l0_retention,
+                snapshots: self.cfg.snapshot_retention,
+            };
+            match block_on(async move { ltx::compact::enforce_retention(&r, ret).await }) {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "retention"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+            }
+        }
+    }
+
+    /// Points pages that live in L0 files now covered by a compacted file at that file,
+    /// so the L0 files can be deleted later without breaking reads.
+    fn repoint(&self, info: &ltx::replica::LtxFileInfo) {
+        let (r, i) = (self.replica.clone(), info.clone());
+        let Ok(idx) = block_on(async move { r.read_file_index(&i).await }) else {
+            return;
+        };
+        let mut st = self.state();
+        for e in &idx.pages {
+            if let Some(loc) = st.view.pages.get_mut(&e.pgno) {
+                if loc.key.level == 0 && loc.key.max_txid <= info.key.max_txid {
+                    *loc = PageLoc {
+                        key: info.key,
+                        entry: *e,
+                    };
+                }
+            }
+        }
+    }
+
     fn sleep(&self, d: Duration) {
         let end = Instant::now() + d;
         while Instant::now() < end && !self.stop.load(Ordering::Relaxed) {
@@ -877,12 +971,30 @@ fn open_buffer(cfg: &Config, st: &mut State) -> Result<(), VfsError> {
 }
 
 /// Writer start-up: reconcile the publish state with the replica, then replay the buffer.
-fn recover(cfg: &Config, st: &mut State) -> Result<(), VfsError> {
+fn recover(cfg: &Config, replica: &Replica, st: &mut State) -> Result<(), VfsError> {
     let mut state = load_state(&cfg.buffer_path).unwrap_or(PublishState {
         writer_id: rand::random::<u64>() | 1,
         ..Default::default()
     });
     let remote = st.view.txid;
+    if remote > state.published_txid
+        && st
+            .view
+            .last_header
+            .is_some_and(|h| h.node_id != state.writer_id)
+    {
+        // The newest file may be a compaction (no writer id); the newest L0 file has it.
+        let (r, key) = (replica.clone(), LtxKey::new(0, remote, remote));
+        let head =
+            block_on(async move { r.read_range(&key, 0..ltx::format::HEADER_SIZE as u64).await });
+        let decoded = head
+            .ok()
+            .and_then(|b| <[u8; ltx::format::HEADER_SIZE]>::try_from(b.as_ref()).ok())
+            .and_then(|b| Header::decode(&b).ok());
+        if let Some(h) = decoded {
+            st.view.last_header = Some(h);
+        }
+    }
     if remote > state.published_txid {
         let ours = st
             .view
