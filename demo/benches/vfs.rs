@@ -16,13 +16,15 @@ use std::time::Instant;
 use rusqlite::{Connection, OpenFlags};
 
 fn register_ours() {
-    unsafe {
-        let find: sqlite_kube_vfs::ffi::VfsFind =
-            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_find as *const () as usize);
-        let reg: sqlite_kube_vfs::ffi::VfsRegister =
-            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_register as *const () as usize);
-        assert_eq!(sqlite_kube_vfs::register(find, reg, false), 0);
-    }
+    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
+    let rc = unsafe {
+        sqlite_kube_vfs::register_raw(
+            rusqlite::ffi::sqlite3_vfs_find as *const (),
+            rusqlite::ffi::sqlite3_vfs_register as *const (),
+            false,
+        )
+    };
+    assert_eq!(rc, 0, "VFS registration failed");
 }
 
 fn open_variant(variant: &str, dir: &Path) -> Connection {

@@ -14,18 +14,15 @@ use std::io::Write;
 use rusqlite::{Connection, OpenFlags};
 
 fn register() {
-    // rusqlite's FFI types are layout-identical to ours.
-    unsafe {
-        let find: sqlite_kube_vfs::ffi::VfsFind =
-            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_find as *const () as usize);
-        let reg: sqlite_kube_vfs::ffi::VfsRegister =
-            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_register as *const () as usize);
-        assert_eq!(
-            sqlite_kube_vfs::register(find, reg, false),
-            0,
-            "VFS registration failed"
-        );
-    }
+    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
+    let rc = unsafe {
+        sqlite_kube_vfs::register_raw(
+            rusqlite::ffi::sqlite3_vfs_find as *const (),
+            rusqlite::ffi::sqlite3_vfs_register as *const (),
+            false,
+        )
+    };
+    assert_eq!(rc, 0, "VFS registration failed");
 }
 
 fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {

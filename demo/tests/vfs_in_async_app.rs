@@ -5,13 +5,15 @@ use rusqlite::{Connection, OpenFlags};
 
 #[tokio::test(flavor = "current_thread")]
 async fn writes_and_reads_from_inside_a_runtime() {
-    unsafe {
-        let find: sqlite_kube_vfs::ffi::VfsFind =
-            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_find as *const () as usize);
-        let reg: sqlite_kube_vfs::ffi::VfsRegister =
-            std::mem::transmute(rusqlite::ffi::sqlite3_vfs_register as *const () as usize);
-        assert_eq!(sqlite_kube_vfs::register(find, reg, false), 0);
-    }
+    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
+    let rc = unsafe {
+        sqlite_kube_vfs::register_raw(
+            rusqlite::ffi::sqlite3_vfs_find as *const (),
+            rusqlite::ffi::sqlite3_vfs_register as *const (),
+            false,
+        )
+    };
+    assert_eq!(rc, 0, "VFS registration failed");
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("r").display());
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE

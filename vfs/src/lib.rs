@@ -55,6 +55,20 @@ pub unsafe fn register(
     rc
 }
 
+/// [`register`] from untyped function pointers, for hosts whose FFI types differ from
+/// ours (e.g. `rusqlite::ffi::sqlite3_vfs_find as *const ()`).
+///
+/// # Safety
+/// As [`register`]: the pointers must be the host's `sqlite3_vfs_find` and
+/// `sqlite3_vfs_register`.
+pub unsafe fn register_raw(find: *const (), register_fn: *const (), make_default: bool) -> c_int {
+    register(
+        std::mem::transmute::<*const (), ffi::VfsFind>(find),
+        std::mem::transmute::<*const (), ffi::VfsRegister>(register_fn),
+        make_default,
+    )
+}
+
 extern "C" {
     #[link_name = "atexit"]
     fn c_atexit(f: extern "C" fn()) -> c_int;

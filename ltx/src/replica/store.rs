@@ -402,24 +402,15 @@ impl Replica {
                 Ok(()) => Ok(()),
             };
         }
-        let ts =
-            jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let res = self
             .op
             .write_with(&path, data.clone())
             .if_not_exists(create_only)
-            .user_metadata([(TIMESTAMP_METADATA.to_string(), format!("{ts:.3}"))])
+            .user_metadata(timestamp_metadata(timestamp_ms))
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
-                ) =>
-            {
-                self.check_same(key, &path, &data).await
-            }
+            Err(e) if is_taken(&e) => self.check_same(key, &path, &data).await,
             Err(e) => Err(ReplicaError::store(&path, e)),
         }
     }
@@ -445,15 +436,13 @@ impl Replica {
                 .await;
         }
         let path = self.path_of(key);
-        let ts =
-            jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         let mut w = self
             .op
             .writer_with(&path)
             .chunk(8 * 1024 * 1024)
             .concurrent(4)
             .if_not_exists(create_only)
-            .user_metadata([(TIMESTAMP_METADATA.to_string(), format!("{ts:.3}"))])
+            .user_metadata(timestamp_metadata(timestamp_ms))
             .await
             .map_err(|e| ReplicaError::store(&path, e))?;
         let mut f = tokio::fs::File::open(src)
@@ -473,14 +462,7 @@ impl Replica {
         }
         match w.close().await {
             Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
-                ) =>
-            {
-                Err(ReplicaError::AlreadyExists { path })
-            }
+            Err(e) if is_taken(&e) => Err(ReplicaError::AlreadyExists { path }),
             Err(e) => Err(ReplicaError::store(&path, e)),
         }
     }
@@ -502,6 +484,20 @@ impl Replica {
             .await
             .map_err(|e| ReplicaError::store(&path, e))
     }
+}
+
+/// The `litestream-timestamp` metadata Litestream puts on every object (RFC 3339, ms).
+fn timestamp_metadata(timestamp_ms: i64) -> [(String, String); 1] {
+    let ts = jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    [(TIMESTAMP_METADATA.to_string(), format!("{ts:.3}"))]
+}
+
+/// A create-only write found the name taken.
+fn is_taken(e: &opendal::Error) -> bool {
+    matches!(
+        e.kind(),
+        opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+    )
 }
 
 fn env_any(names: &[&str]) -> Option<String> {
