@@ -5,7 +5,6 @@ mod common;
 
 use std::process::Command;
 
-use bytes::Bytes;
 use ltx::replica::{LtxKey, Replica, SNAPSHOT_LEVEL};
 use testkit::seaweed::S3Server;
 
@@ -15,26 +14,23 @@ async fn reads_before_and_after_hydration() {
     s3.export_env();
     let url = s3.replica_url("vfs/reads");
     let dir = tempfile::tempdir().unwrap();
-    // A ~48 MiB database published as one snapshot.
+    // A ~256 MiB database published as one snapshot.
     let src = dir.path().join("src.db");
     let c = rusqlite::Connection::open(&src).unwrap();
     c.execute_batch(
-        "PRAGMA journal_mode=OFF; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 48000)
+        "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 262144)
          INSERT INTO t(v) SELECT printf('%d-%s', x, hex(randomblob(480))) FROM n;",
     )
     .unwrap();
     drop(c);
-    let mut buf = Vec::new();
-    ltx::dbfile::encode_db(&src, 1, 1, 1, &mut buf).unwrap();
-    Replica::open(&url)
-        .unwrap()
-        .write(
-            &LtxKey::new(SNAPSHOT_LEVEL, 1, 1),
-            Bytes::from(buf),
-            1,
-            true,
-        )
+    assert!(std::fs::metadata(&src).unwrap().len() > 256_000_000);
+    let snap = dir.path().join("snap.ltx");
+    let w = std::io::BufWriter::new(std::fs::File::create(&snap).unwrap());
+    ltx::dbfile::encode_db(&src, 1, 1, 1, w).unwrap();
+    let replica = Replica::open(&url).unwrap();
+    replica
+        .write_file(&LtxKey::new(SNAPSHOT_LEVEL, 1, 1), &snap, 1, true)
         .await
         .unwrap();
 
