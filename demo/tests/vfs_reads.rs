@@ -62,4 +62,13 @@ async fn reads_before_and_after_hydration() {
         "a hydrated scan must not touch the object store"
     );
     assert!(dir.path().join("app.db-hydrated").exists());
+    assert_eq!(std::fs::read_to_string(dir.path().join("app.db-hydrated.meta")).unwrap(), "1\n");
+
+    // A restart with the copy still on disk reuses it instead of downloading again.
+    let o = cmd.env("LITESTREAM_LOG_LEVEL", "info").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("reusing the hydrated copy"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["gets_after_scan"], v["gets_after_hydration"]);
 }

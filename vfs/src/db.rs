@@ -806,18 +806,33 @@ impl Database {
             }
             st.hydration = Hydration::Running;
         }
-        let opts = ltx::restore::RestoreOptions {
-            force: true,
-            ..Default::default()
-        };
-        // This is our own thread, never inside a runtime, so block_on is safe here.
-        let res = rt().block_on(ltx::restore::restore(&self.replica, &target, &opts));
-        let summary = match res {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "hydration failed; reads stay remote");
-                self.state().hydration = Hydration::Failed;
-                return;
+        // A copy left by an earlier run (its TXID in `<path>.meta`) is reused: pages that
+        // may have changed since are marked stale and fetched on first read.
+        let meta = meta_path(&target);
+        let reusable = std::fs::read_to_string(&meta)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|t| *t <= self.state().view.txid && target.exists());
+        let _ = std::fs::remove_file(&meta); // the copy changes from here on
+        let restored = match reusable {
+            Some(t) => {
+                tracing::info!(txid = t, path = %target.display(), "reusing the hydrated copy from an earlier run");
+                t
+            }
+            None => {
+                let opts = ltx::restore::RestoreOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                // This is our own thread, never inside a runtime, so block_on is safe here.
+                match rt().block_on(ltx::restore::restore(&self.replica, &target, &opts)) {
+                    Ok(s) => s.db.txid,
+                    Err(e) => {
+                        tracing::error!(error = %e, "hydration failed; reads stay remote");
+                        self.state().hydration = Hydration::Failed;
+                        return;
+                    }
+                }
             }
         };
         let file = match std::fs::OpenOptions::new()
@@ -834,7 +849,6 @@ impl Database {
         };
         let mut st = self.state();
         // Pages that changed after the restored TXID come from the normal read path.
-        let restored = summary.db.txid;
         let newer: Vec<u32> = st
             .view
             .pages
@@ -876,6 +890,20 @@ impl Database {
                 let _ = b.sync();
             }
         }
+        {
+            let st = self.state();
+            if let (Some(f), true) = (
+                &st.hydrated,
+                st.hydrate_stale.is_empty() && st.overlay.is_empty(),
+            ) {
+                if f.sync_all().is_ok() {
+                    let _ = std::fs::write(
+                        meta_path(&self.cfg.hydration_path),
+                        format!("{}\n", st.view.txid),
+                    );
+                }
+            }
+        }
         self.write_status();
         tracing::info!(txid = self.state().view.txid, "database closed");
     }
@@ -912,6 +940,11 @@ impl Database {
             let _ = std::fs::rename(&tmp, p);
         }
     }
+}
+
+/// `<hydration_path>.meta`: the TXID a hydrated copy holds (decimal), as Litestream does.
+fn meta_path(p: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.meta", p.display()))
 }
 
 fn size_pages(st: &State) -> u32 {
