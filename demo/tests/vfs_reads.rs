@@ -62,7 +62,10 @@ async fn reads_before_and_after_hydration() {
         "a hydrated scan must not touch the object store"
     );
     assert!(dir.path().join("app.db-hydrated").exists());
-    assert_eq!(std::fs::read_to_string(dir.path().join("app.db-hydrated.meta")).unwrap(), "1\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("app.db-hydrated.meta")).unwrap(),
+        "1\n"
+    );
 
     // A restart with the copy still on disk reuses it instead of downloading again.
     let o = cmd.env("LITESTREAM_LOG_LEVEL", "info").output().unwrap();
