@@ -14,4 +14,6 @@ trap 'scripts/seaweedfs.sh stop "$s3dir"' EXIT
 eval "$(scripts/seaweedfs.sh start "$s3dir")"
 export TEST_S3_ENDPOINT TEST_S3_FILER
 
+# The loadable extension (cdylib) that the VFS tests .load into the sqlite3 shell.
+cargo build -p vfs
 cargo test --workspace --no-fail-fast "$@"
