@@ -144,6 +144,7 @@ async fn bad_urls_and_unreachable_store() {
         timeout: Duration::from_secs(2),
         io_timeout: Duration::from_secs(2),
         retries: 1,
+        ..Default::default()
     };
     // Nothing listens on port 1.
     let url = ReplicaUrl::parse("s3://bkt/p?endpoint=http://127.0.0.1:1&region=us-east-1").unwrap();

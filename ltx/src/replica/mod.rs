@@ -9,5 +9,5 @@ pub mod url;
 pub use error::ReplicaError;
 pub use key::{format_txid, parse_txid, LtxKey, SNAPSHOT_LEVEL};
 pub use layout::Layout;
-pub use store::{FileIndex, LtxFileInfo, Replica, ReplicaOptions};
+pub use store::{Credentials, FileIndex, LtxFileInfo, Replica, ReplicaOptions};
 pub use url::ReplicaUrl;

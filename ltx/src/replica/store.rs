@@ -42,6 +42,36 @@ pub struct ReplicaOptions {
     pub io_timeout: Duration,
     /// Retries of a failed operation (with exponential backoff and jitter).
     pub retries: usize,
+    /// Credentials given explicitly (the operator reads them from a Secret per database);
+    /// when a field is `None` the standard environment variables apply.
+    pub credentials: Credentials,
+}
+
+/// Explicit object-store credentials. `Debug` never prints the secrets.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub session_token: Option<String>,
+    pub azure_account_key: Option<String>,
+    /// A Google service-account JSON key (the file's content).
+    pub gcs_service_account_json: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("Credentials")
+            .field("access_key_id", &set(&self.access_key_id))
+            .field("secret_access_key", &set(&self.secret_access_key))
+            .field("session_token", &set(&self.session_token))
+            .field("azure_account_key", &set(&self.azure_account_key))
+            .field(
+                "gcs_service_account_json",
+                &set(&self.gcs_service_account_json),
+            )
+            .finish()
+    }
 }
 
 impl Default for ReplicaOptions {
@@ -50,6 +80,7 @@ impl Default for ReplicaOptions {
             timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(20),
             retries: 4,
+            credentials: Credentials::default(),
         }
     }
 }
@@ -104,7 +135,7 @@ impl Replica {
                 (op, Layout::LtxDecimal, Some(path.clone()))
             }
             ReplicaUrl::S3(s) => (
-                Operator::new(s3_builder(&url, s)?).map_err(cfg_err)?,
+                Operator::new(s3_builder(&url, s, &opts.credentials)?).map_err(cfg_err)?,
                 Layout::Hex4,
                 None,
             ),
@@ -112,7 +143,10 @@ impl Replica {
                 let mut b = opendal::services::Gcs::default()
                     .bucket(bucket)
                     .root(&format!("/{path}"));
-                if let Ok(p) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
+                if let Some(json) = &opts.credentials.gcs_service_account_json {
+                    use base64::Engine as _;
+                    b = b.credential(&base64::engine::general_purpose::STANDARD.encode(json));
+                } else if let Ok(p) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
                     b = b.credential_path(&p);
                 }
                 (Operator::new(b).map_err(cfg_err)?, Layout::LtxDecimal, None)
@@ -133,7 +167,12 @@ impl Replica {
                         .account_name(a)
                         .endpoint(&format!("https://{a}.blob.core.windows.net"));
                 }
-                if let Some(k) = env_any(&["AZURE_STORAGE_KEY", "LITESTREAM_AZURE_ACCOUNT_KEY"]) {
+                if let Some(k) = opts
+                    .credentials
+                    .azure_account_key
+                    .clone()
+                    .or_else(|| env_any(&["AZURE_STORAGE_KEY", "LITESTREAM_AZURE_ACCOUNT_KEY"]))
+                {
                     b = b.account_key(&k);
                 }
                 (Operator::new(b).map_err(cfg_err)?, Layout::LtxDecimal, None)
@@ -484,6 +523,20 @@ impl Replica {
             .await
             .map_err(|e| ReplicaError::store(&path, e))
     }
+
+    /// Deletes every LTX object of the replica (all levels); returns how many. Used when a
+    /// database is deleted with `deletionPolicy: Delete`. Objects that are not LTX files
+    /// (anything a user put beside them) are left alone.
+    pub async fn delete_all(&self) -> Result<usize> {
+        let files = self.list_all().await?;
+        for f in &files {
+            match self.delete(&f.key).await {
+                Ok(()) | Err(ReplicaError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(files.len())
+    }
 }
 
 /// The `litestream-timestamp` metadata Litestream puts on every object (RFC 3339, ms).
@@ -506,7 +559,7 @@ fn env_any(names: &[&str]) -> Option<String> {
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
-fn s3_builder(url: &ReplicaUrl, s: &S3Url) -> Result<opendal::services::S3> {
+fn s3_builder(url: &ReplicaUrl, s: &S3Url, creds: &Credentials) -> Result<opendal::services::S3> {
     let mut b = opendal::services::S3::default()
         .bucket(&s.bucket)
         .root(&format!("/{}", s.path));
@@ -522,12 +575,24 @@ fn s3_builder(url: &ReplicaUrl, s: &S3Url) -> Result<opendal::services::S3> {
         .or_else(|| env_any(&["AWS_REGION", "AWS_DEFAULT_REGION", "LITESTREAM_REGION"]))
         .unwrap_or_else(|| "us-east-1".to_string());
     b = b.region(&region);
-    let key = env_any(&["AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID"]);
-    let secret = env_any(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"]);
+    let explicit = creds.access_key_id.is_some() || creds.secret_access_key.is_some();
+    let (key, secret, token) = if explicit {
+        (
+            creds.access_key_id.clone(),
+            creds.secret_access_key.clone(),
+            creds.session_token.clone(),
+        )
+    } else {
+        (
+            env_any(&["AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID"]),
+            env_any(&["AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY"]),
+            env_any(&["AWS_SESSION_TOKEN"]),
+        )
+    };
     match (key, secret) {
         (Some(k), Some(sec)) => {
             b = b.access_key_id(&k).secret_access_key(&sec);
-            if let Some(t) = env_any(&["AWS_SESSION_TOKEN"]) {
+            if let Some(t) = token {
                 b = b.session_token(&t);
             }
         }

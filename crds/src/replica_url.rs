@@ -1,0 +1,86 @@
+//! The replica spec as a URL: the form the hydrator, the VFS and `litestream restore` take.
+
+use crate::spec::ReplicaSpec;
+
+impl ReplicaSpec {
+    /// The replica URL, or `None` unless exactly one backend is set (see [`crate::validate`]).
+    pub fn url(&self) -> Option<String> {
+        let n = [
+            self.s3.is_some(),
+            self.gcs.is_some(),
+            self.azure.is_some(),
+            self.file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if n != 1 {
+            return None;
+        }
+        if let Some(s) = &self.s3 {
+            let mut q = Vec::new();
+            if let Some(e) = &s.endpoint {
+                q.push(format!("endpoint={e}"));
+            }
+            if let Some(r) = &s.region {
+                q.push(format!("region={r}"));
+            }
+            if let Some(f) = s.force_path_style {
+                q.push(format!("forcePathStyle={f}"));
+            }
+            let query = if q.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", q.join("&"))
+            };
+            return Some(format!("s3://{}/{}{query}", s.bucket, s.path));
+        }
+        if let Some(g) = &self.gcs {
+            return Some(format!("gs://{}/{}", g.bucket, g.path));
+        }
+        if let Some(a) = &self.azure {
+            return Some(format!(
+                "abs://{}@{}/{}",
+                a.account_name, a.container, a.path
+            ));
+        }
+        self.file.as_ref().map(|f| format!("file://{}", f.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    #[test]
+    fn urls_per_backend() {
+        let s3 = ReplicaSpec {
+            s3: Some(S3Replica {
+                bucket: "bkt".into(),
+                path: "apps/orders".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("eu-west-1".into()),
+                force_path_style: Some(true),
+                credentials_secret_ref: None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            s3.url().unwrap(),
+            "s3://bkt/apps/orders?endpoint=http://127.0.0.1:9000&region=eu-west-1&forcePathStyle=true"
+        );
+        let file = ReplicaSpec {
+            file: Some(FileReplica {
+                path: "/data/r".into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(file.url().unwrap(), "file:///data/r");
+        let both = ReplicaSpec {
+            s3: s3.s3.clone(),
+            file: file.file.clone(),
+            ..Default::default()
+        };
+        assert_eq!(both.url(), None);
+    }
+}

@@ -1,0 +1,74 @@
+//! `SqliteDatabase.status`: what the operator last observed.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state, written only by the operator (status subresource).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SqliteDatabaseStatus {
+    /// Pending, Ready, Degraded (replica or writer trouble), Failed (invalid spec) or Deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Phase")] // not nullable: a null in an enum breaks kubectl's validation
+    pub phase: Option<Phase>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, SpecValid, ReplicaReachable, WriterHeld.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The pod holding the writer lease, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<WriterStatus>,
+    /// The highest transaction ID in the replica (16 hex digits, as in LTX file names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced_txid: Option<String>,
+    /// When that transaction's LTX file was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced_time: Option<Time>,
+    /// Total bytes of LTX files in the replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_size_bytes: Option<i64>,
+    /// Number of LTX files in the replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_files: Option<i64>,
+    /// The replica as a URL (the form `litestream restore` and the hydrator accept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_url: Option<String>,
+    /// What the last drain hand-over left unsynced, if it did not finish in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced: Option<String>,
+}
+
+/// Coarse state for `kubectl get`.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Ready,
+    Degraded,
+    Failed,
+    Deleting,
+}
+
+/// The current writer.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WriterStatus {
+    /// Pod name.
+    pub pod: String,
+    /// Lease epoch (incremented on every acquisition; also recorded at the object store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+    /// When the lease was acquired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// Condition types.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const SPEC_VALID: &str = "SpecValid";
+    pub const REPLICA_REACHABLE: &str = "ReplicaReachable";
+    pub const WRITER_HELD: &str = "WriterHeld";
+}
