@@ -1,1 +1,28 @@
-//! Not built yet: see the project's issues. This crate exists so the workspace layout is in place.
+//! The sqlite-kube operator.
+//!
+//! - [`controller`]: the `SqliteDatabase` controller (watch, reconcile, error backoff).
+//! - [`reconcile`]: what one reconcile does: validate, check the replica, own the writer
+//!   Lease, write status, and clean up through a finalizer.
+//! - [`leader`]: leader election between operator replicas.
+//! - [`metrics`], [`http`]: Prometheus metrics and health endpoints.
+
+pub mod conditions;
+pub mod context;
+pub mod controller;
+pub mod credentials;
+pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod telemetry;
+pub mod writer_lease;
+
+pub use context::{Context, Settings};
+pub use error::{Error, Result};
+
+/// The name the operator reports Events and field ownership under.
+pub const MANAGER: &str = "sqlite-kube-operator";
+/// Label on objects the operator creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sqlite-kube");

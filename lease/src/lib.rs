@@ -1,0 +1,225 @@
+//! A lock on a Kubernetes `coordination.k8s.io/v1` Lease.
+//!
+//! Acquire, renew and release are read-modify-write updates guarded by the Lease's
+//! `resourceVersion`, so two contenders can never both believe they won: the API server
+//! rejects the slower write with 409 Conflict. `leaseTransitions` is bumped on every change
+//! of holder and serves as the *epoch*: a number that only grows, which writers also record
+//! at the object store so that a holder who missed losing its lease is fenced there too.
+//!
+//! Time is the holder's own clock against `renewTime`, as client-go's leader election does;
+//! a holder stops acting before its lease can have expired for anyone else (see
+//! [`LeaseLock::safe_until`]).
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("Lease {namespace}/{name}: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Who holds a lease, as last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub identity: String,
+    /// `leaseTransitions` at acquisition: the fencing epoch.
+    pub epoch: i64,
+    pub acquired: Option<jiff::Timestamp>,
+    pub renewed: Option<jiff::Timestamp>,
+    pub duration: Duration,
+}
+
+impl Holder {
+    /// Whether the lease has run out (by the local clock).
+    pub fn expired(&self, now: jiff::Timestamp) -> bool {
+        match self.renewed {
+            Some(r) => {
+                let end = r + jiff::SignedDuration::try_from(self.duration).unwrap_or_default();
+                now >= end
+            }
+            None => true,
+        }
+    }
+}
+
+/// The outcome of one acquire-or-renew attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// We hold it (newly acquired when `acquired` is true) with this epoch.
+    Held { epoch: i64, acquired: bool },
+    /// Someone else holds a live lease.
+    HeldBy(Holder),
+}
+
+/// One named Lease and our identity for it.
+#[derive(Clone)]
+pub struct LeaseLock {
+    api: Api<Lease>,
+    namespace: String,
+    name: String,
+    identity: String,
+    duration: Duration,
+    /// Labels and owner references for a Lease this lock has to create.
+    template: ObjectMeta,
+}
+
+impl LeaseLock {
+    pub fn new(
+        api: Api<Lease>,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Self {
+        LeaseLock {
+            api,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            duration,
+            template: ObjectMeta::default(),
+        }
+    }
+
+    /// Metadata (labels, owner references) used if the Lease has to be created.
+    pub fn with_template(mut self, meta: ObjectMeta) -> Self {
+        self.template = meta;
+        self
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// How long after a successful renewal at `renewed_at` the holder may still act: the
+    /// lease duration minus a safety margin for clock rate differences and request latency.
+    pub fn safe_until(&self, renewed_at: std::time::Instant) -> std::time::Instant {
+        renewed_at + self.duration.mul_f64(0.8)
+    }
+
+    fn err(&self, source: kube::Error) -> LeaseError {
+        LeaseError::Api {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    /// The current holder, if any (expired or not).
+    pub async fn holder(&self) -> Result<Option<Holder>, LeaseError> {
+        let lease = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))?;
+        Ok(lease.as_ref().and_then(holder_of))
+    }
+
+    /// Takes the lease if it is free or expired, renews it if we hold it.
+    pub async fn try_acquire_or_renew(&self) -> Result<Attempt, LeaseError> {
+        let now = jiff::Timestamp::now();
+        let secs = self.duration.as_secs().clamp(1, i32::MAX as u64) as i32;
+        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))? else {
+            let mut meta = self.template.clone();
+            meta.name = Some(self.name.clone());
+            let lease = Lease {
+                metadata: meta,
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(1),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(Attempt::Held {
+                    epoch: 1,
+                    acquired: true,
+                }),
+                Err(kube::Error::Api(s)) if s.code == 409 => self.contended().await,
+                Err(e) => Err(self.err(e)),
+            };
+        };
+        let current = holder_of(&lease);
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let transitions = spec.lease_transitions.unwrap_or(0) as i64;
+        let ours = current.as_ref().is_some_and(|h| h.identity == self.identity);
+        let (epoch, acquired) = match &current {
+            Some(h) if !ours && !h.expired(now) => return Ok(Attempt::HeldBy(h.clone())),
+            _ if ours => (transitions, false),
+            _ => (transitions + 1, true),
+        };
+        spec.holder_identity = Some(self.identity.clone());
+        spec.lease_duration_seconds = Some(secs);
+        spec.renew_time = Some(MicroTime(now));
+        if acquired {
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(epoch.clamp(0, i32::MAX as i64) as i32);
+        }
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(Attempt::Held { epoch, acquired }),
+            Err(kube::Error::Api(s)) if s.code == 409 => self.contended().await,
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// After losing a write race: report whoever won.
+    async fn contended(&self) -> Result<Attempt, LeaseError> {
+        match self.holder().await? {
+            Some(h) if h.identity != self.identity => Ok(Attempt::HeldBy(h)),
+            // We "lost" to ourselves (a retried request): treat as held on the next try.
+            Some(h) => Ok(Attempt::HeldBy(h)),
+            None => Ok(Attempt::HeldBy(Holder {
+                identity: String::new(),
+                epoch: 0,
+                acquired: None,
+                renewed: None,
+                duration: self.duration,
+            })),
+        }
+    }
+
+    /// Gives the lease up (clears the holder) if we hold it, so a successor need not wait
+    /// for it to expire. The epoch is kept: the next holder gets a higher one.
+    pub async fn release(&self) -> Result<bool, LeaseError> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))? else {
+            return Ok(false);
+        };
+        if holder_of(&lease).is_none_or(|h| h.identity != self.identity) {
+            return Ok(false);
+        }
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        spec.acquire_time = None;
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+/// The holder recorded in a Lease, if one is named.
+pub fn holder_of(lease: &Lease) -> Option<Holder> {
+    let spec = lease.spec.as_ref()?;
+    let identity = spec.holder_identity.clone().filter(|h| !h.is_empty())?;
+    Some(Holder {
+        identity,
+        epoch: spec.lease_transitions.unwrap_or(0) as i64,
+        acquired: spec.acquire_time.as_ref().map(|t| t.0),
+        renewed: spec.renew_time.as_ref().map(|t| t.0),
+        duration: Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64),
+    })
+}

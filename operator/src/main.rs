@@ -1,0 +1,131 @@
+//! `sqlite-kube-operator`: the SqliteDatabase controller with leader election, metrics and
+//! health endpoints.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use tracing::{error, info};
+
+use operator::controller::{self, Scope};
+use operator::http::{self, HttpState};
+use operator::metrics::Metrics;
+use operator::{leader, telemetry, Context, Settings};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Reconciles SqliteDatabase resources")]
+struct Args {
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Run only while holding the leader Lease (safe with several replicas).
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "sqlite-kube-system")]
+    leader_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "sqlite-kube-operator")]
+    leader_lease: String,
+    /// This replica's identity in the leader Lease (default: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Leader lease duration.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_lease_duration: std::time::Duration,
+    /// How often a healthy database's status is refreshed from its replica.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    resync: std::time::Duration,
+    /// Reconciles running at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u16,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crds::parse_duration(s)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_format == "json");
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster service account or KUBECONFIG)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into()),
+            std::process::id()
+        )
+    });
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let addr = http::serve(
+        args.metrics_addr,
+        HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+    )
+    .await
+    .with_context(|| format!("binding {}", args.metrics_addr))?;
+    info!(%addr, %identity, "serving /metrics /healthz /readyz");
+
+    let settings = Settings {
+        resync: args.resync,
+        ..Settings::default()
+    };
+    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), settings, &identity));
+    let scope = match &args.namespace {
+        Some(ns) => Scope::Namespace(ns.clone()),
+        None => Scope::All,
+    };
+    let work = {
+        let ready = ready.clone();
+        async move {
+            if let Err(e) = controller::run(ctx, scope, args.concurrency, ready).await {
+                error!(error = %e, "controller stopped");
+                std::process::exit(1);
+            }
+        }
+    };
+    if args.leader_election {
+        // A standby is healthy and ready: it serves metrics and waits for the lease.
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        let lock = lease::LeaseLock::new(
+            Api::<Lease>::namespaced(client, &args.leader_namespace),
+            &args.leader_namespace,
+            &args.leader_lease,
+            &identity,
+            args.leader_lease_duration,
+        );
+        leader::run_as_leader(lock, metrics, shutdown_signal(), work).await?;
+    } else {
+        tokio::select! {
+            _ = work => {}
+            _ = shutdown_signal() => {}
+        }
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,264 @@
+//! One reconcile of a `SqliteDatabase`: validate the spec, make sure the writer Lease exists,
+//! check the replica with the referenced credentials, and write what was found to status.
+//! Deletion goes through the finalizer and honours `deletionPolicy`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crds::condition::{READY, REPLICA_REACHABLE, SPEC_VALID, WRITER_HELD};
+use crds::{parse_duration, DeletionPolicy, Phase, SqliteDatabase, SqliteDatabaseStatus, WriterStatus, FINALIZER};
+
+use crate::conditions;
+use crate::observe::{self, Observation};
+use crate::{credentials, writer_lease, Context, Error, Result};
+
+pub async fn reconcile(db: Arc<SqliteDatabase>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    ctx.metrics.reconciliations.inc();
+    let ns = db.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let key = format!("{ns}/{}", db.name_any());
+    let api: Api<SqliteDatabase> = Api::namespaced(ctx.client.clone(), &ns);
+    let res = finalizer(&api, FINALIZER, db, |event| async {
+        match event {
+            Finalizer::Apply(db) => apply(&db, &ctx, &api, &ns).await,
+            Finalizer::Cleanup(db) => cleanup(&db, &ctx, &api, &ns).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if res.is_ok() {
+        ctx.reset_backoff(&key);
+    }
+    res
+}
+
+/// Requeue after an error with per-object exponential backoff.
+pub fn error_policy(db: Arc<SqliteDatabase>, err: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", db.namespace().unwrap_or_default(), db.name_any());
+    let reason = root_reason(err);
+    ctx.metrics.error(reason);
+    let delay = ctx.next_backoff(&key);
+    warn!(database = %key, reason, error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn root_reason(err: &Error) -> &'static str {
+    use kube::runtime::finalizer::Error as F;
+    match err {
+        Error::Finalizer(f) => match f.as_ref() {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e.reason(),
+            _ => "Finalizer",
+        },
+        e => e.reason(),
+    }
+}
+
+async fn apply(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns: &str) -> Result<Action> {
+    let name = db.name_any();
+    let generation = db.metadata.generation;
+    let old = db.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    st.observed_generation = generation;
+    let conds = &mut st.conditions;
+
+    let errors = crds::validate(&db.spec);
+    if !errors.is_empty() {
+        let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+        let changed = conditions::get(&old.conditions, SPEC_VALID)
+            .is_none_or(|c| c.status != "False" || c.message != msg);
+        conditions::set(conds, SPEC_VALID, false, "InvalidSpec", &msg, generation);
+        conditions::set(conds, READY, false, "InvalidSpec", format!("invalid spec: {msg}"), generation);
+        st.phase = Some(Phase::Failed);
+        if changed {
+            publish(ctx, db, EventType::Warning, "InvalidSpec", &msg).await;
+        }
+        write_status(ctx, api, &name, &old, &st).await?;
+        // Nothing to retry until the spec changes.
+        return Ok(Action::await_change());
+    }
+    conditions::set(conds, SPEC_VALID, true, "Valid", "spec is valid", generation);
+    let url = db.spec.replica.url().ok_or(Error::MissingField("spec.replica"))?;
+    st.replica_url = Some(url.clone());
+
+    // The writer Lease: created here, held by writer pods.
+    let lease_secs = parse_duration(&db.spec.writer.lease_duration)
+        .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32)
+        .unwrap_or(15);
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
+    let holder = writer_lease::ensure(&leases, db, lease_secs).await?;
+    match holder.filter(|h| !h.expired(jiff::Timestamp::now())) {
+        Some(h) => {
+            conditions::set(
+                &mut st.conditions,
+                WRITER_HELD,
+                true,
+                "Held",
+                format!("pod {} holds the writer lease (epoch {})", h.identity, h.epoch),
+                generation,
+            );
+            st.writer = Some(WriterStatus {
+                pod: h.identity,
+                epoch: Some(h.epoch),
+                since: h.acquired.map(Time),
+            });
+        }
+        None => {
+            conditions::set(
+                &mut st.conditions,
+                WRITER_HELD,
+                false,
+                "NoWriter",
+                "no pod holds the writer lease",
+                generation,
+            );
+            st.writer = None;
+        }
+    }
+
+    match check_replica(db, ctx, ns, &url).await {
+        Ok(o) => {
+            let was_ok = conditions::is_true(&old.conditions, REPLICA_REACHABLE);
+            conditions::set(
+                &mut st.conditions,
+                REPLICA_REACHABLE,
+                true,
+                "Reachable",
+                format!("{} LTX files, {} bytes", o.files, o.size_bytes),
+                generation,
+            );
+            conditions::set(&mut st.conditions, READY, true, "Ready", "replica reachable", generation);
+            st.phase = Some(Phase::Ready);
+            st.last_synced_txid = o.latest_txid.map(ltx::replica::format_txid);
+            st.last_synced_time = o.latest_time.map(Time);
+            st.replica_size_bytes = Some(o.size_bytes.min(i64::MAX as u64) as i64);
+            st.replica_files = Some(o.files as i64);
+            if !was_ok {
+                publish(ctx, db, EventType::Normal, "ReplicaReachable", &format!("replica {url} is reachable")).await;
+            }
+            write_status(ctx, api, &name, &old, &st).await?;
+            Ok(Action::requeue(ctx.settings.resync))
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let changed = conditions::get(&old.conditions, REPLICA_REACHABLE)
+                .is_none_or(|c| c.status != "False" || c.message != msg);
+            conditions::set(&mut st.conditions, REPLICA_REACHABLE, false, e.reason(), &msg, generation);
+            conditions::set(&mut st.conditions, READY, false, e.reason(), &msg, generation);
+            st.phase = Some(Phase::Degraded);
+            if changed {
+                publish(ctx, db, EventType::Warning, e.reason(), &msg).await;
+            }
+            write_status(ctx, api, &name, &old, &st).await?;
+            Err(e)
+        }
+    }
+}
+
+async fn check_replica(db: &SqliteDatabase, ctx: &Context, ns: &str, url: &str) -> Result<Observation> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let creds = credentials::load(&secrets, ns, &db.spec.replica).await?;
+    let replica = observe::open(url, creds, ctx.settings.replica_timeout)?;
+    observe::observe(&replica, ctx.settings.replica_timeout).await
+}
+
+async fn cleanup(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns: &str) -> Result<Action> {
+    let name = db.name_any();
+    let old = db.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    st.phase = Some(Phase::Deleting);
+    write_status(ctx, api, &name, &old, &st).await?;
+
+    let valid = crds::validate(&db.spec).is_empty();
+    match (db.spec.deletion_policy, valid, db.spec.replica.url()) {
+        (DeletionPolicy::Delete, true, Some(url)) => {
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+            let res = async {
+                let creds = credentials::load(&secrets, ns, &db.spec.replica).await?;
+                let replica = observe::open(&url, creds, ctx.settings.replica_timeout)?;
+                replica.delete_all().await.map_err(|e| Error::Replica {
+                    url: url.clone(),
+                    source: e,
+                })
+            }
+            .await;
+            match res {
+                Ok(n) => {
+                    info!(database = %name, files = n, %url, "replica deleted");
+                    publish(ctx, db, EventType::Normal, "ReplicaDeleted", &format!("deleted {n} LTX files from {url}")).await;
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "could not delete the replica: {e}. Fix the problem, or remove the finalizer \
+                         {FINALIZER} to delete this resource and keep the replica"
+                    );
+                    publish(ctx, db, EventType::Warning, "ReplicaDeleteFailed", &msg).await;
+                    return Err(e);
+                }
+            }
+        }
+        (DeletionPolicy::Delete, _, _) => {
+            publish(ctx, db, EventType::Warning, "ReplicaRetained", "deletionPolicy is Delete but the spec is invalid; nothing was deleted").await;
+        }
+        (DeletionPolicy::Retain, _, url) => {
+            let at = url.unwrap_or_else(|| "the replica".into());
+            publish(ctx, db, EventType::Normal, "ReplicaRetained", &format!("deletionPolicy Retain: {at} was kept")).await;
+        }
+    }
+    // Owned Leases are garbage-collected by the cluster; deleting it here as well makes
+    // the hand-off state go away at once and works where no garbage collector runs.
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
+    match leases.delete(&writer_lease::lease_name(&name), &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Action::await_change())
+}
+
+/// Writes status with server-side apply, only when it changed.
+async fn write_status(
+    ctx: &Context,
+    api: &Api<SqliteDatabase>,
+    name: &str,
+    old: &SqliteDatabaseStatus,
+    new: &SqliteDatabaseStatus,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "sqlitekube.dev/v1alpha1",
+        "kind": "SqliteDatabase",
+        "status": new,
+    });
+    api.patch_status(name, &PatchParams::apply(crate::MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    ctx.metrics.status_updates.inc();
+    Ok(())
+}
+
+async fn publish(ctx: &Context, db: &SqliteDatabase, type_: EventType, reason: &str, note: &str) {
+    let ev = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &db.object_ref(&())).await {
+        warn!(error = %e, reason, "could not publish event");
+    }
+}
