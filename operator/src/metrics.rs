@@ -59,7 +59,7 @@ impl Default for Metrics {
         );
         registry.register(
             "leader",
-            "1 while this replica is the elected leader",
+            "Whether this replica is the elected leader (1) or a standby (0)",
             leader.clone(),
         );
         Metrics {

@@ -1,0 +1,328 @@
+//! The operator binary against a real API server (scripts/k8s-testenv.sh, or `KUBECONFIG`)
+//! with a real S3 server (SeaweedFS on 127.0.0.1): become Ready with status filled, report an
+//! invalid spec, run the finalizer per deletion policy, elect one leader among two replicas.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+
+use common::*;
+use crds::SqliteDatabase;
+use ltx::replica::{LtxKey, Replica, ReplicaOptions, ReplicaUrl};
+use testkit::seaweed::{S3Server, ACCESS_KEY, SECRET_KEY};
+
+/// A real one-table SQLite database encoded as a snapshot LTX and written to the replica
+/// as TXID 1..=`txid`.
+async fn seed_replica(url: &str, txid: u64) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("seed.db");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
+            .unwrap();
+    }
+    let (buf, _) = ltx::dbfile::encode_db(&db, 1, txid, 1_700_000_000_000, Vec::new()).unwrap();
+    let mut opts = ReplicaOptions::default();
+    opts.credentials.access_key_id = Some(ACCESS_KEY.into());
+    opts.credentials.secret_access_key = Some(SECRET_KEY.into());
+    let r = Replica::open_with(ReplicaUrl::parse(url).unwrap(), &opts).unwrap();
+    r.write(&LtxKey::new(0, 1, txid), Bytes::from(buf), 1_700_000_000_000, true)
+        .await
+        .unwrap();
+    r
+}
+
+async fn s3_database(client: &kube::Client, ns: &str, name: &str, policy: &str) -> (S3Server, String) {
+    let s3 = S3Server::shared();
+    let bucket = testkit::unique("op").to_lowercase();
+    s3.create_bucket(&bucket);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    secrets
+        .patch(
+            "s3-creds",
+            &PatchParams::apply("tests"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
+                "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}})),
+        )
+        .await
+        .unwrap();
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), ns);
+    dbs.patch(
+        name,
+        &PatchParams::apply("tests"),
+        &Patch::Apply(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+            "metadata": {"name": name},
+            "spec": {
+                "replica": {"s3": {"bucket": bucket, "path": format!("dbs/{name}"), "endpoint": s3.endpoint,
+                                   "region": "us-east-1", "forcePathStyle": true,
+                                   "credentialsSecretRef": {"name": "s3-creds"}}},
+                "deletionPolicy": policy,
+            }
+        })),
+    )
+    .await
+    .unwrap();
+    let url = format!(
+        "s3://{bucket}/dbs/{name}?endpoint={}&region=us-east-1&forcePathStyle=true",
+        s3.endpoint
+    );
+    (s3, url)
+}
+
+async fn status_when<F>(dbs: &Api<SqliteDatabase>, name: &str, secs: u64, what: &str, f: F) -> crds::SqliteDatabaseStatus
+where
+    F: Fn(&crds::SqliteDatabaseStatus) -> bool,
+{
+    wait_for(secs, what, || async {
+        let db = dbs.get_opt(name).await.ok().flatten()?;
+        db.status.filter(|s| f(s))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_replica() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let ns = namespace(&client, "op-ready").await;
+    let (_s3, url) = s3_database(&client, &ns, "orders", "Delete").await;
+    let replica = seed_replica(&url, 5).await;
+    let op = OperatorProcess::spawn(&ns, &[]);
+
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    let st = status_when(&dbs, "orders", 60, "Ready", |s| {
+        s.phase == Some(crds::Phase::Ready)
+    })
+    .await;
+    assert_eq!(st.last_synced_txid.as_deref(), Some("0000000000000005"), "{st:?}");
+    assert_eq!(st.replica_files, Some(1));
+    assert!(st.replica_size_bytes.unwrap() > 0);
+    assert!(st.last_synced_time.is_some());
+    assert!(st.replica_url.as_deref().unwrap().starts_with("s3://"));
+    let db = dbs.get("orders").await.unwrap();
+    assert_eq!(st.observed_generation, db.metadata.generation);
+    assert!(db
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .contains(&crds::FINALIZER.to_string()));
+    for t in ["Ready", "SpecValid", "ReplicaReachable"] {
+        assert!(
+            st.conditions.iter().any(|c| c.type_ == t && c.status == "True"),
+            "{t} not True: {:?}",
+            st.conditions
+        );
+    }
+    // The writer Lease exists and is owned by the database.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+    let lease = wait_for(10, "writer lease", || async { leases.get_opt("orders-writer").await.ok().flatten() }).await;
+    assert_eq!(lease.metadata.owner_references.unwrap()[0].name, "orders");
+
+    // Metrics and health are served.
+    let m = http_get(&format!("{}/metrics", op.metrics)).unwrap_or_default();
+    assert!(m.contains("sqlitekube_operator_reconciliations_total"), "{m}");
+    assert!(m.lines().any(|l| l == "sqlitekube_operator_leader 1"), "{m}");
+    assert!(http_get(&format!("{}/readyz", op.metrics)).unwrap().contains("200 OK"));
+
+    // A new LTX file shows up in status on the next resync.
+    let mut opts = ReplicaOptions::default();
+    opts.credentials.access_key_id = Some(ACCESS_KEY.into());
+    opts.credentials.secret_access_key = Some(SECRET_KEY.into());
+    let data = replica.read(&LtxKey::new(0, 1, 5)).await.unwrap();
+    replica
+        .write(&LtxKey::new(9, 1, 5), data, 1_700_000_000_000, true)
+        .await
+        .unwrap();
+    status_when(&dbs, "orders", 30, "2 files", |s| s.replica_files == Some(2)).await;
+
+    // Delete policy: the finalizer removes every LTX file, then the object goes away.
+    dbs.delete("orders", &DeleteParams::default()).await.unwrap();
+    wait_for(30, "object deleted", || async {
+        match dbs.get_opt("orders").await {
+            Ok(None) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert!(replica.list_all().await.unwrap().is_empty(), "replica not cleaned");
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"ReplicaDeleted".to_string()), "{reasons:?}\n{}", op.log_tail());
+}
+
+#[tokio::test]
+async fn retain_policy_keeps_the_replica() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let ns = namespace(&client, "op-retain").await;
+    let (_s3, url) = s3_database(&client, &ns, "keep", "Retain").await;
+    let replica = seed_replica(&url, 2).await;
+    let _op = OperatorProcess::spawn(&ns, &[]);
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    status_when(&dbs, "keep", 60, "Ready", |s| s.phase == Some(crds::Phase::Ready)).await;
+    dbs.delete("keep", &DeleteParams::default()).await.unwrap();
+    wait_for(30, "object deleted", || async {
+        matches!(dbs.get_opt("keep").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert_eq!(replica.list_all().await.unwrap().len(), 1, "Retain deleted the replica");
+}
+
+#[tokio::test]
+async fn invalid_spec_gets_condition_and_event_and_unreachable_store_degrades() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let ns = namespace(&client, "op-invalid").await;
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    // Passes the schema a 1.20 server enforces (patterns, enums) but breaks rules it
+    // ignores (CEL): two backends, and a lease shorter than allowed.
+    dbs.patch(
+        "bad",
+        &PatchParams::apply("tests"),
+        &Patch::Apply(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase", "metadata": {"name": "bad"},
+            "spec": {"replica": {"file": {"path": "/tmp/x"}, "s3": {"bucket": "bkt", "path": "p"}},
+                     "writer": {"leaseDuration": "1s"}}
+        })),
+    )
+    .await
+    .unwrap();
+    // A reachable-looking spec whose store does not answer.
+    dbs.patch(
+        "down",
+        &PatchParams::apply("tests"),
+        &Patch::Apply(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase", "metadata": {"name": "down"},
+            "spec": {"replica": {"s3": {"bucket": "bkt", "path": "p", "endpoint": format!("http://127.0.0.1:{}", free_port()),
+                                         "credentialsSecretRef": {"name": "missing-secret"}}}}
+        })),
+    )
+    .await
+    .unwrap();
+    let op = OperatorProcess::spawn(&ns, &[]);
+    let st = status_when(&dbs, "bad", 60, "Failed", |s| s.phase == Some(crds::Phase::Failed)).await;
+    let c = st.conditions.iter().find(|c| c.type_ == "SpecValid").unwrap();
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("spec.replica: exactly one of"), "{}", c.message);
+    assert!(c.message.contains("spec.writer.leaseDuration"), "{}", c.message);
+
+    let st = status_when(&dbs, "down", 60, "Degraded", |s| s.phase == Some(crds::Phase::Degraded)).await;
+    let c = st.conditions.iter().find(|c| c.type_ == "ReplicaReachable").unwrap();
+    assert_eq!(c.reason, "CredentialsMissing");
+    assert!(c.message.contains("missing-secret"), "{}", c.message);
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let evs = wait_for(20, "warning events", || async {
+        let l = events.list(&ListParams::default()).await.ok()?.items;
+        let reasons: Vec<String> = l.iter().filter_map(|e| e.reason.clone()).collect();
+        (reasons.contains(&"InvalidSpec".to_string()) && reasons.contains(&"CredentialsMissing".to_string()))
+            .then_some(l)
+    })
+    .await;
+    let invalid = evs.iter().find(|e| e.reason.as_deref() == Some("InvalidSpec")).unwrap();
+    assert_eq!(invalid.type_.as_deref(), Some("Warning"));
+    assert!(invalid.note.as_deref().unwrap().contains("spec.replica"));
+
+    // Fixing the spec makes it valid (generation moves, status follows).
+    let dir = tempfile::tempdir().unwrap();
+    dbs.patch(
+        "bad",
+        &PatchParams::apply("tests").force(),
+        &Patch::Apply(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase", "metadata": {"name": "bad"},
+            "spec": {"replica": {"file": {"path": dir.path()}}}
+        })),
+    )
+    .await
+    .unwrap();
+    status_when(&dbs, "bad", 30, "Ready after fix", |s| s.phase == Some(crds::Phase::Ready)).await;
+    drop(op);
+}
+
+#[tokio::test]
+async fn two_operator_replicas_elect_one_leader_and_hand_over() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let ns = namespace(&client, "op-leader").await;
+    let mut procs = [
+        OperatorProcess::spawn(&ns, &["--leader-lease-duration", "6s"]),
+        OperatorProcess::spawn(&ns, &["--leader-lease-duration", "6s"]),
+    ];
+    let leader_of = |p: &OperatorProcess| {
+        http_get(&format!("{}/metrics", p.metrics))
+            .is_some_and(|m| m.lines().any(|l| l == "sqlitekube_operator_leader 1"))
+    };
+    wait_for(30, "a leader", || async {
+        (leader_of(&procs[0]) || leader_of(&procs[1])).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (l0, l1) = (leader_of(&procs[0]), leader_of(&procs[1]));
+    assert!(
+        l0 ^ l1,
+        "exactly one leader expected ({l0}, {l1})\n--- a:\n{}\n--- b:\n{}",
+        procs[0].log_tail(),
+        procs[1].log_tail()
+    );
+    let li = if leader_of(&procs[0]) { 0 } else { 1 };
+    // Stop the leader gracefully: it releases the lease and the standby takes over fast
+    // (well within the 6 s lease it would otherwise wait out).
+    procs[li].terminate();
+    let standby = &procs[1 - li];
+    wait_for(5, "standby takes over", || async { leader_of(standby).then_some(()) }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    dbs.patch(
+        "after",
+        &PatchParams::apply("tests"),
+        &Patch::Apply(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase", "metadata": {"name": "after"},
+            "spec": {"replica": {"file": {"path": dir.path()}}}
+        })),
+    )
+    .await
+    .unwrap();
+    status_when(&dbs, "after", 30, "Ready under the new leader", |s| s.phase == Some(crds::Phase::Ready)).await;
+}
+
+#[tokio::test]
+async fn kubectl_explain_shows_the_field_descriptions() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    // Discovery of a new CRD can lag a little behind Established.
+    let out = wait_for(30, "kubectl explain", || async {
+        let o = std::process::Command::new("kubectl")
+            .args(["explain", "sqlitedatabase.spec"])
+            .output()
+            .expect("kubectl on PATH (scripts/k8s-testenv.sh installs it)");
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).to_string())
+    })
+    .await;
+    for want in [
+        "Where the replica lives. Exactly one of s3, gcs, azure or file.",
+        "syncInterval",
+        "deletionPolicy",
+    ] {
+        assert!(out.contains(want), "kubectl explain lacks {want:?}:\n{out}");
+    }
+    let o = std::process::Command::new("kubectl")
+        .args(["explain", "sqlitedatabase.spec.writer.leaseDuration"])
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("stops") && s.contains("accepting writes"), "{s}");
+}

@@ -1,0 +1,192 @@
+//! Helpers for tests against a real API server: the one `scripts/k8s-testenv.sh` starts,
+//! or any cluster named by `KUBECONFIG` (kind, k3d, a cloud cluster).
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::json;
+
+/// A client for the cluster in `KUBECONFIG`. Without one the test fails with a message,
+/// unless `SQLITE_KUBE_SKIP_K8S=1` asks to skip (returns `None`).
+pub async fn client() -> Option<Client> {
+    if std::env::var("KUBECONFIG").is_err() {
+        if std::env::var("SQLITE_KUBE_SKIP_K8S").as_deref() == Ok("1") {
+            eprintln!("skipped: SQLITE_KUBE_SKIP_K8S=1");
+            return None;
+        }
+        panic!(
+            "KUBECONFIG is not set: run scripts/test.sh (it starts a local API server), point \
+             KUBECONFIG at a cluster, or set SQLITE_KUBE_SKIP_K8S=1 to skip"
+        );
+    }
+    Some(Client::try_default().await.expect("KUBECONFIG usable"))
+}
+
+/// Applies the CRD variant the server understands and waits until it is Established.
+pub async fn install_crd(client: &Client) {
+    let v = client.apiserver_version().await.unwrap();
+    let minor: u32 = v
+        .minor
+        .trim_end_matches('+')
+        .parse()
+        .unwrap_or(99);
+    let crd = crds::crd_for_server_minor(minor);
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "sqlitedatabases.sqlitekube.dev";
+    api.patch(
+        name,
+        &PatchParams::apply("sqlite-kube-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = api.get(name).await.unwrap();
+        let established = c
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return;
+        }
+        assert!(Instant::now() < deadline, "CRD not Established in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A fresh namespace (never waited on when deleted: a bare API server cannot finish it).
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    );
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("sqlite-kube-tests"),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
+    )
+    .await
+    .unwrap();
+    name
+}
+
+fn rand_suffix() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}", n & 0xffffff)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The operator binary running against the test cluster, watching one namespace.
+pub struct OperatorProcess {
+    pub child: Child,
+    pub metrics: String,
+    pub log: std::path::PathBuf,
+}
+
+impl OperatorProcess {
+    pub fn spawn(namespace: &str, extra: &[&str]) -> OperatorProcess {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("sqlite-kube-operator-{namespace}-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sqlite-kube-operator"))
+            .args([
+                "--namespace",
+                namespace,
+                "--leader-namespace",
+                namespace,
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+                "--resync",
+                "2s",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,operator=debug")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("operator binary");
+        OperatorProcess {
+            child,
+            metrics: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// SIGTERM, then wait (bounded).
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET on 127.0.0.1 (metrics/health), via the shell's curl-free route: a raw HTTP/1.0 request.
+pub fn http_get(url: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Polls `f` every 100 ms until it returns `Some` or `secs` pass.
+pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
