@@ -27,7 +27,15 @@ pub const VFS_FILE: &str = "libsqlite_kube_vfs.so";
 pub const META_SUFFIX: &str = ".meta";
 
 #[derive(Args)]
-pub struct InitArgs {}
+pub struct InitArgs {
+    /// Keep running after init until SIGTERM (native sidecar mode: Kubernetes restarts a
+    /// sidecar that exits). Readiness is the file `ready` in the shared directory.
+    #[arg(long)]
+    pub stay: bool,
+}
+
+/// Written to the shared directory once init (including a Blocking hydration) is done.
+pub const READY_FILE: &str = "ready";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hydration {
@@ -132,8 +140,24 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(_a: InitArgs) -> Result<()> {
+pub async fn run(a: InitArgs) -> Result<()> {
     let cfg = InitConfig::from_env()?;
+    let _ = std::fs::remove_file(cfg.shared_dir.join(READY_FILE));
+    setup(&cfg).await?;
+    write_atomic(&cfg.shared_dir.join(READY_FILE), b"ok\n")?;
+    if a.stay {
+        tracing::info!("init done; staying until SIGTERM (sidecar)");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing a SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    Ok(())
+}
+
+async fn setup(cfg: &InitConfig) -> Result<()> {
     std::fs::create_dir_all(&cfg.shared_dir)
         .with_context(|| format!("create shared dir {}", cfg.shared_dir.display()))?;
     if cfg.vfs_source.exists() {

@@ -120,7 +120,11 @@ impl LeaseLock {
 
     /// The current holder, if any (expired or not).
     pub async fn holder(&self) -> Result<Option<Holder>, LeaseError> {
-        let lease = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))?;
+        let lease = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(lease.as_ref().and_then(holder_of))
     }
 
@@ -128,7 +132,12 @@ impl LeaseLock {
     pub async fn try_acquire_or_renew(&self) -> Result<Attempt, LeaseError> {
         let now = jiff::Timestamp::now();
         let secs = self.duration.as_secs().clamp(1, i32::MAX as u64) as i32;
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?
+        else {
             let mut meta = self.template.clone();
             meta.name = Some(self.name.clone());
             let lease = Lease {
@@ -154,7 +163,9 @@ impl LeaseLock {
         let current = holder_of(&lease);
         let spec = lease.spec.get_or_insert_with(Default::default);
         let transitions = spec.lease_transitions.unwrap_or(0) as i64;
-        let ours = current.as_ref().is_some_and(|h| h.identity == self.identity);
+        let ours = current
+            .as_ref()
+            .is_some_and(|h| h.identity == self.identity);
         let (epoch, acquired) = match &current {
             Some(h) if !ours && !h.expired(now) => return Ok(Attempt::HeldBy(h.clone())),
             _ if ours => (transitions, false),
@@ -167,7 +178,11 @@ impl LeaseLock {
             spec.acquire_time = Some(MicroTime(now));
             spec.lease_transitions = Some(epoch.clamp(0, i32::MAX as i64) as i32);
         }
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(Attempt::Held { epoch, acquired }),
             Err(kube::Error::Api(s)) if s.code == 409 => self.contended().await,
             Err(e) => Err(self.err(e)),
@@ -193,7 +208,12 @@ impl LeaseLock {
     /// Gives the lease up (clears the holder) if we hold it, so a successor need not wait
     /// for it to expire. The epoch is kept: the next holder gets a higher one.
     pub async fn release(&self) -> Result<bool, LeaseError> {
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(|e| self.err(e))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?
+        else {
             return Ok(false);
         };
         if holder_of(&lease).is_none_or(|h| h.identity != self.identity) {
@@ -203,7 +223,11 @@ impl LeaseLock {
         spec.holder_identity = None;
         spec.renew_time = None;
         spec.acquire_time = None;
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(self.err(e)),

@@ -26,24 +26,34 @@ pub enum Scope {
 
 /// Runs the controller until the stream ends (on shutdown). Fails at once when the
 /// `SqliteDatabase` CRD is not installed, with a message that says so.
-pub async fn run(ctx: Arc<Context>, scope: Scope, concurrency: u16, ready: Arc<AtomicBool>) -> Result<()> {
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: Scope,
+    concurrency: u16,
+    ready: Arc<AtomicBool>,
+) -> Result<()> {
     let client = ctx.client.clone();
     let (dbs, leases): (Api<SqliteDatabase>, Api<Lease>) = match &scope {
         Scope::All => (Api::all(client.clone()), Api::all(client.clone())),
-        Scope::Namespace(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        Scope::Namespace(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
     };
-    dbs.list(&ListParams::default().limit(1)).await.map_err(|e| {
-        crate::Error::Kube(match e {
-            kube::Error::Api(mut s) if s.code == 404 => {
-                s.message = format!(
+    dbs.list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            crate::Error::Kube(match e {
+                kube::Error::Api(mut s) if s.code == 404 => {
+                    s.message = format!(
                     "the SqliteDatabase CRD is not installed (kubectl apply -f config/crd/): {}",
                     s.message
                 );
-                kube::Error::Api(s)
-            }
-            e => e,
-        })
-    })?;
+                    kube::Error::Api(s)
+                }
+                e => e,
+            })
+        })?;
     ready.store(true, Ordering::Relaxed);
     info!(?scope, concurrency, "controller started");
     let label = format!("{}={}", crate::MANAGED_BY.0, crate::MANAGED_BY.1);

@@ -9,19 +9,35 @@ use crds::ReplicaSpec;
 
 /// Reads the referenced Secret (if any) from `namespace`. A missing Secret or key is an
 /// error naming both; no reference means ambient credentials (workload identity).
-pub async fn load(secrets: &Api<Secret>, namespace: &str, replica: &ReplicaSpec) -> Result<Credentials> {
+pub async fn load(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    replica: &ReplicaSpec,
+) -> Result<Credentials> {
     let mut c = Credentials::default();
-    if let Some(r) = replica.s3.as_ref().and_then(|s| s.credentials_secret_ref.as_ref()) {
+    if let Some(r) = replica
+        .s3
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+    {
         let s = get(secrets, namespace, &r.name).await?;
         c.access_key_id = Some(key(&s, namespace, &r.name, &r.access_key_id_key)?);
         c.secret_access_key = Some(key(&s, namespace, &r.name, &r.secret_access_key_key)?);
         c.session_token = key(&s, namespace, &r.name, "AWS_SESSION_TOKEN").ok();
     }
-    if let Some(r) = replica.gcs.as_ref().and_then(|g| g.credentials_secret_ref.as_ref()) {
+    if let Some(r) = replica
+        .gcs
+        .as_ref()
+        .and_then(|g| g.credentials_secret_ref.as_ref())
+    {
         let s = get(secrets, namespace, &r.name).await?;
         c.gcs_service_account_json = Some(key(&s, namespace, &r.name, &r.key)?);
     }
-    if let Some(r) = replica.azure.as_ref().and_then(|a| a.credentials_secret_ref.as_ref()) {
+    if let Some(r) = replica
+        .azure
+        .as_ref()
+        .and_then(|a| a.credentials_secret_ref.as_ref())
+    {
         let s = get(secrets, namespace, &r.name).await?;
         c.azure_account_key = Some(key(&s, namespace, &r.name, &r.key)?);
     }

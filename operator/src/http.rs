@@ -26,10 +26,15 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+async fn metrics(
+    State(s): State<HttpState>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
     (
         StatusCode::OK,
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod telemetry;
+pub mod webhook;
 pub mod writer_lease;
 
 pub use context::{Context, Settings};
@@ -24,5 +25,7 @@ pub use error::{Error, Result};
 
 /// The name the operator reports Events and field ownership under.
 pub const MANAGER: &str = "sqlite-kube-operator";
+/// The hydrator image injected into pods (same tag as the manifests in `config/`).
+pub const DEFAULT_HYDRATOR_IMAGE: &str = "ghcr.io/sqlite-kube/hydrator:0.1.0";
 /// Label on objects the operator creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sqlite-kube");

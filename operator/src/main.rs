@@ -49,6 +49,19 @@ struct Args {
     /// Reconciles running at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
+    /// Serve the pod admission webhook with `tls.crt`/`tls.key` from this directory
+    /// (a mounted Secret). Without it the webhook is off.
+    #[arg(long, env = "WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Address of the webhook's HTTPS server.
+    #[arg(long, env = "WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    webhook_addr: SocketAddr,
+    /// The hydrator image the webhook injects.
+    #[arg(long, env = "HYDRATOR_IMAGE", default_value = operator::DEFAULT_HYDRATOR_IMAGE)]
+    hydrator_image: String,
+    /// Inject the hydrator as a native sidecar: auto (by server version, >= 1.29), true, false.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "true", "false"])]
+    native_sidecars: String,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -82,11 +95,43 @@ async fn main() -> anyhow::Result<()> {
     .with_context(|| format!("binding {}", args.metrics_addr))?;
     info!(%addr, %identity, "serving /metrics /healthz /readyz");
 
+    if let Some(dir) = &args.webhook_cert_dir {
+        let native_sidecar = match args.native_sidecars.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                let v = client
+                    .apiserver_version()
+                    .await
+                    .context("reading the server version")?;
+                let minor = v.minor.trim_end_matches('+').parse().unwrap_or(0);
+                operator::webhook::inject::supports_native_sidecars(minor)
+            }
+        };
+        let tls =
+            operator::webhook::tls::server_config(&dir.join("tls.crt"), &dir.join("tls.key"))?;
+        let router = operator::webhook::router(operator::webhook::WebhookState {
+            client: client.clone(),
+            config: operator::webhook::inject::InjectConfig {
+                hydrator_image: args.hydrator_image.clone(),
+                native_sidecar,
+            },
+            metrics: metrics.clone(),
+        });
+        let waddr = operator::webhook::tls::serve(args.webhook_addr, tls, router).await?;
+        info!(addr = %waddr, native_sidecar, "serving the pod webhook at /mutate-pods");
+    }
+
     let settings = Settings {
         resync: args.resync,
         ..Settings::default()
     };
-    let ctx = Arc::new(Context::new(client.clone(), metrics.clone(), settings, &identity));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        settings,
+        &identity,
+    ));
     let scope = match &args.namespace {
         Some(ns) => Scope::Namespace(ns.clone()),
         None => Scope::All,

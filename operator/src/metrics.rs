@@ -25,6 +25,7 @@ pub struct Metrics {
     pub status_updates: Counter,
     /// 1 while this replica is the elected leader.
     pub leader: Gauge,
+    pub admission_duration: Histogram,
 }
 
 impl Default for Metrics {
@@ -33,10 +34,20 @@ impl Default for Metrics {
         let reconciliations = Counter::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Histogram::new(
-            [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter(),
+            [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]
+            .into_iter(),
         );
         let status_updates = Counter::default();
         let leader = Gauge::default();
+        let admission_duration =
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5].into_iter());
+        registry.register(
+            "admission_duration_seconds",
+            "Time the pod webhook took to answer (server side)",
+            admission_duration.clone(),
+        );
         registry.register(
             "reconciliations",
             "Reconciles of SqliteDatabase objects",
@@ -69,6 +80,7 @@ impl Default for Metrics {
             reconcile_duration,
             status_updates,
             leader,
+            admission_duration,
         }
     }
 }

@@ -16,7 +16,10 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crds::condition::{READY, REPLICA_REACHABLE, SPEC_VALID, WRITER_HELD};
-use crds::{parse_duration, DeletionPolicy, Phase, SqliteDatabase, SqliteDatabaseStatus, WriterStatus, FINALIZER};
+use crds::{
+    parse_duration, DeletionPolicy, Phase, SqliteDatabase, SqliteDatabaseStatus, WriterStatus,
+    FINALIZER,
+};
 
 use crate::conditions;
 use crate::observe::{self, Observation};
@@ -25,7 +28,9 @@ use crate::{credentials, writer_lease, Context, Error, Result};
 pub async fn reconcile(db: Arc<SqliteDatabase>, ctx: Arc<Context>) -> Result<Action> {
     let started = Instant::now();
     ctx.metrics.reconciliations.inc();
-    let ns = db.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = db
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let key = format!("{ns}/{}", db.name_any());
     let api: Api<SqliteDatabase> = Api::namespaced(ctx.client.clone(), &ns);
     let res = finalizer(&api, FINALIZER, db, |event| async {
@@ -66,7 +71,12 @@ fn root_reason(err: &Error) -> &'static str {
     }
 }
 
-async fn apply(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns: &str) -> Result<Action> {
+async fn apply(
+    db: &SqliteDatabase,
+    ctx: &Context,
+    api: &Api<SqliteDatabase>,
+    ns: &str,
+) -> Result<Action> {
     let name = db.name_any();
     let generation = db.metadata.generation;
     let old = db.status.clone().unwrap_or_default();
@@ -76,11 +86,22 @@ async fn apply(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns
 
     let errors = crds::validate(&db.spec);
     if !errors.is_empty() {
-        let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+        let msg = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
         let changed = conditions::get(&old.conditions, SPEC_VALID)
             .is_none_or(|c| c.status != "False" || c.message != msg);
         conditions::set(conds, SPEC_VALID, false, "InvalidSpec", &msg, generation);
-        conditions::set(conds, READY, false, "InvalidSpec", format!("invalid spec: {msg}"), generation);
+        conditions::set(
+            conds,
+            READY,
+            false,
+            "InvalidSpec",
+            format!("invalid spec: {msg}"),
+            generation,
+        );
         st.phase = Some(Phase::Failed);
         if changed {
             publish(ctx, db, EventType::Warning, "InvalidSpec", &msg).await;
@@ -89,8 +110,19 @@ async fn apply(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns
         // Nothing to retry until the spec changes.
         return Ok(Action::await_change());
     }
-    conditions::set(conds, SPEC_VALID, true, "Valid", "spec is valid", generation);
-    let url = db.spec.replica.url().ok_or(Error::MissingField("spec.replica"))?;
+    conditions::set(
+        conds,
+        SPEC_VALID,
+        true,
+        "Valid",
+        "spec is valid",
+        generation,
+    );
+    let url = db
+        .spec
+        .replica
+        .url()
+        .ok_or(Error::MissingField("spec.replica"))?;
     st.replica_url = Some(url.clone());
 
     // The writer Lease: created here, held by writer pods.
@@ -106,7 +138,10 @@ async fn apply(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns
                 WRITER_HELD,
                 true,
                 "Held",
-                format!("pod {} holds the writer lease (epoch {})", h.identity, h.epoch),
+                format!(
+                    "pod {} holds the writer lease (epoch {})",
+                    h.identity, h.epoch
+                ),
                 generation,
             );
             st.writer = Some(WriterStatus {
@@ -139,14 +174,28 @@ async fn apply(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns
                 format!("{} LTX files, {} bytes", o.files, o.size_bytes),
                 generation,
             );
-            conditions::set(&mut st.conditions, READY, true, "Ready", "replica reachable", generation);
+            conditions::set(
+                &mut st.conditions,
+                READY,
+                true,
+                "Ready",
+                "replica reachable",
+                generation,
+            );
             st.phase = Some(Phase::Ready);
             st.last_synced_txid = o.latest_txid.map(ltx::replica::format_txid);
             st.last_synced_time = o.latest_time.map(Time);
             st.replica_size_bytes = Some(o.size_bytes.min(i64::MAX as u64) as i64);
             st.replica_files = Some(o.files as i64);
             if !was_ok {
-                publish(ctx, db, EventType::Normal, "ReplicaReachable", &format!("replica {url} is reachable")).await;
+                publish(
+                    ctx,
+                    db,
+                    EventType::Normal,
+                    "ReplicaReachable",
+                    &format!("replica {url} is reachable"),
+                )
+                .await;
             }
             write_status(ctx, api, &name, &old, &st).await?;
             Ok(Action::requeue(ctx.settings.resync))
@@ -155,8 +204,22 @@ async fn apply(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns
             let msg = e.to_string();
             let changed = conditions::get(&old.conditions, REPLICA_REACHABLE)
                 .is_none_or(|c| c.status != "False" || c.message != msg);
-            conditions::set(&mut st.conditions, REPLICA_REACHABLE, false, e.reason(), &msg, generation);
-            conditions::set(&mut st.conditions, READY, false, e.reason(), &msg, generation);
+            conditions::set(
+                &mut st.conditions,
+                REPLICA_REACHABLE,
+                false,
+                e.reason(),
+                &msg,
+                generation,
+            );
+            conditions::set(
+                &mut st.conditions,
+                READY,
+                false,
+                e.reason(),
+                &msg,
+                generation,
+            );
             st.phase = Some(Phase::Degraded);
             if changed {
                 publish(ctx, db, EventType::Warning, e.reason(), &msg).await;
@@ -167,14 +230,24 @@ async fn apply(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns
     }
 }
 
-async fn check_replica(db: &SqliteDatabase, ctx: &Context, ns: &str, url: &str) -> Result<Observation> {
+async fn check_replica(
+    db: &SqliteDatabase,
+    ctx: &Context,
+    ns: &str,
+    url: &str,
+) -> Result<Observation> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let creds = credentials::load(&secrets, ns, &db.spec.replica).await?;
     let replica = observe::open(url, creds, ctx.settings.replica_timeout)?;
     observe::observe(&replica, ctx.settings.replica_timeout).await
 }
 
-async fn cleanup(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, ns: &str) -> Result<Action> {
+async fn cleanup(
+    db: &SqliteDatabase,
+    ctx: &Context,
+    api: &Api<SqliteDatabase>,
+    ns: &str,
+) -> Result<Action> {
     let name = db.name_any();
     let old = db.status.clone().unwrap_or_default();
     let mut st = old.clone();
@@ -197,7 +270,14 @@ async fn cleanup(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, 
             match res {
                 Ok(n) => {
                     info!(database = %name, files = n, %url, "replica deleted");
-                    publish(ctx, db, EventType::Normal, "ReplicaDeleted", &format!("deleted {n} LTX files from {url}")).await;
+                    publish(
+                        ctx,
+                        db,
+                        EventType::Normal,
+                        "ReplicaDeleted",
+                        &format!("deleted {n} LTX files from {url}"),
+                    )
+                    .await;
                 }
                 Err(e) => {
                     let msg = format!(
@@ -210,17 +290,34 @@ async fn cleanup(db: &SqliteDatabase, ctx: &Context, api: &Api<SqliteDatabase>, 
             }
         }
         (DeletionPolicy::Delete, _, _) => {
-            publish(ctx, db, EventType::Warning, "ReplicaRetained", "deletionPolicy is Delete but the spec is invalid; nothing was deleted").await;
+            publish(
+                ctx,
+                db,
+                EventType::Warning,
+                "ReplicaRetained",
+                "deletionPolicy is Delete but the spec is invalid; nothing was deleted",
+            )
+            .await;
         }
         (DeletionPolicy::Retain, _, url) => {
             let at = url.unwrap_or_else(|| "the replica".into());
-            publish(ctx, db, EventType::Normal, "ReplicaRetained", &format!("deletionPolicy Retain: {at} was kept")).await;
+            publish(
+                ctx,
+                db,
+                EventType::Normal,
+                "ReplicaRetained",
+                &format!("deletionPolicy Retain: {at} was kept"),
+            )
+            .await;
         }
     }
     // Owned Leases are garbage-collected by the cluster; deleting it here as well makes
     // the hand-off state go away at once and works where no garbage collector runs.
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
-    match leases.delete(&writer_lease::lease_name(&name), &DeleteParams::default()).await {
+    match leases
+        .delete(&writer_lease::lease_name(&name), &DeleteParams::default())
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
@@ -244,8 +341,12 @@ async fn write_status(
         "kind": "SqliteDatabase",
         "status": new,
     });
-    api.patch_status(name, &PatchParams::apply(crate::MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        name,
+        &PatchParams::apply(crate::MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     ctx.metrics.status_updates.inc();
     Ok(())
 }

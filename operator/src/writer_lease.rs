@@ -21,7 +21,10 @@ pub fn lease_name(db: &str) -> String {
 /// Labels on every writer Lease (the controller watches Leases with these).
 pub fn labels(db: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (crate::MANAGED_BY.0.to_string(), crate::MANAGED_BY.1.to_string()),
+        (
+            crate::MANAGED_BY.0.to_string(),
+            crate::MANAGED_BY.1.to_string(),
+        ),
         ("sqlitekube.dev/database".to_string(), db.to_string()),
     ])
 }
@@ -39,7 +42,11 @@ pub fn template(db: &SqliteDatabase) -> ObjectMeta {
 }
 
 /// Creates the writer Lease if it does not exist; returns the current holder.
-pub async fn ensure(leases: &Api<Lease>, db: &SqliteDatabase, lease_secs: i32) -> Result<Option<Holder>> {
+pub async fn ensure(
+    leases: &Api<Lease>,
+    db: &SqliteDatabase,
+    lease_secs: i32,
+) -> Result<Option<Holder>> {
     let name = lease_name(db.metadata.name.as_deref().unwrap_or_default());
     if let Some(l) = leases.get_opt(&name).await? {
         return Ok(lease::holder_of(&l));
@@ -54,9 +61,11 @@ pub async fn ensure(leases: &Api<Lease>, db: &SqliteDatabase, lease_secs: i32) -
     };
     match leases.create(&PostParams::default(), &l).await {
         Ok(l) => Ok(lease::holder_of(&l)),
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            Ok(leases.get_opt(&name).await?.as_ref().and_then(lease::holder_of))
-        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(leases
+            .get_opt(&name)
+            .await?
+            .as_ref()
+            .and_then(lease::holder_of)),
         Err(e) => Err(e.into()),
     }
 }

@@ -32,13 +32,23 @@ async fn seed_replica(url: &str, txid: u64) -> Replica {
     opts.credentials.access_key_id = Some(ACCESS_KEY.into());
     opts.credentials.secret_access_key = Some(SECRET_KEY.into());
     let r = Replica::open_with(ReplicaUrl::parse(url).unwrap(), &opts).unwrap();
-    r.write(&LtxKey::new(0, 1, txid), Bytes::from(buf), 1_700_000_000_000, true)
-        .await
-        .unwrap();
+    r.write(
+        &LtxKey::new(0, 1, txid),
+        Bytes::from(buf),
+        1_700_000_000_000,
+        true,
+    )
+    .await
+    .unwrap();
     r
 }
 
-async fn s3_database(client: &kube::Client, ns: &str, name: &str, policy: &str) -> (S3Server, String) {
+async fn s3_database(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    policy: &str,
+) -> (S3Server, String) {
     let s3 = S3Server::shared();
     let bucket = testkit::unique("op").to_lowercase();
     s3.create_bucket(&bucket);
@@ -76,7 +86,13 @@ async fn s3_database(client: &kube::Client, ns: &str, name: &str, policy: &str) 
     (s3, url)
 }
 
-async fn status_when<F>(dbs: &Api<SqliteDatabase>, name: &str, secs: u64, what: &str, f: F) -> crds::SqliteDatabaseStatus
+async fn status_when<F>(
+    dbs: &Api<SqliteDatabase>,
+    name: &str,
+    secs: u64,
+    what: &str,
+    f: F,
+) -> crds::SqliteDatabaseStatus
 where
     F: Fn(&crds::SqliteDatabaseStatus) -> bool,
 {
@@ -101,7 +117,11 @@ async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_rep
         s.phase == Some(crds::Phase::Ready)
     })
     .await;
-    assert_eq!(st.last_synced_txid.as_deref(), Some("0000000000000005"), "{st:?}");
+    assert_eq!(
+        st.last_synced_txid.as_deref(),
+        Some("0000000000000005"),
+        "{st:?}"
+    );
     assert_eq!(st.replica_files, Some(1));
     assert!(st.replica_size_bytes.unwrap() > 0);
     assert!(st.last_synced_time.is_some());
@@ -115,21 +135,35 @@ async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_rep
         .contains(&crds::FINALIZER.to_string()));
     for t in ["Ready", "SpecValid", "ReplicaReachable"] {
         assert!(
-            st.conditions.iter().any(|c| c.type_ == t && c.status == "True"),
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True"),
             "{t} not True: {:?}",
             st.conditions
         );
     }
     // The writer Lease exists and is owned by the database.
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
-    let lease = wait_for(10, "writer lease", || async { leases.get_opt("orders-writer").await.ok().flatten() }).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), &ns);
+    let lease = wait_for(10, "writer lease", || async {
+        leases.get_opt("orders-writer").await.ok().flatten()
+    })
+    .await;
     assert_eq!(lease.metadata.owner_references.unwrap()[0].name, "orders");
 
     // Metrics and health are served.
     let m = http_get(&format!("{}/metrics", op.metrics)).unwrap_or_default();
-    assert!(m.contains("sqlitekube_operator_reconciliations_total"), "{m}");
-    assert!(m.lines().any(|l| l == "sqlitekube_operator_leader 1"), "{m}");
-    assert!(http_get(&format!("{}/readyz", op.metrics)).unwrap().contains("200 OK"));
+    assert!(
+        m.contains("sqlitekube_operator_reconciliations_total"),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l == "sqlitekube_operator_leader 1"),
+        "{m}"
+    );
+    assert!(http_get(&format!("{}/readyz", op.metrics))
+        .unwrap()
+        .contains("200 OK"));
 
     // A new LTX file shows up in status on the next resync.
     let mut opts = ReplicaOptions::default();
@@ -140,10 +174,15 @@ async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_rep
         .write(&LtxKey::new(9, 1, 5), data, 1_700_000_000_000, true)
         .await
         .unwrap();
-    status_when(&dbs, "orders", 30, "2 files", |s| s.replica_files == Some(2)).await;
+    status_when(&dbs, "orders", 30, "2 files", |s| {
+        s.replica_files == Some(2)
+    })
+    .await;
 
     // Delete policy: the finalizer removes every LTX file, then the object goes away.
-    dbs.delete("orders", &DeleteParams::default()).await.unwrap();
+    dbs.delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_for(30, "object deleted", || async {
         match dbs.get_opt("orders").await {
             Ok(None) => Some(()),
@@ -151,7 +190,10 @@ async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_rep
         }
     })
     .await;
-    assert!(replica.list_all().await.unwrap().is_empty(), "replica not cleaned");
+    assert!(
+        replica.list_all().await.unwrap().is_empty(),
+        "replica not cleaned"
+    );
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     let reasons: Vec<String> = events
         .list(&ListParams::default())
@@ -161,7 +203,11 @@ async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_rep
         .into_iter()
         .filter_map(|e| e.reason)
         .collect();
-    assert!(reasons.contains(&"ReplicaDeleted".to_string()), "{reasons:?}\n{}", op.log_tail());
+    assert!(
+        reasons.contains(&"ReplicaDeleted".to_string()),
+        "{reasons:?}\n{}",
+        op.log_tail()
+    );
 }
 
 #[tokio::test]
@@ -173,13 +219,20 @@ async fn retain_policy_keeps_the_replica() {
     let replica = seed_replica(&url, 2).await;
     let _op = OperatorProcess::spawn(&ns, &[]);
     let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
-    status_when(&dbs, "keep", 60, "Ready", |s| s.phase == Some(crds::Phase::Ready)).await;
+    status_when(&dbs, "keep", 60, "Ready", |s| {
+        s.phase == Some(crds::Phase::Ready)
+    })
+    .await;
     dbs.delete("keep", &DeleteParams::default()).await.unwrap();
     wait_for(30, "object deleted", || async {
         matches!(dbs.get_opt("keep").await, Ok(None)).then_some(())
     })
     .await;
-    assert_eq!(replica.list_all().await.unwrap().len(), 1, "Retain deleted the replica");
+    assert_eq!(
+        replica.list_all().await.unwrap().len(),
+        1,
+        "Retain deleted the replica"
+    );
 }
 
 #[tokio::test]
@@ -214,14 +267,36 @@ async fn invalid_spec_gets_condition_and_event_and_unreachable_store_degrades() 
     .await
     .unwrap();
     let op = OperatorProcess::spawn(&ns, &[]);
-    let st = status_when(&dbs, "bad", 60, "Failed", |s| s.phase == Some(crds::Phase::Failed)).await;
-    let c = st.conditions.iter().find(|c| c.type_ == "SpecValid").unwrap();
+    let st = status_when(&dbs, "bad", 60, "Failed", |s| {
+        s.phase == Some(crds::Phase::Failed)
+    })
+    .await;
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SpecValid")
+        .unwrap();
     assert_eq!(c.status, "False");
-    assert!(c.message.contains("spec.replica: exactly one of"), "{}", c.message);
-    assert!(c.message.contains("spec.writer.leaseDuration"), "{}", c.message);
+    assert!(
+        c.message.contains("spec.replica: exactly one of"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("spec.writer.leaseDuration"),
+        "{}",
+        c.message
+    );
 
-    let st = status_when(&dbs, "down", 60, "Degraded", |s| s.phase == Some(crds::Phase::Degraded)).await;
-    let c = st.conditions.iter().find(|c| c.type_ == "ReplicaReachable").unwrap();
+    let st = status_when(&dbs, "down", 60, "Degraded", |s| {
+        s.phase == Some(crds::Phase::Degraded)
+    })
+    .await;
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ReplicaReachable")
+        .unwrap();
     assert_eq!(c.reason, "CredentialsMissing");
     assert!(c.message.contains("missing-secret"), "{}", c.message);
 
@@ -229,11 +304,15 @@ async fn invalid_spec_gets_condition_and_event_and_unreachable_store_degrades() 
     let evs = wait_for(20, "warning events", || async {
         let l = events.list(&ListParams::default()).await.ok()?.items;
         let reasons: Vec<String> = l.iter().filter_map(|e| e.reason.clone()).collect();
-        (reasons.contains(&"InvalidSpec".to_string()) && reasons.contains(&"CredentialsMissing".to_string()))
-            .then_some(l)
+        (reasons.contains(&"InvalidSpec".to_string())
+            && reasons.contains(&"CredentialsMissing".to_string()))
+        .then_some(l)
     })
     .await;
-    let invalid = evs.iter().find(|e| e.reason.as_deref() == Some("InvalidSpec")).unwrap();
+    let invalid = evs
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("InvalidSpec"))
+        .unwrap();
     assert_eq!(invalid.type_.as_deref(), Some("Warning"));
     assert!(invalid.note.as_deref().unwrap().contains("spec.replica"));
 
@@ -249,7 +328,10 @@ async fn invalid_spec_gets_condition_and_event_and_unreachable_store_degrades() 
     )
     .await
     .unwrap();
-    status_when(&dbs, "bad", 30, "Ready after fix", |s| s.phase == Some(crds::Phase::Ready)).await;
+    status_when(&dbs, "bad", 30, "Ready after fix", |s| {
+        s.phase == Some(crds::Phase::Ready)
+    })
+    .await;
     drop(op);
 }
 
@@ -283,7 +365,10 @@ async fn two_operator_replicas_elect_one_leader_and_hand_over() {
     // (well within the 6 s lease it would otherwise wait out).
     procs[li].terminate();
     let standby = &procs[1 - li];
-    wait_for(5, "standby takes over", || async { leader_of(standby).then_some(()) }).await;
+    wait_for(5, "standby takes over", || async {
+        leader_of(standby).then_some(())
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
     dbs.patch(
@@ -296,7 +381,10 @@ async fn two_operator_replicas_elect_one_leader_and_hand_over() {
     )
     .await
     .unwrap();
-    status_when(&dbs, "after", 30, "Ready under the new leader", |s| s.phase == Some(crds::Phase::Ready)).await;
+    status_when(&dbs, "after", 30, "Ready under the new leader", |s| {
+        s.phase == Some(crds::Phase::Ready)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -309,7 +397,9 @@ async fn kubectl_explain_shows_the_field_descriptions() {
             .args(["explain", "sqlitedatabase.spec"])
             .output()
             .expect("kubectl on PATH (scripts/k8s-testenv.sh installs it)");
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).to_string())
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).to_string())
     })
     .await;
     for want in [

@@ -53,7 +53,12 @@ async fn expect(h: &mut Handle, method: Method, path: &str, status: u16, body: V
         .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
         .expect("service dropped");
     let uri = req.uri().to_string();
-    assert_eq!(req.method(), method, "unexpected request {} {uri}", req.method());
+    assert_eq!(
+        req.method(),
+        method,
+        "unexpected request {} {uri}",
+        req.method()
+    );
     assert!(uri.contains(path), "expected {method} …{path}…, got {uri}");
     let bytes = req.into_body().collect_bytes().await.unwrap();
     let sent = if bytes.is_empty() {
@@ -213,14 +218,27 @@ async fn unreachable_replica_is_degraded_and_retried_with_backoff() {
     );
     let echo = serde_json::to_value(&obj).unwrap();
     let server = tokio::spawn(async move {
-        expect(&mut h, Method::GET, &format!("{LEASES}/orders-writer"), 200, json!({
+        expect(
+            &mut h,
+            Method::GET,
+            &format!("{LEASES}/orders-writer"),
+            200,
+            json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": "orders-writer"},
             "spec": {"holderIdentity": "app-0", "leaseTransitions": 4, "leaseDurationSeconds": 15,
-                     "renewTime": jiff::Timestamp::now().to_string()}})).await;
-        expect(&mut h, Method::GET, "/api/v1/namespaces/shop/secrets/s3-creds", 200, json!({
+                     "renewTime": jiff::Timestamp::now().to_string()}}),
+        )
+        .await;
+        expect(
+            &mut h,
+            Method::GET,
+            "/api/v1/namespaces/shop/secrets/s3-creds",
+            200,
+            json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
-            "data": {"AWS_ACCESS_KEY_ID": "a2V5", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}}))
+            "data": {"AWS_ACCESS_KEY_ID": "a2V5", "AWS_SECRET_ACCESS_KEY": "c2VjcmV0"}}),
+        )
         .await;
         let ev = expect(&mut h, Method::POST, EVENTS, 201, echo_event()).await;
         let st = expect(
@@ -353,7 +371,10 @@ async fn deletion_with_delete_removes_every_ltx_file() {
     let (_dir, files, ev) = run_deletion("Delete").await;
     assert_eq!(ev["reason"], "ReplicaDeleted");
     assert!(
-        ev["note"].as_str().unwrap().starts_with("deleted 2 LTX files"),
+        ev["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("deleted 2 LTX files"),
         "{ev}"
     );
     assert!(files.iter().all(|f| !f.exists()));

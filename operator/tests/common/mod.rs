@@ -30,11 +30,7 @@ pub async fn client() -> Option<Client> {
 /// Applies the CRD variant the server understands and waits until it is Established.
 pub async fn install_crd(client: &Client) {
     let v = client.apiserver_version().await.unwrap();
-    let minor: u32 = v
-        .minor
-        .trim_end_matches('+')
-        .parse()
-        .unwrap_or(99);
+    let minor: u32 = v.minor.trim_end_matches('+').parse().unwrap_or(99);
     let crd = crds::crd_for_server_minor(minor);
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = "sqlitedatabases.sqlitekube.dev";
@@ -64,11 +60,7 @@ pub async fn install_crd(client: &Client) {
 
 /// A fresh namespace (never waited on when deleted: a bare API server cannot finish it).
 pub async fn namespace(client: &Client, prefix: &str) -> String {
-    let name = format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    );
+    let name = format!("{prefix}-{}-{}", std::process::id(), rand_suffix());
     let api: Api<Namespace> = Api::all(client.clone());
     api.patch(
         &name,
@@ -186,7 +178,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

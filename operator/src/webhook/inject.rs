@@ -1,0 +1,326 @@
+//! What the webhook does to an opted-in pod, as a pure function of the pod, its
+//! `SqliteDatabase` and the server's capabilities (so unit tests can pin the result).
+//!
+//! The pod gets: the hydrator (a native sidecar on servers with them, else a classic init
+//! container) that installs the VFS extension into a shared volume and hydrates; volumes for
+//! the extension and the local database; the VFS settings as environment variables on every
+//! app container, credentials only as `secretKeyRef`s; a grace period long enough for the
+//! final sync. A pod already carrying [`INJECTED`] is left as it is (idempotent).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, KeyToPath, Pod, Probe,
+    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+};
+
+use crds::{
+    parse_duration, parse_quantity, HydrationMode, SqliteDatabase, ANNOTATION_DATABASE,
+    ANNOTATION_MODE, ANNOTATION_MOUNT_PATH,
+};
+
+/// Set on a pod once injected.
+pub const INJECTED: &str = "sqlitekube.dev/injected";
+pub const HYDRATOR_NAME: &str = "sqlite-kube-hydrator";
+pub const LIB_VOLUME: &str = "sqlite-kube-lib";
+pub const DATA_VOLUME: &str = "sqlite-kube-data";
+pub const GCS_VOLUME: &str = "sqlite-kube-gcs";
+/// Where the extension and `vfs.env` appear in every container.
+pub const LIB_DIR: &str = "/sqlite-kube/lib";
+const GCS_DIR: &str = "/var/run/sqlite-kube/gcs";
+
+/// Webhook settings.
+#[derive(Debug, Clone)]
+pub struct InjectConfig {
+    pub hydrator_image: String,
+    /// Inject the hydrator as a native sidecar (`restartPolicy: Always` init container,
+    /// Kubernetes ≥ 1.29) instead of a classic init container.
+    pub native_sidecar: bool,
+}
+
+/// Whether a server of this version (`1.<minor>`) runs native sidecars by default.
+pub fn supports_native_sidecars(minor: u32) -> bool {
+    minor >= 29
+}
+
+/// Read or write access to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Write,
+    Read,
+}
+
+/// The annotation values of an opted-in pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptIn {
+    pub database: String,
+    pub mode: Mode,
+    pub mount_path: Option<String>,
+}
+
+/// Reads the opt-in annotations: `None` for pods that did not opt in or are already
+/// injected, `Err` with a message for bad values.
+pub fn opt_in(pod: &Pod) -> Result<Option<OptIn>, String> {
+    let ann = pod.metadata.annotations.clone().unwrap_or_default();
+    if ann.contains_key(INJECTED) {
+        return Ok(None);
+    }
+    let Some(database) = ann.get(ANNOTATION_DATABASE).filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    let mode = match ann.get(ANNOTATION_MODE).map(String::as_str) {
+        None | Some("write") => Mode::Write,
+        Some("read") => Mode::Read,
+        Some(other) => {
+            return Err(format!(
+                "annotation {ANNOTATION_MODE}: {other:?} is not \"write\" or \"read\""
+            ))
+        }
+    };
+    let mount_path = ann.get(ANNOTATION_MOUNT_PATH).cloned();
+    if let Some(p) = &mount_path {
+        if !p.starts_with('/') {
+            return Err(format!(
+                "annotation {ANNOTATION_MOUNT_PATH}: {p:?} must be an absolute path"
+            ));
+        }
+    }
+    Ok(Some(OptIn {
+        database: database.clone(),
+        mode,
+        mount_path,
+    }))
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Credentials as environment (secret references only) plus any volume they need.
+fn credentials(db: &SqliteDatabase) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
+    let r = &db.spec.replica;
+    let mut envs = Vec::new();
+    let mut vols = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(s3) = &r.s3 {
+        if let Some(c) = &s3.credentials_secret_ref {
+            envs.push(secret_env(
+                "AWS_ACCESS_KEY_ID",
+                &c.name,
+                &c.access_key_id_key,
+            ));
+            envs.push(secret_env(
+                "AWS_SECRET_ACCESS_KEY",
+                &c.name,
+                &c.secret_access_key_key,
+            ));
+        }
+        if let Some(region) = &s3.region {
+            envs.push(env("AWS_REGION", region));
+        }
+    }
+    if let Some(a) = &r.azure {
+        envs.push(env("AZURE_STORAGE_ACCOUNT", &a.account_name));
+        if let Some(c) = &a.credentials_secret_ref {
+            envs.push(secret_env("AZURE_STORAGE_KEY", &c.name, &c.key));
+        }
+    }
+    if let Some(c) = r
+        .gcs
+        .as_ref()
+        .and_then(|g| g.credentials_secret_ref.as_ref())
+    {
+        vols.push(Volume {
+            name: GCS_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(c.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: c.key.clone(),
+                    path: "service-account.json".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: GCS_VOLUME.into(),
+            mount_path: GCS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        envs.push(env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            format!("{GCS_DIR}/service-account.json"),
+        ));
+    }
+    (envs, vols, mounts)
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+/// Adds `add` to `list`, replacing entries of the same name.
+fn upsert<T: Clone>(list: &mut Vec<T>, add: &[T], name: impl Fn(&T) -> &str) {
+    for a in add {
+        list.retain(|x| name(x) != name(a));
+        list.push(a.clone());
+    }
+}
+
+/// The mutated pod. `db` must have a valid spec (the caller rejects invalid ones).
+pub fn inject(
+    pod: &Pod,
+    db: &SqliteDatabase,
+    opt: &OptIn,
+    cfg: &InjectConfig,
+) -> Result<Pod, String> {
+    let spec = &db.spec;
+    let url = spec
+        .replica
+        .url()
+        .ok_or_else(|| "the SqliteDatabase has no single replica backend".to_string())?;
+    let data_dir = opt
+        .mount_path
+        .clone()
+        .unwrap_or_else(|| spec.hydration.path.clone());
+    let db_file = format!("{}/{}.db", data_dir.trim_end_matches('/'), opt.database);
+    let cache = parse_quantity(&spec.hydration.cache_size)
+        .map_err(|e| format!("spec.hydration.cacheSize: {e}"))?;
+    let drain = parse_duration(&spec.writer.drain_timeout)
+        .map_err(|e| format!("spec.writer.drainTimeout: {e}"))?;
+    let (cred_env, cred_vols, cred_mounts) = credentials(db);
+
+    let mut out = pod.clone();
+    let ann = out.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    ann.insert(INJECTED.into(), "true".into());
+    let ps = out.spec.get_or_insert_with(Default::default);
+
+    let mut volumes = vec![
+        Volume {
+            name: LIB_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        Volume {
+            name: DATA_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
+    volumes.extend(cred_vols);
+    upsert(ps.volumes.get_or_insert_with(Vec::new), &volumes, |v| {
+        &v.name
+    });
+
+    // The hydrator: installs the extension, writes vfs.env, hydrates per spec.
+    let mut hyd_env = vec![
+        env("SQLITE_KUBE_REPLICA_URL", &url),
+        env("SQLITE_KUBE_DB_PATH", &db_file),
+        env("SQLITE_KUBE_HYDRATION", spec.hydration.mode.as_str()),
+        env("SQLITE_KUBE_SHARED_DIR", LIB_DIR),
+    ];
+    hyd_env.extend(cred_env.iter().cloned());
+    let mut hyd_mounts = vec![
+        mount(LIB_VOLUME, LIB_DIR, false),
+        mount(DATA_VOLUME, &data_dir, false),
+    ];
+    hyd_mounts.extend(cred_mounts.iter().cloned());
+    let mut hydrator = Container {
+        name: HYDRATOR_NAME.into(),
+        image: Some(cfg.hydrator_image.clone()),
+        args: Some(vec!["init".into()]),
+        env: Some(hyd_env),
+        volume_mounts: Some(hyd_mounts),
+        ..Default::default()
+    };
+    if cfg.native_sidecar {
+        // Runs beside the app for the pod's life; the app starts once init is done (the
+        // startup probe on the `ready` file the hydrator writes last).
+        hydrator.args = Some(vec!["init".into(), "--stay".into()]);
+        hydrator.restart_policy = Some("Always".into());
+        hydrator.startup_probe = Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec!["test".into(), "-f".into(), format!("{LIB_DIR}/ready")]),
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(600),
+            ..Default::default()
+        });
+    }
+    let inits = ps.init_containers.get_or_insert_with(Vec::new);
+    inits.retain(|c| c.name != HYDRATOR_NAME);
+    inits.insert(0, hydrator);
+
+    // Every app container gets the VFS settings and the two volumes.
+    let write = opt.mode == Mode::Write;
+    let hydrate = spec.hydration.mode != HydrationMode::Disabled;
+    let mut app_env = vec![
+        env("SQLITE_KUBE_DATABASE", &opt.database),
+        env("SQLITE_KUBE_DB_PATH", &db_file),
+        env(
+            "SQLITE_KUBE_VFS",
+            format!("{LIB_DIR}/libsqlite_kube_vfs.so"),
+        ),
+        env("LITESTREAM_REPLICA_URL", &url),
+        env(
+            "LITESTREAM_WRITE_ENABLED",
+            if write { "true" } else { "false" },
+        ),
+        env("LITESTREAM_SYNC_INTERVAL", &spec.sync_interval),
+        env(
+            "LITESTREAM_HYDRATION_ENABLED",
+            if hydrate { "true" } else { "false" },
+        ),
+        env("LITESTREAM_HYDRATION_PATH", &db_file),
+        env("LITESTREAM_BUFFER_PATH", format!("{db_file}-buffer")),
+        env("LITESTREAM_CACHE_SIZE", cache.to_string()),
+        env("SQLITE_KUBE_SNAPSHOT_INTERVAL", &spec.snapshot_interval),
+        env("SQLITE_KUBE_SNAPSHOT_RETENTION", &spec.retention),
+    ];
+    app_env.extend(cred_env);
+    let mut app_mounts = vec![
+        mount(LIB_VOLUME, LIB_DIR, true),
+        mount(DATA_VOLUME, &data_dir, false),
+    ];
+    app_mounts.extend(cred_mounts);
+    for c in ps.containers.iter_mut() {
+        upsert(c.env.get_or_insert_with(Vec::new), &app_env, |e| &e.name);
+        upsert(
+            c.volume_mounts.get_or_insert_with(Vec::new),
+            &app_mounts,
+            |m| &m.name,
+        );
+    }
+
+    // Long enough for the final sync plus the lease release.
+    let need = drain.as_secs() as i64 + 10;
+    let grace = ps.termination_grace_period_seconds.unwrap_or(30);
+    ps.termination_grace_period_seconds = Some(grace.max(need));
+    Ok(out)
+}

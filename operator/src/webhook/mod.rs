@@ -1,0 +1,139 @@
+//! The mutating admission webhook for pods (`POST /mutate-pods`, HTTPS).
+//!
+//! Opted-in pods (annotation `sqlitekube.dev/database`) are injected with the hydrator and
+//! the VFS settings ([`inject`]); a pod naming a database that does not exist, or one whose
+//! spec is invalid, is refused with a message that says so; other pods pass untouched.
+//! The serving certificate comes from files (a mounted Secret, e.g. issued by
+//! cert-manager, whose CA injector fills the webhook configuration's `caBundle`).
+
+pub mod inject;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::Client;
+use tracing::{info, warn};
+
+use crds::{SqliteDatabase, ANNOTATION_DATABASE};
+use inject::InjectConfig;
+
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct WebhookState {
+    pub client: Client,
+    pub config: InjectConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/mutate-pods", post(mutate_pods))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn mutate_pods(State(s): State<WebhookState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let review: AdmissionReview<Pod> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an AdmissionReview: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let req: AdmissionRequest<Pod> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("AdmissionReview without a request: {e}"),
+            )
+                .into_response()
+        }
+    };
+    let resp = decide(&s, &req).await;
+    s.metrics
+        .admission_duration
+        .observe(started.elapsed().as_secs_f64());
+    Json(resp.into_review()).into_response()
+}
+
+/// Allow untouched, allow with a patch, or deny with a reason.
+pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    let Some(pod) = &req.object else {
+        return resp;
+    };
+    let opt = match inject::opt_in(pod) {
+        Ok(None) => return resp,
+        Ok(Some(o)) => o,
+        Err(msg) => return resp.deny(msg),
+    };
+    let ns = req
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let pod_name = pod
+        .metadata
+        .name
+        .clone()
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    let dbs: Api<SqliteDatabase> = Api::namespaced(s.client.clone(), &ns);
+    let db = match dbs.get_opt(&opt.database).await {
+        Ok(Some(db)) => db,
+        Ok(None) => return resp.deny(format!(
+            "SqliteDatabase {ns}/{} (annotation {ANNOTATION_DATABASE}) does not exist; create it \
+                 first (kubectl -n {ns} get sqlitedatabases)",
+            opt.database
+        )),
+        Err(e) => {
+            warn!(error = %e, "reading SqliteDatabase for admission");
+            return resp.deny(format!(
+                "could not read SqliteDatabase {ns}/{}: {e}",
+                opt.database
+            ));
+        }
+    };
+    let errors = crds::validate(&db.spec);
+    if !errors.is_empty() {
+        let msg = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return resp.deny(format!(
+            "SqliteDatabase {ns}/{} has an invalid spec: {msg}",
+            opt.database
+        ));
+    }
+    let mutated = match inject::inject(pod, &db, &opt, &s.config) {
+        Ok(p) => p,
+        Err(msg) => return resp.deny(msg),
+    };
+    let (Ok(before), Ok(after)) = (serde_json::to_value(pod), serde_json::to_value(&mutated))
+    else {
+        return resp.deny("internal error serialising the pod");
+    };
+    let patch = json_patch::diff(&before, &after);
+    info!(namespace = %ns, pod = %pod_name, database = %opt.database, mode = ?opt.mode, "injecting");
+    match resp.clone().with_patch(patch) {
+        Ok(r) => r,
+        Err(e) => resp.deny(format!("internal error building the patch: {e}")),
+    }
+}

@@ -1,0 +1,246 @@
+//! The pod webhook called for real by the API server over TLS: the webhook configuration
+//! points at the operator by URL on 127.0.0.1 (so this needs an API server on this host,
+//! as scripts/k8s-testenv.sh starts; against a remote cluster it is skipped with a note).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use common::*;
+use crds::SqliteDatabase;
+
+/// A CA and a serving certificate for IP 127.0.0.1, made with the openssl CLI.
+fn certificates(dir: &Path) -> String {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=webhook-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "tls.crt",
+    ]);
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("ca.crt")).unwrap())
+}
+
+fn server_is_local() -> bool {
+    let cfg = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap_or_default())
+        .unwrap_or_default();
+    cfg.contains("https://127.0.0.1:") || cfg.contains("https://localhost:")
+}
+
+#[tokio::test]
+async fn api_server_calls_the_webhook_over_tls() {
+    let Some(client) = client().await else { return };
+    if !server_is_local() {
+        eprintln!(
+            "skipped: the API server is not on this host, so it cannot call a webhook on 127.0.0.1"
+        );
+        return;
+    }
+    install_crd(&client).await;
+    let ns = namespace(&client, "webhook").await;
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.patch(&ns, &PatchParams::apply("tests"), &Patch::Apply(json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"sqlitekube-test": ns}}})))
+        .await
+        .unwrap();
+
+    let certs = tempfile::tempdir().unwrap();
+    let ca = certificates(certs.path());
+    let port = free_port();
+    let op = OperatorProcess::spawn(
+        &ns,
+        &[
+            "--webhook-cert-dir",
+            certs.path().to_str().unwrap(),
+            "--webhook-addr",
+            &format!("127.0.0.1:{port}"),
+            "--hydrator-image",
+            "ghcr.io/sqlite-kube/hydrator:test",
+        ],
+    );
+
+    let whc: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let whc_name = format!("sqlite-kube-test-{ns}");
+    whc.patch(&whc_name, &PatchParams::apply("tests"), &Patch::Apply(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": whc_name},
+        "webhooks": [{
+            "name": "pods.sqlitekube.dev",
+            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate-pods"), "caBundle": ca},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "namespaceSelector": {"matchLabels": {"sqlitekube-test": ns}},
+            "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 5
+        }]
+    }))).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    dbs.patch("orders", &PatchParams::apply("tests"), &Patch::Apply(json!({
+        "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase", "metadata": {"name": "orders"},
+        "spec": {"replica": {"file": {"path": dir.path()}}, "writer": {"drainTimeout": "40s"}}})))
+        .await
+        .unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = |name: &str, ann: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": ann},
+            "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}))
+        .unwrap()
+    };
+    // The first create may race the webhook server starting: retry briefly.
+    let created = wait_for(20, "webhook answering", || {
+        let pods = pods.clone();
+        let p = pod("writer", json!({"sqlitekube.dev/database": "orders"}));
+        async move { pods.create(&PostParams::default(), &p).await.ok() }
+    })
+    .await;
+    let spec = created.spec.clone().unwrap();
+    let init = spec.init_containers.clone().unwrap_or_default();
+    assert_eq!(init.len(), 1, "{:?}\n{}", init, op.log_tail());
+    assert_eq!(init[0].name, "sqlite-kube-hydrator");
+    assert_eq!(
+        init[0].image.as_deref(),
+        Some("ghcr.io/sqlite-kube/hydrator:test")
+    );
+    // A 1.20 server has no native sidecars: the classic init container path.
+    let v = client.apiserver_version().await.unwrap();
+    let minor: u32 = v.minor.trim_end_matches('+').parse().unwrap_or(99);
+    assert_eq!(init[0].restart_policy.is_some(), minor >= 29);
+    let env: Vec<(String, String)> = spec.containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect();
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        get("LITESTREAM_REPLICA_URL"),
+        format!("file://{}", dir.path().display())
+    );
+    assert_eq!(get("LITESTREAM_WRITE_ENABLED"), "true");
+    assert_eq!(spec.termination_grace_period_seconds, Some(50));
+    assert_eq!(
+        created
+            .metadata
+            .annotations
+            .unwrap()
+            .get("sqlitekube.dev/injected")
+            .map(String::as_str),
+        Some("true")
+    );
+    // What is stored is what was returned.
+    let stored = pods.get("writer").await.unwrap();
+    assert_eq!(
+        stored.spec.unwrap().init_containers.unwrap()[0].name,
+        "sqlite-kube-hydrator"
+    );
+
+    // A pod that did not opt in passes untouched.
+    let plain = pods
+        .create(&PostParams::default(), &pod("plain", json!({})))
+        .await
+        .unwrap();
+    assert!(plain.spec.as_ref().unwrap().init_containers.is_none());
+    assert!(plain
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("sqlitekube.dev/injected")
+        .is_none());
+
+    // A pod naming a missing database is refused, and the message says so.
+    let err = pods
+        .create(
+            &PostParams::default(),
+            &pod("lost", json!({"sqlitekube.dev/database": "nope"})),
+        )
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not exist") && msg.contains("nope"),
+        "{msg}"
+    );
+
+    // Server-side latency as the operator measured it.
+    let m = http_get(&format!("{}/metrics", op.metrics)).unwrap_or_default();
+    assert!(
+        m.contains("sqlitekube_operator_admission_duration_seconds_count"),
+        "{m}"
+    );
+
+    whc.delete(&whc_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

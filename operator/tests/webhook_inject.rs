@@ -1,0 +1,127 @@
+//! The mutated pod, pinned as JSON for both hydrator placements (classic init container and
+//! native sidecar), plus the rules around it. Regenerate the golden files after an intended
+//! change with `UPDATE_GOLDEN=1 cargo test -p operator --test webhook_inject`.
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+use crds::SqliteDatabase;
+use operator::webhook::inject::{inject, opt_in, InjectConfig, Mode};
+
+fn pod(annotations: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "app-0", "namespace": "shop", "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1",
+                                 "env": [{"name": "KEEP", "value": "me"}]}]}
+    }))
+    .unwrap()
+}
+
+fn db() -> SqliteDatabase {
+    serde_json::from_value(json!({
+        "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+        "metadata": {"name": "orders", "namespace": "shop"},
+        "spec": {"replica": {"s3": {"bucket": "bkt", "path": "shop/orders", "endpoint": "http://minio:9000",
+                                    "region": "eu-west-1", "credentialsSecretRef": {"name": "s3-creds"}}},
+                 "writer": {"drainTimeout": "45s"}}
+    }))
+    .unwrap()
+}
+
+fn check_golden(name: &str, got: &Pod) {
+    let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+    let got = serde_json::to_string_pretty(got).unwrap() + "\n";
+    if std::env::var("UPDATE_GOLDEN").is_ok() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        want == got,
+        "{name} differs from the injected pod (UPDATE_GOLDEN=1 to accept):\n{got}"
+    );
+}
+
+fn cfg(native_sidecar: bool) -> InjectConfig {
+    InjectConfig {
+        hydrator_image: "ghcr.io/sqlite-kube/hydrator:test".into(),
+        native_sidecar,
+    }
+}
+
+#[test]
+fn classic_init_container_injection_is_pinned() {
+    let p = pod(json!({"sqlitekube.dev/database": "orders"}));
+    let opt = opt_in(&p).unwrap().unwrap();
+    assert_eq!(opt.mode, Mode::Write);
+    let out = inject(&p, &db(), &opt, &cfg(false)).unwrap();
+    check_golden("pod-classic-init.json", &out);
+    let init = &out.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    assert!(init.restart_policy.is_none());
+}
+
+#[test]
+fn native_sidecar_injection_is_pinned() {
+    let p = pod(
+        json!({"sqlitekube.dev/database": "orders", "sqlitekube.dev/mode": "read",
+                      "sqlitekube.dev/mount-path": "/data"}),
+    );
+    let opt = opt_in(&p).unwrap().unwrap();
+    let out = inject(&p, &db(), &opt, &cfg(true)).unwrap();
+    check_golden("pod-native-sidecar.json", &out);
+    let init = &out.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.restart_policy.as_deref(), Some("Always"));
+}
+
+#[test]
+fn secrets_are_referenced_never_inlined_and_grace_covers_the_drain() {
+    let p = pod(json!({"sqlitekube.dev/database": "orders"}));
+    let out = inject(&p, &db(), &opt_in(&p).unwrap().unwrap(), &cfg(false)).unwrap();
+    let text = serde_json::to_string(&out).unwrap();
+    assert!(text.contains("secretKeyRef"));
+    let app = &out.spec.as_ref().unwrap().containers[0];
+    for e in app.env.as_ref().unwrap() {
+        if e.name.starts_with("AWS_ACCESS") || e.name.starts_with("AWS_SECRET") {
+            assert!(e.value.is_none() && e.value_from.is_some(), "{e:?}");
+        }
+    }
+    assert!(app.env.as_ref().unwrap().iter().any(|e| e.name == "KEEP"));
+    assert_eq!(
+        out.spec.as_ref().unwrap().termination_grace_period_seconds,
+        Some(55)
+    );
+}
+
+#[test]
+fn injection_is_idempotent_and_other_pods_are_untouched() {
+    let p = pod(json!({"sqlitekube.dev/database": "orders"}));
+    let out = inject(&p, &db(), &opt_in(&p).unwrap().unwrap(), &cfg(false)).unwrap();
+    // An injected pod is not opted in again.
+    assert_eq!(opt_in(&out).unwrap(), None);
+    // Injecting twice gives the same pod (no duplicated containers, env or volumes).
+    let twice = inject(&out, &db(), &opt_in(&p).unwrap().unwrap(), &cfg(false)).unwrap();
+    let mut out_ann = out.clone();
+    out_ann.metadata.annotations = twice.metadata.annotations.clone();
+    assert_eq!(
+        serde_json::to_value(&twice).unwrap(),
+        serde_json::to_value(&out_ann).unwrap()
+    );
+    assert_eq!(opt_in(&pod(json!({"other": "x"}))).unwrap(), None);
+}
+
+#[test]
+fn bad_annotations_are_refused_with_a_reason() {
+    let e = opt_in(&pod(
+        json!({"sqlitekube.dev/database": "orders", "sqlitekube.dev/mode": "rw"}),
+    ))
+    .unwrap_err();
+    assert!(
+        e.contains("sqlitekube.dev/mode") && e.contains("\"rw\""),
+        "{e}"
+    );
+    let e = opt_in(&pod(
+        json!({"sqlitekube.dev/database": "orders", "sqlitekube.dev/mount-path": "data"}),
+    ))
+    .unwrap_err();
+    assert!(e.contains("absolute"), "{e}");
+}
