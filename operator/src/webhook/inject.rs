@@ -209,7 +209,9 @@ pub fn inject(
         .mount_path
         .clone()
         .unwrap_or_else(|| spec.hydration.path.clone());
+    // The name the app opens (virtual: the VFS serves it), and the real local copy.
     let db_file = format!("{}/{}.db", data_dir.trim_end_matches('/'), opt.database);
+    let hydrated = format!("{db_file}-hydrated");
     let cache = parse_quantity(&spec.hydration.cache_size)
         .map_err(|e| format!("spec.hydration.cacheSize: {e}"))?;
     let drain = parse_duration(&spec.writer.drain_timeout)
@@ -241,7 +243,7 @@ pub fn inject(
     // The hydrator: installs the extension, writes vfs.env, hydrates per spec.
     let mut hyd_env = vec![
         env("SQLITE_KUBE_REPLICA_URL", &url),
-        env("SQLITE_KUBE_DB_PATH", &db_file),
+        env("SQLITE_KUBE_DB_PATH", &hydrated),
         env("SQLITE_KUBE_HYDRATION", spec.hydration.mode.as_str()),
         env("SQLITE_KUBE_SHARED_DIR", LIB_DIR),
     ];
@@ -297,7 +299,7 @@ pub fn inject(
             "LITESTREAM_HYDRATION_ENABLED",
             if hydrate { "true" } else { "false" },
         ),
-        env("LITESTREAM_HYDRATION_PATH", &db_file),
+        env("LITESTREAM_HYDRATION_PATH", &hydrated),
         env("LITESTREAM_BUFFER_PATH", format!("{db_file}-buffer")),
         env("LITESTREAM_CACHE_SIZE", cache.to_string()),
         env("SQLITE_KUBE_SNAPSHOT_INTERVAL", &spec.snapshot_interval),
