@@ -97,11 +97,13 @@ pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionR
     let dbs: Api<SqliteDatabase> = Api::namespaced(s.client.clone(), &ns);
     let db = match dbs.get_opt(&opt.database).await {
         Ok(Some(db)) => db,
-        Ok(None) => return resp.deny(format!(
+        Ok(None) => {
+            return resp.deny(format!(
             "SqliteDatabase {ns}/{} (annotation {ANNOTATION_DATABASE}) does not exist; create it \
                  first (kubectl -n {ns} get sqlitedatabases)",
             opt.database
-        )),
+        ))
+        }
         Err(e) => {
             warn!(error = %e, "reading SqliteDatabase for admission");
             return resp.deny(format!(
