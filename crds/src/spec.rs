@@ -1,6 +1,9 @@
 //! `SqliteDatabase.spec`: where the replica lives and how the database is synced, hydrated
 //! and handed between writers. Doc comments here are what `kubectl explain` shows.
 
+// `printcolumn(type_ = "string")` repeats by design; clippy reads it as a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -19,7 +19,7 @@ pub enum Error {
     Replica {
         url: String,
         #[source]
-        source: ltx::replica::ReplicaError,
+        source: Box<ltx::replica::ReplicaError>,
     },
 
     #[error("replica {url}: no answer within {secs} s")]

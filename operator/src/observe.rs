@@ -19,7 +19,7 @@ pub struct Observation {
 pub fn open(url: &str, credentials: Credentials, timeout: Duration) -> Result<Replica> {
     let parsed = ReplicaUrl::parse(url).map_err(|e| Error::Replica {
         url: url.to_string(),
-        source: e,
+        source: Box::new(e),
     })?;
     let opts = ReplicaOptions {
         timeout,
@@ -29,7 +29,7 @@ pub fn open(url: &str, credentials: Credentials, timeout: Duration) -> Result<Re
     };
     Replica::open_with(parsed, &opts).map_err(|e| Error::Replica {
         url: url.to_string(),
-        source: e,
+        source: Box::new(e),
     })
 }
 
@@ -46,7 +46,10 @@ pub async fn observe(replica: &Replica, timeout: Duration) -> Result<Observation
             url: url.clone(),
             secs: timeout.as_secs(),
         })?
-        .map_err(|e| Error::Replica { url, source: e })?;
+        .map_err(|e| Error::Replica {
+            url,
+            source: Box::new(e),
+        })?;
     let latest = files.iter().max_by_key(|f| (f.key.max_txid, f.created_at));
     Ok(Observation {
         latest_txid: latest.map(|f| f.key.max_txid),

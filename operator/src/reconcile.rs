@@ -263,7 +263,7 @@ async fn cleanup(
                 let replica = observe::open(&url, creds, ctx.settings.replica_timeout)?;
                 replica.delete_all().await.map_err(|e| Error::Replica {
                     url: url.clone(),
-                    source: e,
+                    source: Box::new(e),
                 })
             }
             .await;

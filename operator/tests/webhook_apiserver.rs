@@ -211,12 +211,11 @@ async fn api_server_calls_the_webhook_over_tls() {
         .await
         .unwrap();
     assert!(plain.spec.as_ref().unwrap().init_containers.is_none());
-    assert!(plain
+    assert!(!plain
         .metadata
         .annotations
         .unwrap_or_default()
-        .get("sqlitekube.dev/injected")
-        .is_none());
+        .contains_key("sqlitekube.dev/injected"));
 
     // A pod naming a missing database is refused, and the message says so.
     let err = pods

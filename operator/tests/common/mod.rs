@@ -100,6 +100,12 @@ impl OperatorProcess {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("sqlite-kube-operator-{namespace}-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
+        // Tests refresh status quickly unless they ask for another interval.
+        let resync: &[&str] = if extra.contains(&"--resync") {
+            &[]
+        } else {
+            &["--resync", "2s"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_sqlite-kube-operator"))
             .args([
                 "--namespace",
@@ -108,9 +114,8 @@ impl OperatorProcess {
                 namespace,
                 "--metrics-addr",
                 &format!("127.0.0.1:{port}"),
-                "--resync",
-                "2s",
             ])
+            .args(resync)
             .args(extra)
             .env("RUST_LOG", "info,operator=debug")
             .stdout(Stdio::null())
