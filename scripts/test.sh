@@ -14,6 +14,8 @@ export LITESTREAM_BIN WEED_BIN LITESTREAM_VFS_SO
 own_k8s=0
 if [ -z "${KUBECONFIG:-}" ]; then
   own_k8s=1
+  # A private runtime dir: `stop` on exit must never touch another test server.
+  export SQLITE_KUBE_K8S_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sqlite-kube-k8s.XXXXXX")"
   # The first run on a machine builds kube-apiserver (minutes): overlap it with compiling.
   k8s_log="$(mktemp "${TMPDIR:-/tmp}/k8s-install.XXXXXX")"
   scripts/k8s-testenv.sh install >"$k8s_log" 2>&1 &
@@ -29,10 +31,10 @@ trap cleanup EXIT
 eval "$(scripts/seaweedfs.sh start "$s3dir")"
 export TEST_S3_ENDPOINT TEST_S3_FILER
 
-# The loadable extension (cdylib) that the VFS tests .load into the sqlite3 shell, and every
-# test binary, compiled while the API server builds.
-cargo build -p vfs
-cargo test --workspace --no-run
+# Every test binary and the loadable extension (cdylib) the VFS tests .load into the sqlite3
+# shell, compiled while the API server builds. One build with the test feature set: a separate
+# `cargo build -p vfs` would resolve features differently and compile tokio & co. twice.
+cargo build --workspace --all-targets
 
 if [ "$own_k8s" = 1 ]; then
   if ! wait "$k8s_install"; then
@@ -40,7 +42,6 @@ if [ "$own_k8s" = 1 ]; then
     echo "scripts/k8s-testenv.sh install failed" >&2
     exit 1
   fi
-  export SQLITE_KUBE_K8S_DIR="$(mktemp -d "${TMPDIR:-/tmp}/sqlite-kube-k8s.XXXXXX")"
   eval "$(scripts/k8s-testenv.sh start)"
   export KUBECONFIG
 fi
