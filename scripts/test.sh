@@ -34,7 +34,7 @@ export TEST_S3_ENDPOINT TEST_S3_FILER
 # Every test binary and the loadable extension (cdylib) the VFS tests .load into the sqlite3
 # shell, compiled while the API server builds. One build with the test feature set: a separate
 # `cargo build -p vfs` would resolve features differently and compile tokio & co. twice.
-cargo build --workspace --all-targets
+cargo build --workspace --lib --bins --tests
 
 if [ "$own_k8s" = 1 ]; then
   if ! wait "$k8s_install"; then
