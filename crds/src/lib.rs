@@ -19,7 +19,7 @@ pub use duration::{parse_duration, DURATION_PATTERN};
 pub use quantity::{parse_quantity, QUANTITY_PATTERN};
 pub use spec::*;
 pub use status::*;
-pub use validate::{validate, FieldError};
+pub use validate::{validate, validation_message, FieldError};
 
 /// The API group (a domain the project owns).
 pub const GROUP: &str = "sqlitekube.dev";

@@ -3,18 +3,23 @@
 use crate::spec::ReplicaSpec;
 
 impl ReplicaSpec {
+    /// Names of the backends that are set (valid specs have exactly one).
+    pub fn backends(&self) -> Vec<&'static str> {
+        [
+            ("s3", self.s3.is_some()),
+            ("gcs", self.gcs.is_some()),
+            ("azure", self.azure.is_some()),
+            ("file", self.file.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| n)
+        .collect()
+    }
+
     /// The replica URL, or `None` unless exactly one backend is set (see [`crate::validate`]).
     pub fn url(&self) -> Option<String> {
-        let n = [
-            self.s3.is_some(),
-            self.gcs.is_some(),
-            self.azure.is_some(),
-            self.file.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-        if n != 1 {
+        if self.backends().len() != 1 {
             return None;
         }
         if let Some(s) = &self.s3 {

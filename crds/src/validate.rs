@@ -17,6 +17,19 @@ impl std::fmt::Display for FieldError {
     }
 }
 
+/// All problems as one line (`field: message; …`), or `None` when the spec is valid: the
+/// text both the status condition and the webhook's refusal show.
+pub fn validation_message(spec: &SqliteDatabaseSpec) -> Option<String> {
+    let errors = validate(spec);
+    (!errors.is_empty()).then(|| {
+        errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 /// All problems with a spec (empty when valid).
 pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -27,16 +40,7 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
         })
     };
     let r = &spec.replica;
-    let set: Vec<&str> = [
-        ("s3", r.s3.is_some()),
-        ("gcs", r.gcs.is_some()),
-        ("azure", r.azure.is_some()),
-        ("file", r.file.is_some()),
-    ]
-    .iter()
-    .filter(|(_, on)| *on)
-    .map(|(n, _)| *n)
-    .collect();
+    let set = r.backends();
     if set.len() != 1 {
         let found = if set.is_empty() {
             "none".to_string()

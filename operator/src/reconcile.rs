@@ -84,13 +84,7 @@ async fn apply(
     st.observed_generation = generation;
     let conds = &mut st.conditions;
 
-    let errors = crds::validate(&db.spec);
-    if !errors.is_empty() {
-        let msg = errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
+    if let Some(msg) = crds::validation_message(&db.spec) {
         let changed = conditions::get(&old.conditions, SPEC_VALID)
             .is_none_or(|c| c.status != "False" || c.message != msg);
         conditions::set(conds, SPEC_VALID, false, "InvalidSpec", &msg, generation);

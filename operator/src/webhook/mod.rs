@@ -112,13 +112,7 @@ pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionR
             ));
         }
     };
-    let errors = crds::validate(&db.spec);
-    if !errors.is_empty() {
-        let msg = errors
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
+    if let Some(msg) = crds::validation_message(&db.spec) {
         return resp.deny(format!(
             "SqliteDatabase {ns}/{} has an invalid spec: {msg}",
             opt.database
