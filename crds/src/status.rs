@@ -39,6 +39,23 @@ pub struct SqliteDatabaseStatus {
     /// What the last drain hand-over left unsynced, if it did not finish in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsynced: Option<String>,
+    /// The last time a writer stopped: who, and the last TXID it published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handoff: Option<HandoffStatus>,
+}
+
+/// A writer's stop, as it reported on the writer Lease.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HandoffStatus {
+    /// The pod that stopped writing.
+    pub from: String,
+    /// The last TXID it published (16 hex digits); the next writer continues after it.
+    pub txid: String,
+    /// When it stopped (RFC 3339).
+    pub time: String,
+    /// True when its final sync published everything before it released the lease.
+    pub complete: bool,
 }
 
 /// Coarse state for `kubectl get`.

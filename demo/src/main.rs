@@ -7,6 +7,14 @@
 //!   sqlitekube-demo probe DB REPLICA_URL       read-only: time the first point query, wait for
 //!                                              hydration, scan everything; print JSON with the
 //!                                              object-store GETs at each step
+//!   sqlitekube-demo app                        the container entry point: everything from the
+//!                                              environment the webhook injects
+//!                                              (SQLITE_KUBE_DB_PATH, LITESTREAM_*,
+//!                                              SQLITE_KUBE_LEASE …). Write mode inserts a row
+//!                                              every SQLITE_KUBE_DEMO_INTERVAL_MS (default 10)
+//!                                              and prints each id once committed; read mode
+//!                                              prints "rows max_id" every 500 ms. SIGTERM:
+//!                                              close cleanly (final sync, lease hand-over).
 //! Other settings come from the environment (LITESTREAM_* as documented).
 
 use std::io::Write;
@@ -39,6 +47,20 @@ fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("app") {
+        register();
+        return match app() {
+            Ok(()) => {
+                sqlite_kube_vfs::shutdown_all();
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sqlitekube-demo: {e}");
+                sqlite_kube_vfs::shutdown_all();
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.len() < 4 {
         eprintln!("usage: sqlitekube-demo write|count DB REPLICA_URL [N]");
         return std::process::ExitCode::from(2);
@@ -91,6 +113,100 @@ fn write(db: &str, url: &str, n: Option<u64>) -> rusqlite::Result<()> {
         writeln!(out, "{id}").ok();
         out.flush().ok();
         i += 1;
+    }
+    drop(c);
+    Ok(())
+}
+
+fn app() -> Result<(), String> {
+    let db = std::env::var("SQLITE_KUBE_DB_PATH")
+        .map_err(|_| "SQLITE_KUBE_DB_PATH is not set (is the pod opted in?)".to_string())?;
+    let write = std::env::var("LITESTREAM_WRITE_ENABLED").is_ok_and(|v| v == "true");
+    let every = std::time::Duration::from_millis(
+        std::env::var("SQLITE_KUBE_DEMO_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
+    );
+    // SIGTERM while still waiting for the writer lease: nothing is held, just leave.
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    term_requested();
+    {
+        let opened = opened.clone();
+        std::thread::spawn(move || loop {
+            if term_requested() {
+                if !opened.load(std::sync::atomic::Ordering::SeqCst) {
+                    eprintln!("sqlitekube-demo: SIGTERM before the database opened; exiting");
+                    std::process::exit(0);
+                }
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        });
+    }
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } | OpenFlags::SQLITE_OPEN_URI;
+    let c = Connection::open_with_flags(format!("file:{db}?vfs=sqlitekube"), flags)
+        .map_err(|e| format!("open {db}: {e}"))?;
+    c.busy_timeout(std::time::Duration::from_millis(500))
+        .map_err(|e| e.to_string())?;
+    let mut out = std::io::stdout().lock();
+    if write {
+        let setup = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)";
+        loop {
+            match c.execute_batch(setup) {
+                Ok(()) => break,
+                Err(e) => eprintln!("sqlitekube-demo: {e}"),
+            }
+            if term_requested() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    opened.store(true, std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "sqlitekube-demo: opened {db} ({})",
+        if write { "write" } else { "read" }
+    );
+    let mut last_err = String::new();
+    while !term_requested() {
+        if write {
+            match c.execute("INSERT INTO t(v) VALUES (?1)", ["demo row"]) {
+                Ok(_) => {
+                    writeln!(out, "{}", c.last_insert_rowid()).ok();
+                    out.flush().ok();
+                    last_err.clear();
+                }
+                Err(e) => {
+                    // Lease not renewed / lost: keep trying (a real app would report
+                    // unhealthy); print each new error once.
+                    if e.to_string() != last_err {
+                        eprintln!("sqlitekube-demo: write failed: {e}");
+                        last_err = e.to_string();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        } else {
+            let r: rusqlite::Result<(i64, Option<i64>)> =
+                c.query_row("SELECT count(*), max(id) FROM t", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                });
+            match r {
+                Ok((n, m)) => {
+                    writeln!(out, "{n} {}", m.unwrap_or(0)).ok();
+                    out.flush().ok();
+                }
+                Err(e) => eprintln!("sqlitekube-demo: read failed: {e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            continue;
+        }
+        std::thread::sleep(every);
     }
     drop(c);
     Ok(())

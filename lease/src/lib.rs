@@ -10,6 +10,7 @@
 //! a holder stops acting before its lease can have expired for anyone else (see
 //! [`LeaseLock::safe_until`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -208,6 +209,65 @@ impl LeaseLock {
     /// Gives the lease up (clears the holder) if we hold it, so a successor need not wait
     /// for it to expire. The epoch is kept: the next holder gets a higher one.
     pub async fn release(&self) -> Result<bool, LeaseError> {
+        self.release_with(BTreeMap::new()).await
+    }
+
+    /// The Lease object as stored, if it exists.
+    pub async fn get(&self) -> Result<Option<Lease>, LeaseError> {
+        self.api.get_opt(&self.name).await.map_err(|e| self.err(e))
+    }
+
+    /// [`release`](Self::release), setting `annotations` on the Lease in the same update
+    /// (a hand-over note for the next holder and the operator: which TXID was published).
+    pub async fn release_with(
+        &self,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<bool, LeaseError> {
+        self.update_held(|lease| {
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .extend(annotations);
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            spec.acquire_time = None;
+        })
+        .await
+    }
+
+    /// Sets `annotations` on the Lease while keeping it (e.g. "this drain left work
+    /// unsynced"). Returns false when we no longer hold it.
+    pub async fn annotate(
+        &self,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<bool, LeaseError> {
+        self.update_held(|lease| {
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .extend(annotations);
+        })
+        .await
+    }
+
+    /// Raises the epoch of a lease we hold to at least `min` (the store may already have
+    /// seen higher epochs, e.g. from a Lease that was deleted and created again).
+    pub async fn raise_epoch(&self, min: i64) -> Result<bool, LeaseError> {
+        let min = min.clamp(0, i32::MAX as i64) as i32;
+        self.update_held(|lease| {
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            if spec.lease_transitions.unwrap_or(0) < min {
+                spec.lease_transitions = Some(min);
+            }
+        })
+        .await
+    }
+
+    /// Read-modify-write of a Lease we hold; false if we do not hold it or lost a race.
+    async fn update_held(&self, f: impl FnOnce(&mut Lease)) -> Result<bool, LeaseError> {
         let Some(mut lease) = self
             .api
             .get_opt(&self.name)
@@ -219,10 +279,7 @@ impl LeaseLock {
         if holder_of(&lease).is_none_or(|h| h.identity != self.identity) {
             return Ok(false);
         }
-        let spec = lease.spec.get_or_insert_with(Default::default);
-        spec.holder_identity = None;
-        spec.renew_time = None;
-        spec.acquire_time = None;
+        f(&mut lease);
         match self
             .api
             .replace(&self.name, &PostParams::default(), &lease)
@@ -246,4 +303,38 @@ pub fn holder_of(lease: &Lease) -> Option<Holder> {
         renewed: spec.renew_time.as_ref().map(|t| t.0),
         duration: Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64),
     })
+}
+
+/// The hand-over note a writer leaves on its Lease when it stops: which TXID it
+/// published last and, if its final sync did not finish, what it left unsynced. Written by
+/// the VFS, read by the next writer and by the operator (which copies it to status).
+pub mod handoff {
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    pub const RELEASED_TXID: &str = "sqlitekube.dev/released-txid";
+    pub const RELEASED_BY: &str = "sqlitekube.dev/released-by";
+    pub const RELEASED_AT: &str = "sqlitekube.dev/released-at";
+    /// Empty after a clean drain.
+    pub const UNSYNCED: &str = "sqlitekube.dev/unsynced";
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Handoff {
+        pub by: String,
+        /// The last TXID the writer published (16 hex digits).
+        pub txid: String,
+        pub at: String,
+        /// `None` after a clean drain.
+        pub unsynced: Option<String>,
+    }
+
+    /// The note on `lease`, if a writer left one.
+    pub fn of(lease: &Lease) -> Option<Handoff> {
+        let a = lease.metadata.annotations.as_ref()?;
+        Some(Handoff {
+            by: a.get(RELEASED_BY)?.clone(),
+            txid: a.get(RELEASED_TXID)?.clone(),
+            at: a.get(RELEASED_AT)?.clone(),
+            unsynced: a.get(UNSYNCED).filter(|u| !u.is_empty()).cloned(),
+        })
+    }
 }

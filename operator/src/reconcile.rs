@@ -17,8 +17,8 @@ use tracing::{info, warn};
 
 use crds::condition::{READY, REPLICA_REACHABLE, SPEC_VALID, WRITER_HELD};
 use crds::{
-    parse_duration, DeletionPolicy, Phase, SqliteDatabase, SqliteDatabaseStatus, WriterStatus,
-    FINALIZER,
+    parse_duration, DeletionPolicy, HandoffStatus, Phase, SqliteDatabase, SqliteDatabaseStatus,
+    WriterStatus, FINALIZER,
 };
 
 use crate::conditions;
@@ -124,8 +124,11 @@ async fn apply(
         .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32)
         .unwrap_or(15);
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
-    let holder = writer_lease::ensure(&leases, db, lease_secs).await?;
-    match holder.filter(|h| !h.expired(jiff::Timestamp::now())) {
+    let view = writer_lease::ensure(&leases, db, lease_secs).await?;
+    if let Some(h) = &view.handoff {
+        record_handoff(ctx, db, &old, &mut st, h).await;
+    }
+    match view.holder.filter(|h| !h.expired(jiff::Timestamp::now())) {
         Some(h) => {
             conditions::set(
                 &mut st.conditions,
@@ -222,6 +225,39 @@ async fn apply(
             Err(e)
         }
     }
+}
+
+/// Copies a writer's hand-over note to status; an Event the first time it is seen.
+async fn record_handoff(
+    ctx: &Context,
+    db: &SqliteDatabase,
+    old: &SqliteDatabaseStatus,
+    st: &mut SqliteDatabaseStatus,
+    h: &lease::handoff::Handoff,
+) {
+    let now = HandoffStatus {
+        from: h.by.clone(),
+        txid: h.txid.clone(),
+        time: h.at.clone(),
+        complete: h.unsynced.is_none(),
+    };
+    st.unsynced = h.unsynced.clone();
+    if old.last_handoff.as_ref() != Some(&now) {
+        match &h.unsynced {
+            None => {
+                let msg = format!(
+                    "pod {} published through TXID {} and released the writer lease",
+                    h.by, h.txid
+                );
+                publish(ctx, db, EventType::Normal, "WriterDrained", &msg).await;
+            }
+            Some(u) => {
+                let msg = format!("pod {} stopped with work unsynced: {u}", h.by);
+                publish(ctx, db, EventType::Warning, "DrainIncomplete", &msg).await;
+            }
+        }
+    }
+    st.last_handoff = Some(now);
 }
 
 async fn check_replica(

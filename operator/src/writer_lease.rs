@@ -9,6 +9,7 @@ use kube::api::{Api, PostParams};
 use kube::Resource;
 
 use crds::SqliteDatabase;
+use lease::handoff::Handoff;
 use lease::Holder;
 
 use crate::Result;
@@ -41,15 +42,31 @@ pub fn template(db: &SqliteDatabase) -> ObjectMeta {
     }
 }
 
-/// Creates the writer Lease if it does not exist; returns the current holder.
+/// What the writer Lease says: the current holder and the last writer's hand-over note.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseView {
+    pub holder: Option<Holder>,
+    pub handoff: Option<Handoff>,
+}
+
+impl LeaseView {
+    fn of(l: &Lease) -> LeaseView {
+        LeaseView {
+            holder: lease::holder_of(l),
+            handoff: lease::handoff::of(l),
+        }
+    }
+}
+
+/// Creates the writer Lease if it does not exist; returns what it says.
 pub async fn ensure(
     leases: &Api<Lease>,
     db: &SqliteDatabase,
     lease_secs: i32,
-) -> Result<Option<Holder>> {
+) -> Result<LeaseView> {
     let name = lease_name(db.metadata.name.as_deref().unwrap_or_default());
     if let Some(l) = leases.get_opt(&name).await? {
-        return Ok(lease::holder_of(&l));
+        return Ok(LeaseView::of(&l));
     }
     let l = Lease {
         metadata: template(db),
@@ -60,12 +77,13 @@ pub async fn ensure(
         }),
     };
     match leases.create(&PostParams::default(), &l).await {
-        Ok(l) => Ok(lease::holder_of(&l)),
+        Ok(l) => Ok(LeaseView::of(&l)),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(leases
             .get_opt(&name)
             .await?
             .as_ref()
-            .and_then(lease::holder_of)),
+            .map(LeaseView::of)
+            .unwrap_or_default()),
         Err(e) => Err(e.into()),
     }
 }

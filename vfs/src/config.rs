@@ -18,12 +18,20 @@
 //! | `snapshot_interval` | `SQLITE_KUBE_SNAPSHOT_INTERVAL` | `1h` | writer: full snapshot to L9 |
 //! | `l0_retention` | `SQLITE_KUBE_L0_RETENTION` | `5m` | keep L0 files this long after L1 covers them |
 //! | `snapshot_retention` | `SQLITE_KUBE_SNAPSHOT_RETENTION` | `24h` | keep older snapshots this long |
+//! | `drain_timeout` | `SQLITE_KUBE_DRAIN_TIMEOUT` | `30s` | writer: how long the final sync on close may take |
+//! | — | `SQLITE_KUBE_LEASE` | (none) | writer: the Kubernetes Lease to hold while writing (`<db>-writer`); enables lease-gated writes |
+//! | — | `SQLITE_KUBE_NAMESPACE` | the service account's namespace | the Lease's namespace |
+//! | — | `SQLITE_KUBE_POD_NAME` | `HOSTNAME` | the holder identity |
+//! | — | `SQLITE_KUBE_POD_UID` | (none) | for Events on the pod |
+//! | — | `SQLITE_KUBE_LEASE_DURATION` | `15s` | the Lease duration; writes stop at 80 % of it without a renewal |
 //! | — | `LITESTREAM_LOG_LEVEL` | `info` | tracing level (`debug`, `info`, …) |
 //! | — | `LITESTREAM_ACCESS_KEY_ID`, `LITESTREAM_SECRET_ACCESS_KEY`, `AWS_*` | | S3 credentials |
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::writer_lease::LeaseSettings;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -41,6 +49,9 @@ pub struct Config {
     pub snapshot_interval: Duration,
     pub l0_retention: Duration,
     pub snapshot_retention: Duration,
+    pub drain_timeout: Duration,
+    /// Lease-gated writes (Kubernetes); `None` outside Kubernetes.
+    pub lease: Option<LeaseSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +166,52 @@ impl Config {
                 &["SQLITE_KUBE_SNAPSHOT_RETENTION"],
                 Duration::from_secs(86400),
             )?,
+            drain_timeout: duration(
+                "drain_timeout",
+                &["SQLITE_KUBE_DRAIN_TIMEOUT"],
+                Duration::from_secs(30),
+            )?,
+            lease: match get("lease", &["SQLITE_KUBE_LEASE"]) {
+                None => None,
+                Some((_, name)) => {
+                    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                    let namespace = env("SQLITE_KUBE_NAMESPACE")
+                        .or_else(|| {
+                            std::fs::read_to_string(
+                                "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
+                            )
+                            .ok()
+                            .map(|s| s.trim().to_string())
+                        })
+                        .unwrap_or_else(|| "default".into());
+                    let identity = env("SQLITE_KUBE_POD_NAME")
+                        .or_else(|| env("HOSTNAME"))
+                        .ok_or_else(|| ConfigError {
+                            name: "SQLITE_KUBE_POD_NAME".into(),
+                            value: String::new(),
+                            reason: "a lease-gated writer needs an identity (the pod name)".into(),
+                        })?;
+                    let duration = duration(
+                        "lease_duration",
+                        &["SQLITE_KUBE_LEASE_DURATION"],
+                        Duration::from_secs(15),
+                    )?;
+                    if duration < Duration::from_secs(1) {
+                        return Err(err(
+                            ("SQLITE_KUBE_LEASE_DURATION".into(), format!("{duration:?}")),
+                            "must be at least 1s",
+                        ));
+                    }
+                    Some(LeaseSettings {
+                        namespace,
+                        name,
+                        identity,
+                        pod_uid: env("SQLITE_KUBE_POD_UID"),
+                        database: env("SQLITE_KUBE_DATABASE"),
+                        duration,
+                    })
+                }
+            },
         })
     }
 }

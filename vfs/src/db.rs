@@ -21,6 +21,7 @@ use crate::buffer::{load_state, save_state, PublishState, WriteBuffer};
 use crate::config::Config;
 use crate::remote::{PageLoc, RemoteView};
 use crate::runtime::{block_on, rt};
+use crate::writer_lease::{Gate, WriterLease};
 
 /// Errors surfaced to SQLite as I/O errors (and logged with this text).
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum VfsError {
     },
     #[error("{0}")]
     Fenced(String),
+    #[error(transparent)]
+    Lease(#[from] crate::writer_lease::LeaseFailure),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,8 @@ pub struct Database {
     stop: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     next_handle: AtomicU64,
+    /// The Kubernetes writer lease, when writes are lease-gated.
+    lease: Option<Arc<WriterLease>>,
 }
 
 /// How long a writer waits for buffer space (store unreachable) before SQLITE_BUSY.
@@ -113,10 +118,33 @@ impl Database {
             })?;
         }
         let replica = Replica::open(&cfg.replica_url)?;
-        let view = {
+        // A lease-gated writer waits for the lease before it looks at the replica, so the
+        // view it starts from includes the previous writer's final sync.
+        let lease = match (&cfg.lease, cfg.write_enabled) {
+            (Some(s), true) => Some(WriterLease::acquire(s.clone())?),
+            _ => None,
+        };
+        let mut view = {
             let r = replica.clone();
             block_on(async move { RemoteView::load(&r).await })
         }?;
+        if let Some(want) = lease.as_ref().and_then(|l| l.released_txid) {
+            // The previous writer said it published `want`; a store that lists less is
+            // catching up (or lost data): wait a little, then say so.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while view.txid < want && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                let r = replica.clone();
+                view = block_on(async move { RemoteView::load(&r).await })?;
+            }
+            if view.txid < want {
+                tracing::error!(
+                    listed = view.txid,
+                    released = want,
+                    "the previous writer reported publishing a TXID the replica does not list"
+                );
+            }
+        }
         let page_size = view.page_size;
         let cache_pages = (cfg.cache_size / page_size.max(4096) as u64).max(16) as usize;
         let mut st = State {
@@ -146,6 +174,9 @@ impl Database {
         if cfg.write_enabled {
             recover(&cfg, &replica, &mut st)?;
         }
+        if let Some(l) = lease.as_ref().filter(|l| l.fresh) {
+            claim_epoch(&replica, l, st.view.txid)?;
+        }
         let db = Arc::new(Database {
             path: path.to_path_buf(),
             replica,
@@ -154,8 +185,15 @@ impl Database {
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             next_handle: AtomicU64::new(1),
+            lease,
             cfg,
         });
+        if let Some(l) = &db.lease {
+            if l.fresh {
+                db.fence_store()?;
+            }
+            l.start_renewal();
+        }
         let me = db.clone();
         let name = if db.cfg.write_enabled {
             "sqlitekube-sync"
@@ -449,6 +487,9 @@ impl Database {
                     tracing::error!(reason = %f, "write refused: this writer is fenced");
                     return SQLITE_READONLY;
                 }
+                if let Some(rc) = self.lease_gate() {
+                    return rc;
+                }
                 if st.reserved.is_some_and(|h| h != handle) {
                     return SQLITE_BUSY;
                 }
@@ -476,6 +517,13 @@ impl Database {
                 SQLITE_OK
             }
             SQLITE_LOCK_PENDING | SQLITE_LOCK_EXCLUSIVE => {
+                // Checked again right before the commit writes: a transaction that
+                // outlived the lease does not commit.
+                if self.cfg.write_enabled {
+                    if let Some(rc) = self.lease_gate() {
+                        return rc;
+                    }
+                }
                 st.pending_lock = Some(handle);
                 if st.shared > 1 {
                     return SQLITE_BUSY;
@@ -518,6 +566,78 @@ impl Database {
                 }
             }
         }
+    }
+
+    /// `Some(rc)` when the writer lease does not allow writing now.
+    fn lease_gate(&self) -> Option<i32> {
+        use crate::ffi::*;
+        match self.lease.as_ref()?.check() {
+            Ok(()) => None,
+            Err(Gate::Expired) => {
+                tracing::warn!("write refused: the writer lease was not renewed in time");
+                Some(SQLITE_BUSY)
+            }
+            Err(Gate::Lost(m)) => {
+                tracing::error!(reason = %m, "write refused");
+                Some(SQLITE_READONLY)
+            }
+        }
+    }
+
+    /// A new lease holder claims the next TXID at once (page 1 unchanged, or its own
+    /// replayed transactions), so any stale writer's next publish collides with it at
+    /// the store. A stale writer that got its last files in first only moves us on.
+    fn fence_store(&self) -> Result<(), VfsError> {
+        for _ in 0..10 {
+            {
+                let st = self.state();
+                if st.fenced.is_some() {
+                    return Ok(());
+                }
+                if st.view.txid == 0 || !st.overlay.is_empty() {
+                    // Empty replica: nothing to fence with; TXID 1 is create-only anyway.
+                    drop(st);
+                    return match self.publish() {
+                        Ok(_) | Err(VfsError::Fenced(_)) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                }
+            }
+            let st = self.state();
+            let (st, page1) = self.page(st, 1)?;
+            let mut st = st;
+            st.overlay.insert(1, page1);
+            drop(st);
+            match self.publish() {
+                Ok(t) => {
+                    tracing::info!(
+                        txid = t,
+                        epoch = self.lease.as_ref().map(|l| l.epoch()),
+                        "fenced the replica for this writer"
+                    );
+                    return Ok(());
+                }
+                Err(VfsError::Fenced(m)) => {
+                    // Someone published that TXID after we took the lease: reload and
+                    // claim the next one.
+                    tracing::warn!(reason = %m, "fence TXID taken; reloading the replica");
+                    let r = self.replica.clone();
+                    let view = block_on(async move { RemoteView::load(&r).await })?;
+                    let mut st = self.state();
+                    st.fenced = None;
+                    st.overlay.clear();
+                    st.overlay_commit = None;
+                    st.cache.clear();
+                    st.hydrate_stale.extend(view.pages.keys().copied());
+                    st.publish.published_txid = view.txid;
+                    st.view = view;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(VfsError::Fenced(
+            "could not claim a TXID at the store after 10 attempts".into(),
+        ))
     }
 
     pub fn check_reserved(&self) -> bool {
@@ -587,11 +707,20 @@ impl Database {
         match block_on(async move { r.write(&key, Bytes::from(bytes), ts, true).await }) {
             Ok(()) => {}
             Err(ReplicaError::AlreadyExists { path }) => {
-                let msg = format!(
+                let mut msg = format!(
                     "another writer already published TXID {txid} ({path}); this writer is fenced and its {} unpublished page(s) are kept in {}",
                     pages.len(),
                     self.cfg.buffer_path.display()
                 );
+                if let Some(l) = &self.lease {
+                    let r = self.replica.clone();
+                    if let Ok(Some(e)) = block_on(async move { r.latest_epoch().await }) {
+                        msg.push_str(&format!(
+                            " (the store records writer epoch {} by {} from TXID {:016x}; this writer holds epoch {})",
+                            e.epoch, e.holder, e.txid + 1, l.epoch()
+                        ));
+                    }
+                }
                 tracing::error!("{msg}");
                 self.state().fenced = Some(msg.clone());
                 return Err(VfsError::Fenced(msg));
@@ -730,7 +859,10 @@ impl Database {
         let mut snapshot_txid = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             self.sleep(self.cfg.compaction_interval);
-            if self.stop.load(Ordering::Relaxed) || self.state().fenced.is_some() {
+            if self.stop.load(Ordering::Relaxed)
+                || self.state().fenced.is_some()
+                || self.lease.as_ref().is_some_and(|l| l.check().is_err())
+            {
                 continue;
             }
             let (r, me) = (self.replica.clone(), self.clone());
@@ -871,7 +1003,7 @@ impl Database {
             let _ = h.join();
         }
         if self.cfg.write_enabled {
-            let deadline = Instant::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + self.cfg.drain_timeout;
             loop {
                 match self.publish() {
                     Ok(_) => break,
@@ -888,6 +1020,24 @@ impl Database {
             }
             if let Some(b) = self.state().buffer.as_mut() {
                 let _ = b.sync();
+            }
+            if let Some(l) = &self.lease {
+                let st = self.state();
+                let (txid, left) = (st.view.txid, st.overlay.len());
+                let fenced = st.fenced.clone();
+                drop(st);
+                match (left, fenced) {
+                    (0, None) => l.release(txid),
+                    (_, Some(f)) => l.report_unsynced(txid, &format!("this writer was fenced: {f}")),
+                    (n, None) => l.report_unsynced(
+                        txid,
+                        &format!(
+                            "the final sync did not finish within the drain timeout ({:?}): published through TXID {txid:016x}; {n} page(s) of committed transactions remain only in {}",
+                            self.cfg.drain_timeout,
+                            self.cfg.buffer_path.display()
+                        ),
+                    ),
+                }
             }
         }
         {
@@ -929,6 +1079,7 @@ impl Database {
             "hydration": format!("{:?}", st.hydration),
             "fenced": st.fenced,
             "last_error": st.last_error,
+            "lease": self.lease.as_ref().map(|l| l.status_json()),
         })
     }
 
@@ -1081,4 +1232,48 @@ fn recover(cfg: &Config, replica: &Replica, st: &mut State) -> Result<(), VfsErr
         source,
     })?;
     Ok(())
+}
+
+/// Records a fresh lease's epoch at the store (create-only). If the store has seen this
+/// epoch or a higher one (a Lease deleted and created again), the Lease's epoch is raised
+/// past it first; if the record belongs to someone else at the same epoch, we are fenced.
+fn claim_epoch(replica: &Replica, lease: &WriterLease, txid: u64) -> Result<(), VfsError> {
+    for _ in 0..5 {
+        let rec = ltx::replica::EpochRecord {
+            epoch: lease.epoch().max(0) as u64,
+            holder: lease.settings.identity.clone(),
+            txid,
+            claimed_at: jiff::Timestamp::now(),
+        };
+        let r = replica.clone();
+        let rc = rec.clone();
+        match block_on(async move { r.claim_epoch(&rc).await }) {
+            Ok(()) => {
+                tracing::info!(
+                    epoch = rec.epoch,
+                    txid,
+                    "writer epoch recorded at the store"
+                );
+                return Ok(());
+            }
+            Err(ReplicaError::AlreadyExists { .. }) => {
+                let r = replica.clone();
+                let latest = block_on(async move { r.latest_epoch().await })?
+                    .map(|l| l.epoch)
+                    .unwrap_or(rec.epoch);
+                tracing::warn!(
+                    epoch = rec.epoch,
+                    latest,
+                    "the store already has this epoch; raising the lease's epoch past it"
+                );
+                lease
+                    .raise_epoch(latest as i64 + 1)
+                    .map_err(VfsError::Fenced)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let msg = "could not record a writer epoch at the store after 5 attempts".to_string();
+    lease.fence(msg.clone());
+    Err(VfsError::Fenced(msg))
 }

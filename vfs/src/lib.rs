@@ -14,6 +14,7 @@ pub mod ffi;
 mod remote;
 mod runtime;
 mod shim;
+pub mod writer_lease;
 
 use std::os::raw::{c_char, c_int, c_void};
 

@@ -1,11 +1,13 @@
 //! The replica layout on object storage, compatible with Litestream 0.5.
 
+pub mod epoch;
 pub mod error;
 pub mod key;
 pub mod layout;
 pub mod store;
 pub mod url;
 
+pub use epoch::EpochRecord;
 pub use error::ReplicaError;
 pub use key::{format_txid, parse_txid, LtxKey, SNAPSHOT_LEVEL};
 pub use layout::Layout;

@@ -105,10 +105,10 @@ pub struct FileIndex {
 #[derive(Clone)]
 pub struct Replica {
     url: ReplicaUrl,
-    op: Operator,
+    pub(super) op: Operator,
     layout: Layout,
     /// Set for `file://` replicas: writes go straight to this directory.
-    local_root: Option<PathBuf>,
+    pub(super) local_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -535,6 +535,7 @@ impl Replica {
                 Err(e) => return Err(e),
             }
         }
+        self.delete_epochs().await?;
         Ok(files.len())
     }
 }
@@ -628,7 +629,7 @@ fn s3_builder(url: &ReplicaUrl, s: &S3Url, creds: &Credentials) -> Result<openda
 /// Writes `data` to `dest` atomically: a temp file in the same directory, fsync, mtime
 /// set to the LTX timestamp, then `link` (create-only) or `rename`, then the directory
 /// fsync. Returns `AlreadyExists` when create-only finds the name taken.
-fn write_local(
+pub(super) fn write_local(
     dest: &Path,
     data: &[u8],
     timestamp_ms: i64,

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, KeyToPath, Pod, Probe,
-    SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, KeyToPath,
+    ObjectFieldSelector, Pod, Probe, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 
 use crds::{
@@ -97,6 +97,21 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
         name: name.into(),
         value: Some(value.into()),
         value_from: None,
+    }
+}
+
+/// The downward API: a field of the pod itself.
+fn field_env(name: &str, field: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field.into(),
+                api_version: None,
+            }),
+            ..Default::default()
+        }),
     }
 }
 
@@ -305,6 +320,20 @@ pub fn inject(
         env("SQLITE_KUBE_SNAPSHOT_INTERVAL", &spec.snapshot_interval),
         env("SQLITE_KUBE_SNAPSHOT_RETENTION", &spec.retention),
     ];
+    if write {
+        // Lease-gated writes: the VFS holds the database's writer Lease while it writes.
+        app_env.extend([
+            env(
+                "SQLITE_KUBE_LEASE",
+                crate::writer_lease::lease_name(&opt.database),
+            ),
+            field_env("SQLITE_KUBE_NAMESPACE", "metadata.namespace"),
+            field_env("SQLITE_KUBE_POD_NAME", "metadata.name"),
+            field_env("SQLITE_KUBE_POD_UID", "metadata.uid"),
+            env("SQLITE_KUBE_LEASE_DURATION", &spec.writer.lease_duration),
+            env("SQLITE_KUBE_DRAIN_TIMEOUT", &spec.writer.drain_timeout),
+        ]);
+    }
     app_env.extend(cred_env);
     let mut app_mounts = vec![
         mount(LIB_VOLUME, LIB_DIR, true),

@@ -1,0 +1,362 @@
+//! The writer Lease: in Kubernetes a write-mode VFS holds the database's
+//! `coordination.k8s.io/v1` Lease (`<db>-writer`, created by the operator) for as long as it
+//! accepts writes.
+//!
+//! - Opening blocks until the lease is ours (a second writer pod waits, not Ready, and says
+//!   who holds the database in an Event on itself).
+//! - Every acquisition bumps the Lease's epoch; the VFS records it at the object store
+//!   create-only ([`ltx::replica::EpochRecord`]) and publishes a fence file at the next TXID,
+//!   so a stale writer that missed losing its lease is refused by the store's create-only
+//!   publish of that TXID.
+//! - A renewal thread renews at a quarter of the lease duration. Writes are accepted only
+//!   until 80 % of the duration after the last successful renewal started: if the API server
+//!   cannot be reached, the writer stops accepting writes before anyone else can take over
+//!   (fail closed). Losing the lease to someone else stops writes for good.
+//! - On close, after the final sync, the lease is released with the last published TXID in
+//!   its annotations (the operator copies it to the `SqliteDatabase` status); if the final
+//!   sync did not finish within the drain timeout the lease is kept (it expires) and the
+//!   annotation says what was left unsynced.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use lease::handoff::{RELEASED_AT, RELEASED_BY, RELEASED_TXID, UNSYNCED};
+use lease::{Attempt, LeaseLock};
+
+use crate::runtime::block_on;
+
+/// Where the lease is and who we are (from the environment the webhook injects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    pub namespace: String,
+    pub name: String,
+    /// The pod name: the holder identity.
+    pub identity: String,
+    pub pod_uid: Option<String>,
+    pub database: Option<String>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseFailure {
+    #[error("writer lease {namespace}/{name}: cannot reach the Kubernetes API: {reason}")]
+    Client {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+}
+
+/// Why a write is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Not renewed in time (API server unreachable?): transient.
+    Expired,
+    /// Someone else holds the lease now: permanent.
+    Lost(String),
+}
+
+pub struct WriterLease {
+    pub settings: LeaseSettings,
+    lock: LeaseLock,
+    client: kube::Client,
+    epoch: AtomicI64,
+    /// True when this process took the lease from someone else / from free (not a restart
+    /// of the same pod that still held it): it must fence the store.
+    pub fresh: bool,
+    /// The TXID the previous holder reported on release, if any.
+    pub released_txid: Option<u64>,
+    valid_until: Mutex<Instant>,
+    lost: Mutex<Option<String>>,
+    stop: AtomicBool,
+    renewal: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl WriterLease {
+    /// Blocks until we hold the lease. Waiting is logged and announced once per holder as
+    /// an Event on our pod.
+    pub fn acquire(settings: LeaseSettings) -> Result<Arc<WriterLease>, LeaseFailure> {
+        let fail = |reason: String| LeaseFailure::Client {
+            namespace: settings.namespace.clone(),
+            name: settings.name.clone(),
+            reason,
+        };
+        let client = block_on(async { kube::Client::try_default().await })
+            .map_err(|e| fail(e.to_string()))?;
+        let api: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
+        let lock = LeaseLock::new(
+            api,
+            &settings.namespace,
+            &settings.name,
+            &settings.identity,
+            settings.duration,
+        );
+        let poll =
+            (settings.duration / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let mut announced: Option<String> = None;
+        let mut errors = 0u32;
+        loop {
+            let started = Instant::now();
+            let l = lock.clone();
+            let prior = {
+                let l = lock.clone();
+                block_on(async move { l.get().await }).ok().flatten()
+            };
+            match block_on(async move { l.try_acquire_or_renew().await }) {
+                Ok(Attempt::Held { epoch, acquired }) => {
+                    let released_txid = prior
+                        .as_ref()
+                        .and_then(|l| l.metadata.annotations.as_ref())
+                        .and_then(|a| a.get(RELEASED_TXID))
+                        .and_then(|t| u64::from_str_radix(t, 16).ok());
+                    tracing::info!(lease = %settings.name, epoch, fresh = acquired, released_txid, "writer lease acquired");
+                    let wl = Arc::new(WriterLease {
+                        valid_until: Mutex::new(lock.safe_until(started)),
+                        lock,
+                        client,
+                        epoch: AtomicI64::new(epoch),
+                        fresh: acquired,
+                        released_txid,
+                        lost: Mutex::new(None),
+                        stop: AtomicBool::new(false),
+                        renewal: Mutex::new(None),
+                        settings,
+                    });
+                    return Ok(wl);
+                }
+                Ok(Attempt::HeldBy(h)) => {
+                    errors = 0;
+                    if announced.as_deref() != Some(h.identity.as_str()) {
+                        let msg = format!(
+                            "database {}: the writer lease {}/{} is held by {} (epoch {}); this pod waits and takes over when it is released or expires",
+                            settings.database.as_deref().unwrap_or("?"),
+                            settings.namespace,
+                            settings.name,
+                            if h.identity.is_empty() { "another writer" } else { &h.identity },
+                            h.epoch
+                        );
+                        tracing::warn!("{msg}");
+                        post_event(
+                            &client,
+                            &settings,
+                            EventType::Normal,
+                            "WaitingForWriterLease",
+                            &msg,
+                        );
+                        announced = Some(h.identity.clone());
+                    }
+                }
+                Err(e) => {
+                    errors += 1;
+                    if errors == 1 || errors % 30 == 0 {
+                        tracing::warn!(error = %e, "cannot read the writer lease yet; retrying");
+                    }
+                }
+            }
+            std::thread::sleep(poll);
+        }
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Raises our epoch on the Lease to `min` (the store already saw higher ones).
+    pub fn raise_epoch(&self, min: i64) -> Result<(), String> {
+        let l = self.lock.clone();
+        match block_on(async move { l.raise_epoch(min).await }) {
+            Ok(true) => {
+                self.epoch.fetch_max(min, Ordering::SeqCst);
+                Ok(())
+            }
+            Ok(false) => Err("lost the writer lease while raising its epoch".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Whether writes may go ahead now.
+    pub fn check(&self) -> Result<(), Gate> {
+        if let Some(m) = self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Err(Gate::Lost(m));
+        }
+        if Instant::now() >= *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(Gate::Expired);
+        }
+        Ok(())
+    }
+
+    /// Starts renewing in the background.
+    pub fn start_renewal(self: &Arc<Self>) {
+        let me = self.clone();
+        let h = std::thread::Builder::new()
+            .name("sqlitekube-lease".into())
+            .spawn(move || me.renew_loop())
+            .expect("spawn");
+        *self.renewal.lock().unwrap() = Some(h);
+    }
+
+    fn renew_loop(self: Arc<Self>) {
+        let every =
+            (self.settings.duration / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let mut failing = false;
+        while !self.stop.load(Ordering::Relaxed) {
+            let end = Instant::now() + every;
+            while Instant::now() < end && !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+            }
+            if self.stop.load(Ordering::Relaxed)
+                || self.check().is_err_and(|g| matches!(g, Gate::Lost(_)))
+            {
+                continue;
+            }
+            let started = Instant::now();
+            let l = self.lock.clone();
+            // A black-holed API server must not stall renewals past the lease.
+            let limit = every.max(Duration::from_millis(500));
+            let res =
+                block_on(
+                    async move { tokio::time::timeout(limit, l.try_acquire_or_renew()).await },
+                );
+            match res {
+                Ok(Ok(Attempt::Held { epoch, acquired: false })) if epoch == self.epoch() => {
+                    *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = self.lock.safe_until(started);
+                    if failing {
+                        tracing::info!("writer lease renewed again; writes accepted");
+                        failing = false;
+                    }
+                }
+                Ok(Ok(Attempt::Held { epoch, .. })) => self.mark_lost(format!(
+                    "the writer lease changed hands while this writer could not renew it (now epoch {epoch}, ours {}); this writer is fenced",
+                    self.epoch()
+                )),
+                Ok(Ok(Attempt::HeldBy(h))) => self.mark_lost(format!(
+                    "the writer lease was taken by {} (epoch {}); this writer is fenced",
+                    if h.identity.is_empty() { "nobody (released)" } else { &h.identity },
+                    h.epoch
+                )),
+                Ok(Err(e)) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot renew the writer lease; writes stop when it runs out");
+                    }
+                    failing = true;
+                }
+                Err(_) => {
+                    if !failing {
+                        tracing::warn!("renewing the writer lease timed out; writes stop when it runs out");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
+    fn mark_lost(&self, msg: String) {
+        tracing::error!("{msg}");
+        *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+    }
+
+    /// Marks the lease lost (e.g. the store refused our epoch).
+    pub fn fence(&self, msg: String) {
+        self.mark_lost(msg);
+    }
+
+    fn stop_renewal(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.renewal.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Clean hand-over: everything up to `txid` is published. Releases the lease with a
+    /// note for the operator and the next writer.
+    pub fn release(&self, txid: u64) {
+        self.stop_renewal();
+        let ann = BTreeMap::from([
+            (RELEASED_TXID.to_string(), format!("{txid:016x}")),
+            (RELEASED_BY.to_string(), self.settings.identity.clone()),
+            (RELEASED_AT.to_string(), jiff::Timestamp::now().to_string()),
+            (UNSYNCED.to_string(), String::new()),
+        ]);
+        let l = self.lock.clone();
+        match block_on(async move { l.release_with(ann).await }) {
+            Ok(true) => tracing::info!(
+                txid = format!("{txid:016x}"),
+                "final sync published; writer lease released"
+            ),
+            Ok(false) => tracing::warn!("writer lease was no longer ours at release"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot release the writer lease; the next writer waits for it to expire")
+            }
+        }
+    }
+
+    /// Unclean hand-over: the final sync did not finish. The lease is kept (it runs out)
+    /// and says what is left, so the hand-over is never silent.
+    pub fn report_unsynced(&self, txid: u64, what: &str) {
+        self.stop_renewal();
+        let ann = BTreeMap::from([
+            (RELEASED_TXID.to_string(), format!("{txid:016x}")),
+            (RELEASED_BY.to_string(), self.settings.identity.clone()),
+            (RELEASED_AT.to_string(), jiff::Timestamp::now().to_string()),
+            (UNSYNCED.to_string(), what.to_string()),
+        ]);
+        let l = self.lock.clone();
+        if let Err(e) = block_on(async move { l.annotate(ann).await }) {
+            tracing::error!(error = %e, "cannot record the unsynced drain on the writer lease");
+        }
+        post_event(
+            &self.client,
+            &self.settings,
+            EventType::Warning,
+            "DrainIncomplete",
+            what,
+        );
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.settings.name,
+            "namespace": self.settings.namespace,
+            "identity": self.settings.identity,
+            "epoch": self.epoch(),
+            "valid": self.check().is_ok(),
+            "lost": self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        })
+    }
+}
+
+/// An Event on our pod (what `kubectl describe pod` shows); failures are only logged.
+fn post_event(client: &kube::Client, s: &LeaseSettings, kind: EventType, reason: &str, note: &str) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "sqlite-kube-vfs".into(),
+            instance: Some(s.identity.clone()),
+        },
+    );
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(s.identity.clone()),
+        namespace: Some(s.namespace.clone()),
+        uid: s.pod_uid.clone(),
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: kind,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "WriterLease".into(),
+        secondary: None,
+    };
+    let res = block_on(async move { recorder.publish(&ev, &reference).await });
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "cannot post the event");
+    }
+}
