@@ -37,7 +37,7 @@ JSON
   s3=$(free_pair); filer=$(free_pair); master=$(free_pair); volume=$(free_pair)
   "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
     -master.port="$master" -volume.port="$volume" -filer.port="$filer" \
-    -s3 -s3.port="$s3" -s3.config="$dir/s3.json" -master.volumeSizeLimitMB=64 \
+    -s3 -s3.port="$s3" -s3.config="$dir/s3.json" -master.volumeSizeLimitMB=64 -volume.max=200 \
     -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
     >"$dir/weed.log" 2>&1 </dev/null &
   pid=$!
@@ -50,8 +50,11 @@ try:
     urllib.request.urlopen(f"http://127.0.0.1:{s3}/", timeout=2)
 except urllib.error.HTTPError:
     pass  # 403 to an unsigned request: the gateway is up
-req = urllib.request.Request(f"http://127.0.0.1:{filer}/buckets/.ready/", method="POST", data=b"")
-urllib.request.urlopen(req, timeout=2)
+# Plain POST without a Content-Type (urllib would add a form type, which the filer refuses).
+import http.client
+c = http.client.HTTPConnection("127.0.0.1", int(filer), timeout=2)
+c.request("POST", "/buckets/.ready/", body=b"")
+sys.exit(0 if c.getresponse().status < 300 else 1)
 PY
     then
       echo "export TEST_S3_ENDPOINT=http://127.0.0.1:$s3"

@@ -1,1 +1,11 @@
-//! Not built yet: see the project's issues. This crate exists so the workspace layout is in place.
+//! End-to-end harness: a real API server (`KUBECONFIG`), SeaweedFS on 127.0.0.1, the
+//! operator binary with its webhook called by the API server over TLS, and a kubelet
+//! stand-in that runs the stored pods' containers as local processes.
+
+pub mod cluster;
+pub mod fixture;
+pub mod kubelet;
+
+pub use cluster::*;
+pub use fixture::Fixture;
+pub use kubelet::{Images, Kubelet, LocalPod, Proc};

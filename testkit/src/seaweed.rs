@@ -62,6 +62,9 @@ impl S3Server {
             format!("-s3.port={s3}"),
             format!("-s3.config={}", cfg.display()),
             "-master.volumeSizeLimitMB=64".into(),
+            // Every bucket is a collection that grows its own volumes; the default cap of 8
+            // runs out after a bucket or two.
+            "-volume.max=200".into(),
             // Fixed default ports that would collide between parallel servers.
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),

@@ -27,12 +27,24 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Database>>> {
 
 /// Closes every open database cleanly (final sync). Runs at process exit.
 pub fn shutdown_all() {
-    let dbs: Vec<Arc<Database>> = registry()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-        .map(|(_, d)| d)
-        .collect();
+    // An open that waits for the writer lease holds the registry; at exit, do not wait
+    // for it forever (it has nothing to sync yet).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut reg = loop {
+        match registry().try_lock() {
+            Ok(g) => break g,
+            Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                tracing::warn!("a database is still opening (waiting for the writer lease?); exiting without waiting for it");
+                return;
+            }
+        }
+    };
+    let dbs: Vec<Arc<Database>> = reg.drain().map(|(_, d)| d).collect();
+    drop(reg);
     for d in dbs {
         d.shutdown();
     }

@@ -98,7 +98,7 @@ impl WriterLease {
             settings.duration,
         );
         let poll =
-            (settings.duration / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
+            (settings.duration / 4).clamp(Duration::from_millis(100), Duration::from_millis(250));
         let mut announced: Option<String> = None;
         let mut errors = 0u32;
         loop {

@@ -1,0 +1,143 @@
+//! One test's world: namespace, operator + webhook, SeaweedFS bucket, kubelet stand-in.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+use testkit::seaweed::S3Server;
+
+use crate::cluster::{self, Operator, HYDRATOR_IMAGE};
+use crate::kubelet::{Images, Kubelet, LocalPod};
+
+pub const DEMO_IMAGE: &str = "ghcr.io/sqlite-kube/demo:0.1.0";
+
+pub struct Fixture {
+    pub client: Client,
+    pub ns: String,
+    pub operator: Option<Operator>,
+    pub kubelet: Kubelet,
+    pub s3: S3Server,
+    pub work: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// `None` when the tests are skipped (`SQLITE_KUBE_SKIP_K8S=1`) or the API server is
+    /// remote (it could not call a webhook on 127.0.0.1).
+    pub async fn start(prefix: &str) -> Result<Option<Fixture>> {
+        let Some(client) = cluster::client().await? else {
+            return Ok(None);
+        };
+        if !cluster::server_is_local() {
+            eprintln!("skipped: the API server is not on this host, so it cannot call the webhook on 127.0.0.1");
+            return Ok(None);
+        }
+        cluster::install_crd(&client).await?;
+        let ns = cluster::namespace(&client, prefix).await?;
+        let operator = Operator::start(&client, &ns).await?;
+        let work = tempfile::tempdir()?;
+        let vfs = cluster::binary("libsqlite_kube_vfs.so")?;
+        let images = Images::default()
+            .add(
+                HYDRATOR_IMAGE,
+                cluster::binary("hydrator")?,
+                &[("SQLITE_KUBE_VFS_SOURCE", vfs.display().to_string())],
+            )
+            .add(DEMO_IMAGE, cluster::binary("sqlitekube-demo")?, &[]);
+        let kubelet = Kubelet {
+            client: client.clone(),
+            images,
+            work: work.path().to_path_buf(),
+            extra_env: vec![(
+                "LITESTREAM_LOG_LEVEL".into(),
+                std::env::var("E2E_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+            )],
+        };
+        Ok(Some(Fixture {
+            client,
+            ns,
+            operator: Some(operator),
+            kubelet,
+            s3: S3Server::shared(),
+            work,
+        }))
+    }
+
+    /// A `SqliteDatabase` on a fresh SeaweedFS bucket with a credentials Secret; `spec`
+    /// is merged over the defaults. Returns the replica URL.
+    pub async fn s3_database(&self, name: &str, spec: Value) -> Result<String> {
+        let bucket = testkit::unique("e2e").to_lowercase();
+        self.s3.create_bucket(&bucket);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns);
+        let env: std::collections::BTreeMap<&str, String> = self.s3.env().into_iter().collect();
+        secrets
+            .patch(&format!("{name}-s3"), &PatchParams::apply("e2e"), &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": format!("{name}-s3")},
+                "stringData": {"AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"]}})))
+            .await?;
+        let mut full = json!({
+            "replica": {"s3": {"bucket": bucket, "path": name, "endpoint": self.s3.endpoint, "region": "us-east-1",
+                "forcePathStyle": true, "credentialsSecretRef": {"name": format!("{name}-s3")}}},
+            "hydration": {"mode": "Background", "path": "/var/lib/sqlite-kube"},
+        });
+        merge(&mut full, spec);
+        let dbs: Api<crds::SqliteDatabase> = Api::namespaced(self.client.clone(), &self.ns);
+        dbs.patch(name, &PatchParams::apply("e2e"), &Patch::Apply(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+            "metadata": {"name": name}, "spec": full})))
+            .await?;
+        Ok(format!(
+            "s3://{bucket}/{name}?endpoint={}&region=us-east-1&forcePathStyle=true",
+            self.s3.endpoint
+        ))
+    }
+
+    /// Creates an opted-in demo pod through the API server (so the webhook mutates it) and
+    /// returns the pod as stored.
+    pub async fn create_pod(&self, name: &str, database: &str, mode: &str, env: Value) -> Result<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": {"sqlitekube.dev/database": database, "sqlitekube.dev/mode": mode}},
+            "spec": {"containers": [{"name": "app", "image": DEMO_IMAGE, "args": ["app"], "env": env}]}}))?;
+        // The first create may race the webhook server starting.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match pods.create(&PostParams::default(), &pod).await {
+                Ok(p) => return Ok(p),
+                Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("calling webhook") => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating pod {name}")),
+            }
+        }
+    }
+
+    /// Creates the pod and runs it locally.
+    pub async fn start_pod(&self, name: &str, database: &str, mode: &str, env: Value) -> Result<LocalPod> {
+        let pod = self.create_pod(name, database, mode, env).await?;
+        self.kubelet.run(&pod).await
+    }
+
+    pub async fn database(&self, name: &str) -> Result<crds::SqliteDatabase> {
+        let dbs: Api<crds::SqliteDatabase> = Api::namespaced(self.client.clone(), &self.ns);
+        Ok(dbs.get(name).await?)
+    }
+
+    /// Credentials for processes of the test itself (litestream restore).
+    pub fn s3_env(&self) -> Vec<(&'static str, String)> {
+        self.s3.env()
+    }
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}

@@ -1,0 +1,273 @@
+//! One writer per database, enforced; clean drains; lease loss. Pods are created through
+//! the real API server (the operator's webhook mutates them over TLS) and their containers
+//! run locally with the stored command, arguments and environment (`e2e::kubelet`).
+//! Replicas live on SeaweedFS and are checked with the real `litestream restore`.
+//!
+//! `E2E_ROUNDS` (default 50) sets the rounds of the race and drain tests.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use e2e::{Fixture, LocalPod};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
+use serde_json::json;
+
+fn rounds() -> usize {
+    std::env::var("E2E_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+const SPEC: &str = r#"{"syncInterval": "1s", "writer": {"leaseDuration": "5s", "drainTimeout": "10s"}}"#;
+
+/// Ids a writer printed (each after its COMMIT returned).
+fn ids(p: &LocalPod) -> Vec<i64> {
+    p.containers[0]
+        .output()
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+async fn wait_ids(p: &LocalPod, n: usize, secs: u64) -> Result<()> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while ids(p).len() < n {
+        if Instant::now() > end {
+            bail!(
+                "pod {} printed {} ids in {secs} s (want {n}); stderr:\n{}",
+                p.name,
+                ids(p).len(),
+                tail(&p.containers[0].stderr())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+fn tail(s: &str) -> String {
+    let l: Vec<&str> = s.lines().collect();
+    l[l.len().saturating_sub(15)..].join("\n")
+}
+
+/// Restores the replica with the real litestream binary; returns (integrity, ids).
+fn litestream_rows(f: &Fixture, url: &str, dir: &Path) -> Result<(String, BTreeSet<i64>)> {
+    let out = dir.join(format!("restore-{}.db", testkit::unique("r")));
+    let env = f.s3_env();
+    let o = testkit::litestream::command(&env)
+        .arg("restore")
+        .arg("-o")
+        .arg(&out)
+        .arg(url)
+        .output()?;
+    ensure!(
+        o.status.success(),
+        "litestream restore failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let integrity = testkit::sqlite::integrity(&out);
+    let c = rusqlite::Connection::open(&out)?;
+    let mut s = c.prepare("SELECT id FROM t ORDER BY id")?;
+    let rows = s
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<BTreeSet<i64>>>()?;
+    Ok((integrity, rows))
+}
+
+async fn lease(f: &Fixture, db: &str) -> Result<Lease> {
+    let api: Api<Lease> = Api::namespaced(f.client.clone(), &f.ns);
+    Ok(api.get(&format!("{db}-writer")).await?)
+}
+
+fn annotation(l: &Lease, k: &str) -> Option<String> {
+    l.metadata.annotations.as_ref()?.get(k).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_writers_race_exactly_one_writes() -> Result<()> {
+    let Some(f) = Fixture::start("race").await? else {
+        return Ok(());
+    };
+    let url = f.s3_database("orders", serde_json::from_str(SPEC)?).await?;
+    let work = tempfile::tempdir()?;
+    let mut total = BTreeSet::new();
+    for round in 0..rounds() {
+        let (a, b) = (format!("race-a-{round}"), format!("race-b-{round}"));
+        let (pa, pb) = tokio::join!(
+            f.create_pod(&a, "orders", "write", json!([])),
+            f.create_pod(&b, "orders", "write", json!([]))
+        );
+        let (pa, pb) = (pa?, pb?);
+        let (ra, rb) = tokio::join!(f.kubelet.run(&pa), f.kubelet.run(&pb));
+        let mut pods = [ra?, rb?];
+        // Whoever got the lease writes; the other must not write anything.
+        let end = Instant::now() + Duration::from_secs(30);
+        let winner = loop {
+            if let Some(i) = (0..2).find(|&i| ids(&pods[i]).len() >= 5) {
+                break i;
+            }
+            ensure!(Instant::now() < end, "round {round}: nobody wrote in 30 s:\n{}\n---\n{}",
+                tail(&pods[0].containers[0].stderr()), tail(&pods[1].containers[0].stderr()));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let loser = 1 - winner;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ensure!(
+            ids(&pods[loser]).is_empty(),
+            "round {round}: both pods wrote ({} and {} ids)",
+            ids(&pods[winner]).len(),
+            ids(&pods[loser]).len()
+        );
+        let waiting = pods[loser].containers[0].stderr();
+        ensure!(
+            waiting.contains(&format!("held by {}", pods[winner].name)),
+            "round {round}: the waiting pod does not say who holds the lease:\n{}",
+            tail(&waiting)
+        );
+        if round == 0 {
+            // The waiting pod's Event names the holder (kubectl describe pod shows it).
+            let events: Api<Event> = Api::namespaced(f.client.clone(), &f.ns);
+            let loser_name = pods[loser].name.clone();
+            let winner_name = pods[winner].name.clone();
+            e2e::wait_for(10, "the WaitingForWriterLease event", || {
+                let events = events.clone();
+                let (l, w) = (loser_name.clone(), winner_name.clone());
+                async move {
+                    let list = events.list(&ListParams::default()).await.ok()?;
+                    list.items.into_iter().find(|e| {
+                        e.involved_object.name.as_deref() == Some(l.as_str())
+                            && e.reason.as_deref() == Some("WaitingForWriterLease")
+                            && e.message.as_deref().is_some_and(|m| m.contains(&w))
+                    })
+                }
+            })
+            .await?;
+        }
+        // The waiting pod leaves at once on SIGTERM; the writer drains cleanly.
+        let st = pods[loser].app().terminate(Duration::from_secs(5));
+        ensure!(st.success(), "round {round}: waiting pod exited {st}");
+        pods[winner].delete();
+        let code = pods[winner].app().exited();
+        ensure!(code.is_some_and(|c| c.success()), "round {round}: writer exit {code:?}:\n{}", tail(&pods[winner].containers[0].stderr()));
+        total.extend(ids(&pods[winner]));
+        let (integrity, rows) = litestream_rows(&f, &url, work.path())?;
+        ensure!(integrity == "ok", "round {round}: integrity_check: {integrity}");
+        ensure!(
+            rows == total,
+            "round {round}: the replica has {} rows, writers committed {}",
+            rows.len(),
+            total.len()
+        );
+    }
+    eprintln!("race: {} rounds, {} rows, one writer each time", rounds(), total.len());
+    f.operator.unwrap().stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_hands_over_without_losing_transactions() -> Result<()> {
+    let Some(f) = Fixture::start("drain").await? else {
+        return Ok(());
+    };
+    let url = f.s3_database("ledger", serde_json::from_str(SPEC)?).await?;
+    let work = tempfile::tempdir()?;
+    let mut current = f.start_pod("ledger-0", "ledger", "write", json!([])).await?;
+    wait_ids(&current, 3, 30).await?;
+    let mut committed = BTreeSet::new();
+    let mut released = Vec::new();
+    let mut handoffs = Vec::new();
+    for round in 1..=rounds() {
+        // The successor is already waiting when the writer is drained (a rollout).
+        let next = f
+            .start_pod(&format!("ledger-{round}"), "ledger", "write", json!([]))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ensure!(ids(&next).is_empty(), "round {round}: the successor wrote while the writer held the lease");
+        let t0 = Instant::now();
+        current.delete();
+        let code = current.app().exited();
+        ensure!(code.is_some_and(|c| c.success()), "round {round}: drained writer exit {code:?}:\n{}", tail(&current.containers[0].stderr()));
+        committed.extend(ids(&current));
+        let l = lease(&f, "ledger").await?;
+        let txid = annotation(&l, "sqlitekube.dev/released-txid")
+            .with_context(|| format!("round {round}: no released TXID on the lease"))?;
+        ensure!(
+            annotation(&l, "sqlitekube.dev/released-by").as_deref() == Some(current.name.as_str()),
+            "round {round}: released-by is not {}", current.name
+        );
+        ensure!(annotation(&l, "sqlitekube.dev/unsynced").unwrap_or_default().is_empty(), "round {round}: drain left work unsynced");
+        released.push(u64::from_str_radix(&txid, 16)?);
+        wait_ids(&next, 1, 30).await?;
+        let first = next.containers[0].lines.lock().unwrap()[0].0;
+        handoffs.push(first.duration_since(t0));
+        current = next;
+        wait_ids(&current, 3, 30).await?;
+    }
+    current.delete();
+    ensure!(current.app().exited().is_some_and(|c| c.success()), "last writer did not exit cleanly");
+    committed.extend(ids(&current));
+
+    // 0 committed transactions lost, checked with the real litestream.
+    let (integrity, rows) = litestream_rows(&f, &url, work.path())?;
+    ensure!(integrity == "ok", "integrity_check: {integrity}");
+    let lost: Vec<_> = committed.difference(&rows).take(10).collect();
+    ensure!(lost.is_empty(), "{} committed rows missing from the replica, e.g. {lost:?}", committed.difference(&rows).count());
+    ensure!(rows.len() == committed.len(), "the replica has rows nobody reported committing");
+
+    // TXIDs contiguous across writers: each writer's epoch record at the store says it
+    // took over exactly at the TXID its predecessor released.
+    let opts = ltx::replica::ReplicaOptions {
+        credentials: ltx::replica::Credentials {
+            access_key_id: Some(f.s3_env()[0].1.clone()),
+            secret_access_key: Some(f.s3_env()[1].1.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let replica = ltx::replica::Replica::open_with(ltx::replica::ReplicaUrl::parse(&url)?, &opts)?;
+    let epochs = replica.epochs().await?;
+    ensure!(epochs.len() == rounds() + 1, "{} epoch records for {} writers", epochs.len(), rounds() + 1);
+    for w in epochs.windows(2) {
+        ensure!(w[1].epoch > w[0].epoch, "epochs not increasing: {w:?}");
+    }
+    for (i, rel) in released.iter().enumerate() {
+        ensure!(
+            epochs[i + 1].txid == *rel,
+            "writer {} took over at TXID {:x}, its predecessor released {:x}",
+            i + 1, epochs[i + 1].txid, rel
+        );
+    }
+    let files = replica.list_level(0).await?;
+    let mut next = 1;
+    for fi in &files {
+        ensure!(fi.key.min_txid <= next, "gap in L0 before TXID {:x}", fi.key.min_txid);
+        next = next.max(fi.key.max_txid + 1);
+    }
+
+    // The operator reports the last hand-over.
+    let last = *released.last().unwrap();
+    let _ = last;
+    let db = e2e::wait_for(20, "status.lastHandoff of the last drain", || async {
+        let db = f.database("ledger").await.ok()?;
+        let h = db.status.as_ref()?.last_handoff.clone()?;
+        (h.from == current.name).then_some(db)
+    })
+    .await?;
+    let st = db.status.unwrap();
+    let h = st.last_handoff.unwrap();
+    ensure!(h.complete, "last hand-over not complete: {h:?}");
+    ensure!(st.last_synced_txid.as_deref() == Some(h.txid.as_str()), "status lastSyncedTxid {:?} != handed-over {}", st.last_synced_txid, h.txid);
+
+    handoffs.sort();
+    eprintln!(
+        "drain: {} hand-overs, {} rows, 0 lost; hand-off (SIGTERM → successor's first commit) p50 {:?} max {:?}",
+        handoffs.len(), rows.len(), handoffs[handoffs.len() / 2], handoffs.last().unwrap()
+    );
+    f.operator.unwrap().stop().await;
+    Ok(())
+}
