@@ -116,22 +116,73 @@ pub fn binary(name: &str) -> Result<PathBuf> {
             return Ok(p);
         }
     }
-    bail!("{name} is not built next to {}: run `cargo build --workspace --bins` first", exe.display())
+    bail!(
+        "{name} is not built next to {}: run `cargo build --workspace --bins` first",
+        exe.display()
+    )
 }
 
 /// A CA and a serving certificate for IP 127.0.0.1 (openssl CLI); returns the CA as base64.
 pub fn webhook_certificates(dir: &Path) -> Result<String> {
     let run = |args: &[&str]| -> Result<()> {
-        let o = Command::new("openssl").args(args).current_dir(dir).output().context("openssl")?;
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("openssl")?;
         if !o.status.success() {
             bail!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         }
         Ok(())
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=e2e-ca"])?;
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1"])?;
-    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")?;
-    run(&["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext", "-out", "tls.crt"])?;
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=e2e-ca",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "tls.key",
+        "-out",
+        "tls.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])?;
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "tls.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "tls.crt",
+    ])?;
     Ok(base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("ca.crt"))?))
 }
 
@@ -156,7 +207,14 @@ impl Operator {
         let (mport, wport) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("sqlite-kube-e2e-operator-{ns}.log"));
         let child = Command::new(binary("sqlite-kube-operator")?)
-            .args(["--namespace", ns, "--leader-namespace", ns, "--resync", "2s"])
+            .args([
+                "--namespace",
+                ns,
+                "--leader-namespace",
+                ns,
+                "--resync",
+                "2s",
+            ])
             .args(["--metrics-addr", &format!("127.0.0.1:{mport}")])
             .args(["--webhook-addr", &format!("127.0.0.1:{wport}")])
             .args(["--webhook-cert-dir", certs.path().to_str().unwrap()])
@@ -201,7 +259,9 @@ impl Operator {
     /// Removes the webhook configuration and stops the operator.
     pub async fn stop(mut self) {
         let whc: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let _ = whc.delete(&self.webhook_config, &DeleteParams::default()).await;
+        let _ = whc
+            .delete(&self.webhook_config, &DeleteParams::default())
+            .await;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

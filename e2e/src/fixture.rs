@@ -84,10 +84,14 @@ impl Fixture {
         });
         merge(&mut full, spec);
         let dbs: Api<crds::SqliteDatabase> = Api::namespaced(self.client.clone(), &self.ns);
-        dbs.patch(name, &PatchParams::apply("e2e"), &Patch::Apply(json!({
+        dbs.patch(
+            name,
+            &PatchParams::apply("e2e"),
+            &Patch::Apply(json!({
             "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
-            "metadata": {"name": name}, "spec": full})))
-            .await?;
+            "metadata": {"name": name}, "spec": full})),
+        )
+        .await?;
         Ok(format!(
             "s3://{bucket}/{name}?endpoint={}&region=us-east-1&forcePathStyle=true",
             self.s3.endpoint
@@ -96,7 +100,13 @@ impl Fixture {
 
     /// Creates an opted-in demo pod through the API server (so the webhook mutates it) and
     /// returns the pod as stored.
-    pub async fn create_pod(&self, name: &str, database: &str, mode: &str, env: Value) -> Result<Pod> {
+    pub async fn create_pod(
+        &self,
+        name: &str,
+        database: &str,
+        mode: &str,
+        env: Value,
+    ) -> Result<Pod> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
         let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "annotations": {"sqlitekube.dev/database": database, "sqlitekube.dev/mode": mode}},
@@ -106,7 +116,10 @@ impl Fixture {
         loop {
             match pods.create(&PostParams::default(), &pod).await {
                 Ok(p) => return Ok(p),
-                Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("calling webhook") => {
+                Err(e)
+                    if std::time::Instant::now() < deadline
+                        && e.to_string().contains("calling webhook") =>
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => return Err(e).with_context(|| format!("creating pod {name}")),
@@ -115,7 +128,13 @@ impl Fixture {
     }
 
     /// Creates the pod and runs it locally.
-    pub async fn start_pod(&self, name: &str, database: &str, mode: &str, env: Value) -> Result<LocalPod> {
+    pub async fn start_pod(
+        &self,
+        name: &str,
+        database: &str,
+        mode: &str,
+        env: Value,
+    ) -> Result<LocalPod> {
         let pod = self.create_pod(name, database, mode, env).await?;
         self.kubelet.run(&pod).await
     }

@@ -34,8 +34,14 @@ pub struct Images {
 
 impl Images {
     pub fn add(mut self, image: &str, binary: PathBuf, image_env: &[(&str, String)]) -> Self {
-        let env = image_env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        self.map.insert(image.split(':').next().unwrap_or(image).to_string(), (binary, env));
+        let env = image_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        self.map.insert(
+            image.split(':').next().unwrap_or(image).to_string(),
+            (binary, env),
+        );
         self
     }
 
@@ -71,7 +77,12 @@ impl Proc {
 
     /// Lines printed so far.
     pub fn output(&self) -> Vec<String> {
-        self.lines.lock().unwrap().iter().map(|(_, l)| l.clone()).collect()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 
     pub fn line_count(&self) -> usize {
@@ -187,7 +198,10 @@ impl Kubelet {
                 };
                 out.push((e.name, v.unwrap_or_default()));
             } else if let Some(s) = from.secret_key_ref {
-                let secret = secrets.get(&s.name).await.with_context(|| format!("Secret {}", s.name))?;
+                let secret = secrets
+                    .get(&s.name)
+                    .await
+                    .with_context(|| format!("Secret {}", s.name))?;
                 let data = secret.data.unwrap_or_default();
                 let v = data
                     .get(&s.key)
@@ -207,7 +221,10 @@ impl Kubelet {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let root = self.work.join(&name);
         std::fs::create_dir_all(&root)?;
-        let spec = pod.spec.clone().ok_or_else(|| anyhow!("pod {name} has no spec"))?;
+        let spec = pod
+            .spec
+            .clone()
+            .ok_or_else(|| anyhow!("pod {name} has no spec"))?;
         let mut volumes = BTreeMap::new();
         for v in spec.volumes.clone().unwrap_or_default() {
             let dir = root.join("volumes").join(&v.name);
@@ -232,7 +249,11 @@ impl Kubelet {
                 .wait_exit(Duration::from_secs(120))
                 .ok_or_else(|| anyhow!("init container {} did not finish in 120 s", c.name))?;
             if !status.success() {
-                bail!("init container {} failed ({status}):\n{}", c.name, p.stderr());
+                bail!(
+                    "init container {} failed ({status}):\n{}",
+                    c.name,
+                    p.stderr()
+                );
             }
         }
         for c in spec.containers.clone() {
@@ -278,7 +299,10 @@ impl Kubelet {
             if Path::new(&first).file_name() == entry.file_name() {
                 entry
             } else {
-                bail!("container {} runs {first}, which is not the image's binary", c.name)
+                bail!(
+                    "container {} runs {first}, which is not the image's binary",
+                    c.name
+                )
             }
         };
         argv.extend(c.args.clone().unwrap_or_default());
@@ -290,7 +314,10 @@ impl Kubelet {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", root)
             .env("HOSTNAME", pod.metadata.name.clone().unwrap_or_default())
-            .env("KUBECONFIG", std::env::var("KUBECONFIG").unwrap_or_default())
+            .env(
+                "KUBECONFIG",
+                std::env::var("KUBECONFIG").unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
@@ -300,7 +327,9 @@ impl Kubelet {
         for (k, v) in self.env_of(pod, c).await? {
             cmd.env(k, rewrite(&v));
         }
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", program.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let l = lines.clone();

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod fixture;
 pub mod kubelet;
+pub mod proxy;
 
 pub use cluster::*;
 pub use fixture::Fixture;

@@ -23,7 +23,8 @@ fn rounds() -> usize {
         .unwrap_or(50)
 }
 
-const SPEC: &str = r#"{"syncInterval": "1s", "writer": {"leaseDuration": "5s", "drainTimeout": "10s"}}"#;
+const SPEC: &str =
+    r#"{"syncInterval": "1s", "writer": {"leaseDuration": "5s", "drainTimeout": "10s"}}"#;
 
 /// Ids a writer printed (each after its COMMIT returned).
 fn ids(p: &LocalPod) -> Vec<i64> {
@@ -111,8 +112,12 @@ async fn two_writers_race_exactly_one_writes() -> Result<()> {
             if let Some(i) = (0..2).find(|&i| ids(&pods[i]).len() >= 5) {
                 break i;
             }
-            ensure!(Instant::now() < end, "round {round}: nobody wrote in 30 s:\n{}\n---\n{}",
-                tail(&pods[0].containers[0].stderr()), tail(&pods[1].containers[0].stderr()));
+            ensure!(
+                Instant::now() < end,
+                "round {round}: nobody wrote in 30 s:\n{}\n---\n{}",
+                tail(&pods[0].containers[0].stderr()),
+                tail(&pods[1].containers[0].stderr())
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         let loser = 1 - winner;
@@ -153,10 +158,17 @@ async fn two_writers_race_exactly_one_writes() -> Result<()> {
         ensure!(st.success(), "round {round}: waiting pod exited {st}");
         pods[winner].delete();
         let code = pods[winner].app().exited();
-        ensure!(code.is_some_and(|c| c.success()), "round {round}: writer exit {code:?}:\n{}", tail(&pods[winner].containers[0].stderr()));
+        ensure!(
+            code.is_some_and(|c| c.success()),
+            "round {round}: writer exit {code:?}:\n{}",
+            tail(&pods[winner].containers[0].stderr())
+        );
         total.extend(ids(&pods[winner]));
         let (integrity, rows) = litestream_rows(&f, &url, work.path())?;
-        ensure!(integrity == "ok", "round {round}: integrity_check: {integrity}");
+        ensure!(
+            integrity == "ok",
+            "round {round}: integrity_check: {integrity}"
+        );
         ensure!(
             rows == total,
             "round {round}: the replica has {} rows, writers committed {}",
@@ -164,7 +176,11 @@ async fn two_writers_race_exactly_one_writes() -> Result<()> {
             total.len()
         );
     }
-    eprintln!("race: {} rounds, {} rows, one writer each time", rounds(), total.len());
+    eprintln!(
+        "race: {} rounds, {} rows, one writer each time",
+        rounds(),
+        total.len()
+    );
     f.operator.unwrap().stop().await;
     Ok(())
 }
@@ -176,7 +192,9 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
     };
     let url = f.s3_database("ledger", serde_json::from_str(SPEC)?).await?;
     let work = tempfile::tempdir()?;
-    let mut current = f.start_pod("ledger-0", "ledger", "write", json!([])).await?;
+    let mut current = f
+        .start_pod("ledger-0", "ledger", "write", json!([]))
+        .await?;
     wait_ids(&current, 3, 30).await?;
     let mut committed = BTreeSet::new();
     let mut released = Vec::new();
@@ -187,20 +205,33 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
             .start_pod(&format!("ledger-{round}"), "ledger", "write", json!([]))
             .await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        ensure!(ids(&next).is_empty(), "round {round}: the successor wrote while the writer held the lease");
+        ensure!(
+            ids(&next).is_empty(),
+            "round {round}: the successor wrote while the writer held the lease"
+        );
         let t0 = Instant::now();
         current.delete();
         let code = current.app().exited();
-        ensure!(code.is_some_and(|c| c.success()), "round {round}: drained writer exit {code:?}:\n{}", tail(&current.containers[0].stderr()));
+        ensure!(
+            code.is_some_and(|c| c.success()),
+            "round {round}: drained writer exit {code:?}:\n{}",
+            tail(&current.containers[0].stderr())
+        );
         committed.extend(ids(&current));
         let l = lease(&f, "ledger").await?;
         let txid = annotation(&l, "sqlitekube.dev/released-txid")
             .with_context(|| format!("round {round}: no released TXID on the lease"))?;
         ensure!(
             annotation(&l, "sqlitekube.dev/released-by").as_deref() == Some(current.name.as_str()),
-            "round {round}: released-by is not {}", current.name
+            "round {round}: released-by is not {}",
+            current.name
         );
-        ensure!(annotation(&l, "sqlitekube.dev/unsynced").unwrap_or_default().is_empty(), "round {round}: drain left work unsynced");
+        ensure!(
+            annotation(&l, "sqlitekube.dev/unsynced")
+                .unwrap_or_default()
+                .is_empty(),
+            "round {round}: drain left work unsynced"
+        );
         released.push(u64::from_str_radix(&txid, 16)?);
         wait_ids(&next, 1, 30).await?;
         let first = next.containers[0].lines.lock().unwrap()[0].0;
@@ -209,15 +240,25 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
         wait_ids(&current, 3, 30).await?;
     }
     current.delete();
-    ensure!(current.app().exited().is_some_and(|c| c.success()), "last writer did not exit cleanly");
+    ensure!(
+        current.app().exited().is_some_and(|c| c.success()),
+        "last writer did not exit cleanly"
+    );
     committed.extend(ids(&current));
 
     // 0 committed transactions lost, checked with the real litestream.
     let (integrity, rows) = litestream_rows(&f, &url, work.path())?;
     ensure!(integrity == "ok", "integrity_check: {integrity}");
     let lost: Vec<_> = committed.difference(&rows).take(10).collect();
-    ensure!(lost.is_empty(), "{} committed rows missing from the replica, e.g. {lost:?}", committed.difference(&rows).count());
-    ensure!(rows.len() == committed.len(), "the replica has rows nobody reported committing");
+    ensure!(
+        lost.is_empty(),
+        "{} committed rows missing from the replica, e.g. {lost:?}",
+        committed.difference(&rows).count()
+    );
+    ensure!(
+        rows.len() == committed.len(),
+        "the replica has rows nobody reported committing"
+    );
 
     // TXIDs contiguous across writers: each writer's epoch record at the store says it
     // took over exactly at the TXID its predecessor released.
@@ -231,7 +272,12 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
     };
     let replica = ltx::replica::Replica::open_with(ltx::replica::ReplicaUrl::parse(&url)?, &opts)?;
     let epochs = replica.epochs().await?;
-    ensure!(epochs.len() == rounds() + 1, "{} epoch records for {} writers", epochs.len(), rounds() + 1);
+    ensure!(
+        epochs.len() == rounds() + 1,
+        "{} epoch records for {} writers",
+        epochs.len(),
+        rounds() + 1
+    );
     for w in epochs.windows(2) {
         ensure!(w[1].epoch > w[0].epoch, "epochs not increasing: {w:?}");
     }
@@ -239,13 +285,19 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
         ensure!(
             epochs[i + 1].txid == *rel,
             "writer {} took over at TXID {:x}, its predecessor released {:x}",
-            i + 1, epochs[i + 1].txid, rel
+            i + 1,
+            epochs[i + 1].txid,
+            rel
         );
     }
     let files = replica.list_level(0).await?;
     let mut next = 1;
     for fi in &files {
-        ensure!(fi.key.min_txid <= next, "gap in L0 before TXID {:x}", fi.key.min_txid);
+        ensure!(
+            fi.key.min_txid <= next,
+            "gap in L0 before TXID {:x}",
+            fi.key.min_txid
+        );
         next = next.max(fi.key.max_txid + 1);
     }
 
@@ -261,7 +313,12 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
     let st = db.status.unwrap();
     let h = st.last_handoff.unwrap();
     ensure!(h.complete, "last hand-over not complete: {h:?}");
-    ensure!(st.last_synced_txid.as_deref() == Some(h.txid.as_str()), "status lastSyncedTxid {:?} != handed-over {}", st.last_synced_txid, h.txid);
+    ensure!(
+        st.last_synced_txid.as_deref() == Some(h.txid.as_str()),
+        "status lastSyncedTxid {:?} != handed-over {}",
+        st.last_synced_txid,
+        h.txid
+    );
 
     handoffs.sort();
     eprintln!(

@@ -117,6 +117,10 @@ async fn main() -> anyhow::Result<()> {
                 native_sidecar,
             },
             metrics: metrics.clone(),
+            cache: Some(operator::webhook::database_cache(
+                client.clone(),
+                args.namespace.as_deref(),
+            )),
         });
         let waddr = operator::webhook::tls::serve(args.webhook_addr, tls, router).await?;
         info!(addr = %waddr, native_sidecar, "serving the pod webhook at /mutate-pods");

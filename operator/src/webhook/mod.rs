@@ -18,9 +18,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tracing::{info, warn};
 
@@ -34,6 +37,30 @@ pub struct WebhookState {
     pub client: Client,
     pub config: InjectConfig,
     pub metrics: Arc<Metrics>,
+    /// Watched SqliteDatabases, so admission rarely needs an API round trip; a miss (a
+    /// database created a moment ago) falls back to a GET.
+    pub cache: Option<Store<SqliteDatabase>>,
+}
+
+/// Starts a watch-backed cache of SqliteDatabases (in `namespace`, or all).
+pub fn database_cache(client: Client, namespace: Option<&str>) -> Store<SqliteDatabase> {
+    let api: Api<SqliteDatabase> = match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    };
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                warn!(error = %e, "SqliteDatabase cache watch");
+            }
+        }
+    });
+    reader
 }
 
 pub fn router(state: WebhookState) -> Router {
@@ -94,8 +121,16 @@ pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionR
         .clone()
         .or_else(|| pod.metadata.generate_name.clone())
         .unwrap_or_default();
+    let cached = s.cache.as_ref().and_then(|c| {
+        c.get(&ObjectRef::new(&opt.database).within(&ns))
+            .map(|d| d.as_ref().clone())
+    });
     let dbs: Api<SqliteDatabase> = Api::namespaced(s.client.clone(), &ns);
-    let db = match dbs.get_opt(&opt.database).await {
+    let lookup = match cached {
+        Some(db) => Ok(Some(db)),
+        None => dbs.get_opt(&opt.database).await,
+    };
+    let db = match lookup {
         Ok(Some(db)) => db,
         Ok(None) => {
             return resp.deny(format!(
