@@ -35,9 +35,11 @@ start)
 {"identities":[{"name":"test","credentials":[{"accessKey":"testkey","secretKey":"testsecret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
   s3=$(free_pair); filer=$(free_pair); master=$(free_pair); volume=$(free_pair)
-  "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
+  # Each bucket is a collection growing its own volumes: one at a time (not 7), and room for
+  # the hundreds of buckets the tests make (the default cap is 8 volumes).
+  WEED_MASTER_VOLUME_GROWTH_COPY_1=1 "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
     -master.port="$master" -volume.port="$volume" -filer.port="$filer" \
-    -s3 -s3.port="$s3" -s3.config="$dir/s3.json" -master.volumeSizeLimitMB=64 -volume.max=200 \
+    -s3 -s3.port="$s3" -s3.config="$dir/s3.json" -master.volumeSizeLimitMB=64 -volume.max=2000 \
     -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false \
     >"$dir/weed.log" 2>&1 </dev/null &
   pid=$!

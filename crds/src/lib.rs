@@ -16,7 +16,9 @@ mod status;
 mod validate;
 
 pub use duration::{parse_duration, DURATION_PATTERN};
+mod reference;
 pub use quantity::{parse_quantity, QUANTITY_PATTERN};
+pub use reference::reference_markdown;
 pub use spec::*;
 pub use status::*;
 pub use validate::{validate, validation_message, FieldError};

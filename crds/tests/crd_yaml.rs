@@ -17,6 +17,17 @@ fn checked_in_crds_match_the_types() {
 }
 
 #[test]
+fn checked_in_reference_matches_the_types() {
+    let path = format!("{}/../docs/reference.md", env!("CARGO_MANIFEST_DIR"));
+    let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        on_disk == crds::reference_markdown(),
+        "docs/reference.md is out of date; regenerate it with\n  \
+         cargo run -p crds --bin crdgen -- --reference > docs/reference.md"
+    );
+}
+
+#[test]
 fn legacy_crd_differs_only_by_cel_rules() {
     let modern = crds::crd_yaml(false);
     let legacy = crds::crd_yaml(true);

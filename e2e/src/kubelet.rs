@@ -268,7 +268,9 @@ impl Kubelet {
     /// does under `restartPolicy: Always`): same volumes, same identity.
     pub async fn restart_app(&self, pod: &Pod, local: &mut LocalPod) -> Result<()> {
         let spec = pod.spec.clone().ok_or_else(|| anyhow!("pod has no spec"))?;
-        let p = self.start(pod, &spec.containers[0], &local.volumes, &local.root).await?;
+        let p = self
+            .start(pod, &spec.containers[0], &local.volumes, &local.root)
+            .await?;
         local.containers[0] = p;
         Ok(())
     }

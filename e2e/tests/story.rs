@@ -13,7 +13,11 @@ use kube::api::Api;
 use serde_json::json;
 
 fn ids(p: &LocalPod) -> Vec<i64> {
-    p.containers[0].output().iter().filter_map(|l| l.trim().parse().ok()).collect()
+    p.containers[0]
+        .output()
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Result<()> {
@@ -26,10 +30,16 @@ async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Resul
 }
 
 fn rows(path: &std::path::Path) -> Result<BTreeSet<i64>> {
-    ensure!(testkit::sqlite::integrity(path) == "ok", "{} is not intact", path.display());
+    ensure!(
+        testkit::sqlite::integrity(path) == "ok",
+        "{} is not intact",
+        path.display()
+    );
     let c = rusqlite::Connection::open(path)?;
     let mut s = c.prepare("SELECT id FROM t")?;
-    let r = s.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let r = s
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(r)
 }
 
@@ -40,7 +50,10 @@ async fn create_opt_in_write_drain_fail_over_restore() -> Result<()> {
     };
     let t0 = Instant::now();
     let url = f
-        .s3_database("shop", json!({"syncInterval": "1s", "writer": {"leaseDuration": "5s", "drainTimeout": "10s"}}))
+        .s3_database(
+            "shop",
+            json!({"syncInterval": "1s", "writer": {"leaseDuration": "5s", "drainTimeout": "10s"}}),
+        )
         .await?;
     let db = e2e::wait_for(30, "the database to become Ready", || async {
         let d = f.database("shop").await.ok()?;
@@ -50,25 +63,40 @@ async fn create_opt_in_write_drain_fail_over_restore() -> Result<()> {
     ensure!(db.status.unwrap().replica_url.is_some());
 
     // A writer and a reader opt in.
-    let mut w1 = f.start_pod("shop-writer-1", "shop", "write", json!([])).await?;
+    let mut w1 = f
+        .start_pod("shop-writer-1", "shop", "write", json!([]))
+        .await?;
     wait_until(30, "the writer commits 50 rows", || ids(&w1).len() >= 50).await?;
-    let mut reader = f.start_pod("shop-reader", "shop", "read", json!([])).await?;
+    let mut reader = f
+        .start_pod("shop-reader", "shop", "read", json!([]))
+        .await?;
     let target = ids(&w1)[49];
     wait_until(15, "the reader sees the writer's rows", || {
         reader.containers[0].output().iter().any(|l| {
-            l.split_whitespace().nth(1).and_then(|m| m.parse::<i64>().ok()).is_some_and(|m| m >= target)
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|m| m.parse::<i64>().ok())
+                .is_some_and(|m| m >= target)
         })
     })
     .await?;
 
     // Drain: a successor waits; the writer gets SIGTERM and hands over.
-    let pod2 = f.create_pod("shop-writer-2", "shop", "write", json!([])).await?;
+    let pod2 = f
+        .create_pod("shop-writer-2", "shop", "write", json!([]))
+        .await?;
     let mut w2 = f.kubelet.run(&pod2).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    ensure!(ids(&w2).is_empty(), "the successor wrote while the writer held the lease");
+    ensure!(
+        ids(&w2).is_empty(),
+        "the successor wrote while the writer held the lease"
+    );
     let drain_started = Instant::now();
     w1.delete();
-    ensure!(w1.app().exited().is_some_and(|s| s.success()), "writer 1 did not drain cleanly");
+    ensure!(
+        w1.app().exited().is_some_and(|s| s.success()),
+        "writer 1 did not drain cleanly"
+    );
     let leases: Api<Lease> = Api::namespaced(f.client.clone(), &f.ns);
     let lease = leases.get("shop-writer").await?;
     let released = lease
@@ -88,7 +116,10 @@ async fn create_opt_in_write_drain_fail_over_restore() -> Result<()> {
     f.kubelet.restart_app(&pod2, &mut w2).await?;
     wait_until(30, "the restarted writer commits", || ids(&w2).len() >= 20).await?;
     w2.delete();
-    ensure!(w2.app().exited().is_some_and(|s| s.success()), "writer 2 did not drain cleanly");
+    ensure!(
+        w2.app().exited().is_some_and(|s| s.success()),
+        "writer 2 did not drain cleanly"
+    );
     let after_restart: BTreeSet<i64> = ids(&w2).into_iter().collect();
     reader.delete();
 
@@ -101,9 +132,18 @@ async fn create_opt_in_write_drain_fail_over_restore() -> Result<()> {
         .envs(f.s3_env())
         .env_remove("AWS_CA_BUNDLE")
         .output()?;
-    ensure!(o.status.success(), "hydrator restore --txid: {}", String::from_utf8_lossy(&o.stderr));
+    ensure!(
+        o.status.success(),
+        "hydrator restore --txid: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let pit_rows = rows(&pit)?;
-    ensure!(pit_rows == w1_rows, "restore at TXID {released}: {} rows, writer 1 committed {}", pit_rows.len(), w1_rows.len());
+    ensure!(
+        pit_rows == w1_rows,
+        "restore at TXID {released}: {} rows, writer 1 committed {}",
+        pit_rows.len(),
+        w1_rows.len()
+    );
 
     // Latest, with the real litestream: every committed row of every writer.
     let latest = dir.path().join("latest.db");
@@ -112,10 +152,23 @@ async fn create_opt_in_write_drain_fail_over_restore() -> Result<()> {
         .arg(&latest)
         .arg(&url)
         .output()?;
-    ensure!(o.status.success(), "litestream restore: {}", String::from_utf8_lossy(&o.stderr));
+    ensure!(
+        o.status.success(),
+        "litestream restore: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let all = rows(&latest)?;
-    let committed: BTreeSet<i64> = w1_rows.iter().chain(&before_crash).chain(&after_restart).copied().collect();
-    ensure!(committed.is_subset(&all), "{} committed rows missing", committed.difference(&all).count());
+    let committed: BTreeSet<i64> = w1_rows
+        .iter()
+        .chain(&before_crash)
+        .chain(&after_restart)
+        .copied()
+        .collect();
+    ensure!(
+        committed.is_subset(&all),
+        "{} committed rows missing",
+        committed.difference(&all).count()
+    );
 
     let status = f.database("shop").await?.status.unwrap_or_default();
     eprintln!(

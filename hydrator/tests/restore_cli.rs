@@ -83,9 +83,28 @@ async fn point_in_time(url: &str, env: &[(&str, String)]) {
     );
     assert_eq!(sqlite::integrity(&ours), "ok");
 
-    // By timestamp: a moment just after an L0 file was created.
-    let f = &files[files.len() - 2];
-    let t = replica.creation_time(f).await.unwrap() + Duration::from_millis(200);
+    // By timestamp: a moment between two L0 files. Litestream sometimes writes two files
+    // within milliseconds, and refuses ("timestamp does not exist") a timestamp later than
+    // its newest file's listed time, which S3 truncates to the second. So take the midpoint
+    // of a gap of at least 100 ms that lies before that truncated time, newest gap first.
+    let mut times = Vec::new();
+    for f in &files {
+        times.push(replica.creation_time(f).await.unwrap());
+    }
+    let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap();
+    let newest_listed = Duration::from_secs(secs(*times.last().unwrap()).as_secs());
+    let mid = |i: usize| times[i] + times[i + 1].duration_since(times[i]).unwrap() / 2;
+    let i = (0..files.len() - 1)
+        .rev()
+        .find(|&i| {
+            times[i + 1]
+                .duration_since(times[i])
+                .is_ok_and(|d| d >= Duration::from_millis(100))
+                && secs(mid(i)) < newest_listed
+        })
+        .expect("two L0 files at least 100 ms apart before the newest file's second");
+    let f = &files[i];
+    let t = mid(i);
     let ts = format!("{:.3}", jiff::Timestamp::try_from(t).unwrap());
     let (ours, theirs) = (
         dir.path().join("ours-ts.db"),

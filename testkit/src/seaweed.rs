@@ -62,9 +62,10 @@ impl S3Server {
             format!("-s3.port={s3}"),
             format!("-s3.config={}", cfg.display()),
             "-master.volumeSizeLimitMB=64".into(),
-            // Every bucket is a collection that grows its own volumes; the default cap of 8
-            // runs out after a bucket or two.
-            "-volume.max=200".into(),
+            // Every bucket is a collection that grows its own volumes (7 at once by default,
+            // WEED_MASTER_VOLUME_GROWTH_COPY_1 below makes it 1); the default cap of 8 runs
+            // out after a bucket or two, and the tests make hundreds of buckets.
+            "-volume.max=2000".into(),
             // Fixed default ports that would collide between parallel servers.
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),
@@ -90,6 +91,7 @@ impl S3Server {
             std::fs::File::create(self.dir.as_ref().unwrap().path().join("weed.log")).unwrap();
         let child = Command::new(weed)
             .args(&self.args)
+            .env("WEED_MASTER_VOLUME_GROWTH_COPY_1", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
