@@ -1,5 +1,7 @@
 //! One test's world: namespace, operator + webhook, SeaweedFS bucket, kubelet stand-in.
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -147,6 +149,45 @@ impl Fixture {
     /// Credentials for processes of the test itself (litestream restore).
     pub fn s3_env(&self) -> Vec<(&'static str, String)> {
         self.s3.env()
+    }
+
+    /// The replica at `url`, opened with the test server's credentials.
+    pub fn replica(&self, url: &str) -> Result<ltx::replica::Replica> {
+        let env: std::collections::BTreeMap<&str, String> = self.s3.env().into_iter().collect();
+        let opts = ltx::replica::ReplicaOptions {
+            credentials: ltx::replica::Credentials {
+                access_key_id: Some(env["AWS_ACCESS_KEY_ID"].clone()),
+                secret_access_key: Some(env["AWS_SECRET_ACCESS_KEY"].clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Ok(ltx::replica::Replica::open_with(
+            ltx::replica::ReplicaUrl::parse(url)?,
+            &opts,
+        )?)
+    }
+
+    /// Restores the latest state of `url` with the real `litestream restore` into `out`;
+    /// returns its `integrity_check` result and the ids in table `t`.
+    pub fn litestream_rows(&self, url: &str, out: &Path) -> Result<(String, BTreeSet<i64>)> {
+        let o = testkit::litestream::command(&self.s3_env())
+            .args(["restore", "-o"])
+            .arg(out)
+            .arg(url)
+            .output()?;
+        anyhow::ensure!(
+            o.status.success(),
+            "litestream restore {url}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let integrity = testkit::sqlite::integrity(out);
+        let c = rusqlite::Connection::open(out)?;
+        let mut s = c.prepare("SELECT id FROM t ORDER BY id")?;
+        let rows = s
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<BTreeSet<i64>>>()?;
+        Ok((integrity, rows))
     }
 }
 

@@ -139,26 +139,11 @@ async fn lost_lease_stops_writes_and_the_store_refuses_the_stale_writer() -> Res
     for p in [&mut a, &mut b] {
         p.delete();
     }
-    let out = f.work.path().join("restored.db");
-    let o = testkit::litestream::command(&f.s3_env())
-        .args(["restore", "-o"])
-        .arg(&out)
-        .arg(&url)
-        .output()?;
+    let (integrity, rows) = f.litestream_rows(&url, &f.work.path().join("restored.db"))?;
     ensure!(
-        o.status.success(),
-        "litestream restore: {}",
-        String::from_utf8_lossy(&o.stderr)
+        integrity == "ok",
+        "restored replica is not intact: {integrity}"
     );
-    ensure!(
-        testkit::sqlite::integrity(&out) == "ok",
-        "restored replica is not intact"
-    );
-    let conn = rusqlite::Connection::open(&out)?;
-    let rows: BTreeSet<i64> = conn
-        .prepare("SELECT id FROM t")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
     let c_ids: BTreeSet<i64> = ids(&c).into_iter().map(|(_, i)| i).collect();
     ensure!(c_ids.is_subset(&rows), "rows C committed are missing");
     f.operator.unwrap().stop().await;

@@ -146,18 +146,8 @@ async fn create_opt_in_write_drain_fail_over_restore() -> Result<()> {
     );
 
     // Latest, with the real litestream: every committed row of every writer.
-    let latest = dir.path().join("latest.db");
-    let o = testkit::litestream::command(&f.s3_env())
-        .args(["restore", "-o"])
-        .arg(&latest)
-        .arg(&url)
-        .output()?;
-    ensure!(
-        o.status.success(),
-        "litestream restore: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let all = rows(&latest)?;
+    let (integrity, all) = f.litestream_rows(&url, &dir.path().join("latest.db"))?;
+    ensure!(integrity == "ok", "latest restore: {integrity}");
     let committed: BTreeSet<i64> = w1_rows
         .iter()
         .chain(&before_crash)
@@ -168,6 +158,20 @@ async fn create_opt_in_write_drain_fail_over_restore() -> Result<()> {
         committed.is_subset(&all),
         "{} committed rows missing",
         committed.difference(&all).count()
+    );
+
+    // Only writers ever held the lease (the reader follows without it): the epochs
+    // recorded at the store name writer pods only.
+    let replica = f.replica(&url)?;
+    let holders: Vec<String> = replica
+        .epochs()
+        .await?
+        .into_iter()
+        .map(|e| e.holder)
+        .collect();
+    ensure!(
+        holders == ["shop-writer-1", "shop-writer-2"],
+        "epochs at the store: {holders:?}"
     );
 
     let status = f.database("shop").await?.status.unwrap_or_default();

@@ -6,7 +6,6 @@
 //! `E2E_ROUNDS` (default 50) sets the rounds of the race and drain tests.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
@@ -54,30 +53,6 @@ async fn wait_ids(p: &LocalPod, n: usize, secs: u64) -> Result<()> {
 fn tail(s: &str) -> String {
     let l: Vec<&str> = s.lines().collect();
     l[l.len().saturating_sub(15)..].join("\n")
-}
-
-/// Restores the replica with the real litestream binary; returns (integrity, ids).
-fn litestream_rows(f: &Fixture, url: &str, dir: &Path) -> Result<(String, BTreeSet<i64>)> {
-    let out = dir.join(format!("restore-{}.db", testkit::unique("r")));
-    let env = f.s3_env();
-    let o = testkit::litestream::command(&env)
-        .arg("restore")
-        .arg("-o")
-        .arg(&out)
-        .arg(url)
-        .output()?;
-    ensure!(
-        o.status.success(),
-        "litestream restore failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let integrity = testkit::sqlite::integrity(&out);
-    let c = rusqlite::Connection::open(&out)?;
-    let mut s = c.prepare("SELECT id FROM t ORDER BY id")?;
-    let rows = s
-        .query_map([], |r| r.get::<_, i64>(0))?
-        .collect::<rusqlite::Result<BTreeSet<i64>>>()?;
-    Ok((integrity, rows))
 }
 
 async fn lease(f: &Fixture, db: &str) -> Result<Lease> {
@@ -164,7 +139,8 @@ async fn two_writers_race_exactly_one_writes() -> Result<()> {
             tail(&pods[winner].containers[0].stderr())
         );
         total.extend(ids(&pods[winner]));
-        let (integrity, rows) = litestream_rows(&f, &url, work.path())?;
+        let (integrity, rows) =
+            f.litestream_rows(&url, &work.path().join(testkit::unique("restore")))?;
         ensure!(
             integrity == "ok",
             "round {round}: integrity_check: {integrity}"
@@ -247,7 +223,8 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
     committed.extend(ids(&current));
 
     // 0 committed transactions lost, checked with the real litestream.
-    let (integrity, rows) = litestream_rows(&f, &url, work.path())?;
+    let (integrity, rows) =
+        f.litestream_rows(&url, &work.path().join(testkit::unique("restore")))?;
     ensure!(integrity == "ok", "integrity_check: {integrity}");
     let lost: Vec<_> = committed.difference(&rows).take(10).collect();
     ensure!(
@@ -262,15 +239,7 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
 
     // TXIDs contiguous across writers: each writer's epoch record at the store says it
     // took over exactly at the TXID its predecessor released.
-    let opts = ltx::replica::ReplicaOptions {
-        credentials: ltx::replica::Credentials {
-            access_key_id: Some(f.s3_env()[0].1.clone()),
-            secret_access_key: Some(f.s3_env()[1].1.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let replica = ltx::replica::Replica::open_with(ltx::replica::ReplicaUrl::parse(&url)?, &opts)?;
+    let replica = f.replica(&url)?;
     let epochs = replica.epochs().await?;
     ensure!(
         epochs.len() == rounds() + 1,

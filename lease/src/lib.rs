@@ -224,11 +224,7 @@ impl LeaseLock {
         annotations: BTreeMap<String, String>,
     ) -> Result<bool, LeaseError> {
         self.update_held(|lease| {
-            lease
-                .metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .extend(annotations);
+            annotate(lease, annotations);
             let spec = lease.spec.get_or_insert_with(Default::default);
             spec.holder_identity = None;
             spec.renew_time = None;
@@ -243,14 +239,7 @@ impl LeaseLock {
         &self,
         annotations: BTreeMap<String, String>,
     ) -> Result<bool, LeaseError> {
-        self.update_held(|lease| {
-            lease
-                .metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .extend(annotations);
-        })
-        .await
+        self.update_held(|lease| annotate(lease, annotations)).await
     }
 
     /// Raises the epoch of a lease we hold to at least `min` (the store may already have
@@ -290,6 +279,14 @@ impl LeaseLock {
             Err(e) => Err(self.err(e)),
         }
     }
+}
+
+fn annotate(lease: &mut Lease, annotations: BTreeMap<String, String>) {
+    lease
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .extend(annotations);
 }
 
 /// The holder recorded in a Lease, if one is named.

@@ -4,11 +4,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -17,82 +14,10 @@ use serde_json::json;
 use common::*;
 use crds::SqliteDatabase;
 
-/// A CA and a serving certificate for IP 127.0.0.1, made with the openssl CLI.
-fn certificates(dir: &Path) -> String {
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=webhook-test-ca",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-        "-out",
-        "tls.crt",
-    ]);
-    base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("ca.crt")).unwrap())
-}
-
-fn server_is_local() -> bool {
-    let cfg = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap_or_default())
-        .unwrap_or_default();
-    cfg.contains("https://127.0.0.1:") || cfg.contains("https://localhost:")
-}
-
 #[tokio::test]
 async fn api_server_calls_the_webhook_over_tls() {
     let Some(client) = client().await else { return };
-    if !server_is_local() {
+    if !e2e::server_is_local() {
         eprintln!(
             "skipped: the API server is not on this host, so it cannot call a webhook on 127.0.0.1"
         );
@@ -107,7 +32,7 @@ async fn api_server_calls_the_webhook_over_tls() {
         .unwrap();
 
     let certs = tempfile::tempdir().unwrap();
-    let ca = certificates(certs.path());
+    let ca = e2e::webhook_certificates(certs.path()).unwrap();
     let port = free_port();
     let op = OperatorProcess::spawn(
         &ns,

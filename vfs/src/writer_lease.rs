@@ -154,7 +154,7 @@ impl WriterLease {
                 }
                 Err(e) => {
                     errors += 1;
-                    if errors == 1 || errors % 30 == 0 {
+                    if errors == 1 || errors.is_multiple_of(30) {
                         tracing::warn!(error = %e, "cannot read the writer lease yet; retrying");
                     }
                 }

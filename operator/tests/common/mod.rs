@@ -6,7 +6,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
@@ -29,33 +28,7 @@ pub async fn client() -> Option<Client> {
 
 /// Applies the CRD variant the server understands and waits until it is Established.
 pub async fn install_crd(client: &Client) {
-    let v = client.apiserver_version().await.unwrap();
-    let minor: u32 = v.minor.trim_end_matches('+').parse().unwrap_or(99);
-    let crd = crds::crd_for_server_minor(minor);
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = "sqlitedatabases.sqlitekube.dev";
-    api.patch(
-        name,
-        &PatchParams::apply("sqlite-kube-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = api.get(name).await.unwrap();
-        let established = c
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        assert!(Instant::now() < deadline, "CRD not Established in 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    e2e::install_crd(client).await.expect("CRD installed");
 }
 
 /// A fresh namespace (never waited on when deleted: a bare API server cannot finish it).
@@ -80,13 +53,7 @@ fn rand_suffix() -> String {
     format!("{:x}", n & 0xffffff)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use e2e::free_port;
 
 /// The operator binary running against the test cluster, watching one namespace.
 pub struct OperatorProcess {
