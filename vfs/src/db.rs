@@ -39,6 +39,8 @@ pub enum VfsError {
     },
     #[error("{0}")]
     Fenced(String),
+    #[error("publishing TXID {txid} did not finish before the drain deadline")]
+    DrainDeadline { txid: u64 },
     #[error(transparent)]
     Lease(#[from] crate::writer_lease::LeaseFailure),
 }
@@ -96,6 +98,10 @@ pub struct Database {
     space: Condvar,
     stop: AtomicBool,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// One publish at a time (the final sync may overlap a background one).
+    publishing: Mutex<()>,
+    /// Set during shutdown: no store write may run past it (the pod's grace period).
+    drain_deadline: Mutex<Option<Instant>>,
     next_handle: AtomicU64,
     /// The Kubernetes writer lease, when writes are lease-gated.
     lease: Option<Arc<WriterLease>>,
@@ -184,6 +190,8 @@ impl Database {
             space: Condvar::new(),
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            publishing: Mutex::new(()),
+            drain_deadline: Mutex::new(None),
             next_handle: AtomicU64::new(1),
             lease,
             cfg,
@@ -647,6 +655,7 @@ impl Database {
     /// Publishes every committed, unpublished transaction as the next L0 TXID.
     /// Returns the TXID published, if any.
     pub fn publish(&self) -> Result<Option<u64>, VfsError> {
+        let _one = self.publish_turn()?;
         let started = Instant::now();
         let (ps, commit, txid, seq_hi, writer, pages) = {
             let st = self.state();
@@ -704,7 +713,24 @@ impl Database {
             .map_err(|e| VfsError::Fenced(e.to_string()))?;
         let key = LtxKey::new(0, txid, txid);
         let r = self.replica.clone();
-        match block_on(async move { r.write(&key, Bytes::from(bytes), ts, true).await }) {
+        let deadline = *self
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let written = match deadline {
+            None => block_on(async move { r.write(&key, Bytes::from(bytes), ts, true).await }),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                let res = block_on(async move {
+                    tokio::time::timeout(left, r.write(&key, Bytes::from(bytes), ts, true)).await
+                });
+                match res {
+                    Ok(r) => r,
+                    Err(_) => return Err(VfsError::DrainDeadline { txid }),
+                }
+            }
+        };
+        match written {
             Ok(()) => {}
             Err(ReplicaError::AlreadyExists { path }) => {
                 let mut msg = format!(
@@ -787,6 +813,31 @@ impl Database {
             "published"
         );
         Ok(Some(txid))
+    }
+
+    /// Waits for our turn to publish; while draining, only until the drain deadline (a
+    /// background publish stuck on the store must not hold the hand-over past it).
+    fn publish_turn(&self) -> Result<MutexGuard<'_, ()>, VfsError> {
+        let deadline = *self
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(d) = deadline else {
+            return Ok(self.publishing.lock().unwrap_or_else(|e| e.into_inner()));
+        };
+        loop {
+            match self.publishing.try_lock() {
+                Ok(g) => return Ok(g),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < d => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    let txid = self.state().view.txid + 1;
+                    return Err(VfsError::DrainDeadline { txid });
+                }
+            }
+        }
     }
 
     /// Read-only mode: picks up TXIDs the writer published since our view.
@@ -997,13 +1048,26 @@ impl Database {
 
     /// Publishes what is left (clean shutdown) and stops background work.
     pub fn shutdown(&self) {
+        // Everything below fits in the drain timeout, so the pod's grace period (drain
+        // timeout + 10 s) is never exceeded and the lease hand-over always runs.
+        let deadline = Instant::now() + self.cfg.drain_timeout;
+        *self
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
         self.stop.store(true, Ordering::Relaxed);
         let handles: Vec<_> = self.threads.lock().unwrap().drain(..).collect();
         for h in handles {
-            let _ = h.join();
+            // A hydration or a store call in flight is not waited for past the deadline
+            // (the thread is left to finish or die with the process).
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
         }
         if self.cfg.write_enabled {
-            let deadline = Instant::now() + self.cfg.drain_timeout;
             loop {
                 match self.publish() {
                     Ok(_) => break,
