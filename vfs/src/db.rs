@@ -658,11 +658,22 @@ impl Database {
         let _one = self.publish_turn()?;
         let started = Instant::now();
         let (ps, commit, txid, seq_hi, writer, pages) = {
-            let st = self.state();
+            let mut st = self.state();
             if let Some(f) = &st.fenced {
                 return Err(VfsError::Fenced(f.clone()));
             }
             if st.overlay.is_empty() && st.overlay_commit.is_none() {
+                // Nothing new, but the buffer may still hold records published earlier (a
+                // crash before its truncation): drop them, or back-pressure would count them
+                // as unpublished forever.
+                let published = st.publish.published_seq;
+                let path = self.cfg.buffer_path.clone();
+                if let Some(b) = st.buffer.as_mut().filter(|b| b.bytes() > 0) {
+                    b.truncate_if_published(published)
+                        .map_err(|source| VfsError::Buffer { path, source })?;
+                    drop(st);
+                    self.space.notify_all();
+                }
                 return Ok(None);
             }
             let seq_hi = st.buffer.as_ref().map(|b| b.last_seq()).unwrap_or(0);
