@@ -324,6 +324,21 @@ pub mod handoff {
         pub unsynced: Option<String>,
     }
 
+    impl Handoff {
+        /// The annotations that carry this note (what [`of`] reads back).
+        pub fn annotations(&self) -> std::collections::BTreeMap<String, String> {
+            std::collections::BTreeMap::from([
+                (RELEASED_TXID.to_string(), self.txid.clone()),
+                (RELEASED_BY.to_string(), self.by.clone()),
+                (RELEASED_AT.to_string(), self.at.clone()),
+                (
+                    UNSYNCED.to_string(),
+                    self.unsynced.clone().unwrap_or_default(),
+                ),
+            ])
+        }
+    }
+
     /// The note on `lease`, if a writer left one.
     pub fn of(lease: &Lease) -> Option<Handoff> {
         let a = lease.metadata.annotations.as_ref()?;

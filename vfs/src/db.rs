@@ -728,19 +728,14 @@ impl Database {
             .drain_deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let written = match deadline {
-            None => block_on(async move { r.write(&key, Bytes::from(bytes), ts, true).await }),
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                let res = block_on(async move {
-                    tokio::time::timeout(left, r.write(&key, Bytes::from(bytes), ts, true)).await
-                });
-                match res {
-                    Ok(r) => r,
-                    Err(_) => return Err(VfsError::DrainDeadline { txid }),
-                }
-            }
-        };
+        // Unbounded outside a drain (tokio treats Duration::MAX as "never").
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let written = block_on(async move {
+            tokio::time::timeout(left, r.write(&key, Bytes::from(bytes), ts, true)).await
+        })
+        .map_err(|_| VfsError::DrainDeadline { txid })?;
         match written {
             Ok(()) => {}
             Err(ReplicaError::AlreadyExists { path }) => {

@@ -17,7 +17,6 @@
 //!   sync did not finish within the drain timeout the lease is kept (it expires) and the
 //!   annotation says what was left unsynced.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +25,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use lease::handoff::{RELEASED_AT, RELEASED_BY, RELEASED_TXID, UNSYNCED};
+use lease::handoff::{Handoff, RELEASED_TXID};
 use lease::{Attempt, LeaseLock};
 
 use crate::runtime::block_on;
@@ -273,16 +272,26 @@ impl WriterLease {
         }
     }
 
+    /// The hand-over note this writer leaves on the Lease.
+    fn note(
+        &self,
+        txid: u64,
+        unsynced: Option<&str>,
+    ) -> std::collections::BTreeMap<String, String> {
+        Handoff {
+            by: self.settings.identity.clone(),
+            txid: format!("{txid:016x}"),
+            at: jiff::Timestamp::now().to_string(),
+            unsynced: unsynced.map(str::to_string),
+        }
+        .annotations()
+    }
+
     /// Clean hand-over: everything up to `txid` is published. Releases the lease with a
     /// note for the operator and the next writer.
     pub fn release(&self, txid: u64) {
         self.stop_renewal();
-        let ann = BTreeMap::from([
-            (RELEASED_TXID.to_string(), format!("{txid:016x}")),
-            (RELEASED_BY.to_string(), self.settings.identity.clone()),
-            (RELEASED_AT.to_string(), jiff::Timestamp::now().to_string()),
-            (UNSYNCED.to_string(), String::new()),
-        ]);
+        let ann = self.note(txid, None);
         let l = self.lock.clone();
         match block_on(async move { l.release_with(ann).await }) {
             Ok(true) => tracing::info!(
@@ -300,12 +309,7 @@ impl WriterLease {
     /// and says what is left, so the hand-over is never silent.
     pub fn report_unsynced(&self, txid: u64, what: &str) {
         self.stop_renewal();
-        let ann = BTreeMap::from([
-            (RELEASED_TXID.to_string(), format!("{txid:016x}")),
-            (RELEASED_BY.to_string(), self.settings.identity.clone()),
-            (RELEASED_AT.to_string(), jiff::Timestamp::now().to_string()),
-            (UNSYNCED.to_string(), what.to_string()),
-        ]);
+        let ann = self.note(txid, Some(what));
         let l = self.lock.clone();
         if let Err(e) = block_on(async move { l.annotate(ann).await }) {
             tracing::error!(error = %e, "cannot record the unsynced drain on the writer lease");
