@@ -11,6 +11,15 @@ cd "$root"
 eval "$(scripts/test-deps.sh)"
 export LITESTREAM_BIN WEED_BIN LITESTREAM_VFS_SO
 
+# A nearly full disk shows up much later as object-store errors in unrelated tests: say so first.
+for d in "$root" "${TMPDIR:-/tmp}"; do
+  free_mb=$(df -Pm "$d" | awk 'NR==2 {print $4}')
+  if [ "${free_mb:-0}" -lt 4096 ]; then
+    echo "scripts/test.sh: warning: only ${free_mb} MiB free on the disk holding $d;" \
+      "the build and the test servers need about 10 GiB" >&2
+  fi
+done
+
 own_k8s=0
 if [ -z "${KUBECONFIG:-}" ]; then
   own_k8s=1
@@ -25,7 +34,7 @@ fi
 s3dir="$(mktemp -d "${TMPDIR:-/tmp}/sqlitekube-s3.XXXXXX")"
 cleanup() {
   scripts/seaweedfs.sh stop "$s3dir"
-  if [ "$own_k8s" = 1 ]; then scripts/k8s-testenv.sh stop; fi
+  if [ "$own_k8s" = 1 ]; then scripts/k8s-testenv.sh stop; rm -f "$k8s_log"; fi
 }
 trap cleanup EXIT
 eval "$(scripts/seaweedfs.sh start "$s3dir")"

@@ -147,9 +147,10 @@ async fn two_writers_race_exactly_one_writes() -> Result<()> {
         );
         ensure!(
             rows == total,
-            "round {round}: the replica has {} rows, writers committed {}",
+            "round {round}: the replica has {} rows, writers committed {}; the writer said:\n{}",
             rows.len(),
-            total.len()
+            total.len(),
+            tail(&pods[winner].containers[0].stderr())
         );
     }
     eprintln!(

@@ -66,6 +66,9 @@ impl S3Server {
             // WEED_MASTER_VOLUME_GROWTH_COPY_1 below makes it 1); the default cap of 8 runs
             // out after a bucket or two, and the tests make hundreds of buckets.
             "-volume.max=2000".into(),
+            // Volumes turn read-only (PUT -> 500 InternalError) below 1% free disk by default:
+            // gigabytes on a big shared disk while cargo is still writing.
+            "-volume.minFreeSpace=256MiB".into(),
             // Fixed default ports that would collide between parallel servers.
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),
