@@ -318,3 +318,129 @@ fn crash_between_publish_and_buffer_cut_does_not_stall_writes() {
         "the replica's newest row is the last one reported"
     );
 }
+
+/// With the store down and the buffer full, a write waits about the app's busy timeout and
+/// then fails with "database is locked" instead of hanging (SQLite's busy handler counts only
+/// its own sleeps, so each lock attempt must be short); once the store is back, writes
+/// succeed again and every one that succeeded is in the replica.
+#[test]
+fn store_outage_write_fails_after_busy_timeout_then_recovers() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+    let mut s3 = S3Server::start();
+    let url = s3.replica_url("vfs/busy");
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new("sqlite3");
+    c.env_remove("AWS_CA_BUNDLE")
+        .env("LITESTREAM_LOG_LEVEL", "warn")
+        .env("LITESTREAM_SYNC_INTERVAL", "200ms")
+        .env("SQLITE_KUBE_BUFFER_LIMIT", "128KiB")
+        .env("LITESTREAM_REPLICA_URL", &url);
+    for (k, v) in s3.env() {
+        c.env(k, v);
+    }
+    let mut shell = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = shell.stdin.take().unwrap();
+    // One channel for both streams: an id on stdout, an error (or log line) on stderr.
+    let (tx, rx) = mpsc::channel::<Result<i64, String>>();
+    let out = shell.stdout.take().unwrap();
+    let t = tx.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = t.send(l.trim().parse().map_err(|_| l));
+        }
+    });
+    let err = shell.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(Err(l));
+        }
+    });
+    writeln!(
+        stdin,
+        ".load {}\n.open file:{}?vfs=sqlitekube&write_enabled=true\n.timeout 2000\n\
+         CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
+        extension().with_extension("").display(),
+        dir.path().join("app.db").display()
+    )
+    .unwrap();
+    // Ok(id) if the insert committed, Err(message) if it failed; None if nothing came back.
+    let mut insert = |wait: Duration| -> Option<Result<i64, String>> {
+        writeln!(
+            stdin,
+            "INSERT INTO t(v) VALUES (printf('%.3000c', 'x')) RETURNING id;"
+        )
+        .unwrap();
+        let end = Instant::now() + wait;
+        loop {
+            match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(Ok(id)) => return Some(Ok(id)),
+                Ok(Err(l)) if l.contains("Error") || l.contains("error near") => {
+                    return Some(Err(l))
+                }
+                Ok(Err(_log)) => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    let mut committed = Vec::new();
+    for _ in 0..10 {
+        match insert(Duration::from_secs(30)) {
+            Some(Ok(id)) => committed.push(id),
+            other => panic!("insert before the outage: {other:?}"),
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    s3.stop();
+    // Writes fill the buffer, then one fails after about the busy timeout.
+    let failed = loop {
+        match insert(Duration::from_secs(60)) {
+            Some(Ok(id)) => committed.push(id),
+            Some(Err(e)) => break e,
+            None => {
+                let _ = shell.kill();
+                panic!(
+                    "a write hung for 60 s with the store down (busy timeout 2 s); {} committed",
+                    committed.len()
+                )
+            }
+        }
+        assert!(committed.len() < 10_000, "the buffer never filled up");
+    };
+    assert!(failed.contains("database is locked"), "{failed}");
+    s3.resume();
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut after = 0;
+    while after < 10 {
+        match insert(Duration::from_secs(60)) {
+            Some(Ok(id)) => {
+                committed.push(id);
+                after += 1;
+            }
+            Some(Err(e)) if e.contains("database is locked") && Instant::now() < end => {}
+            other => {
+                let _ = shell.kill();
+                panic!("writes did not resume after the store came back: {other:?}")
+            }
+        }
+    }
+    drop(stdin);
+    // (The shell exits 1 because one statement failed; the close must still sync.)
+    shell.wait().unwrap();
+    let late: Vec<String> = rx.try_iter().filter_map(Result::err).collect();
+    assert!(
+        !late.iter().any(|l| l.contains("final sync failed")),
+        "{late:?}"
+    );
+    let restored = restore_ids(&url, &s3.env(), dir.path(), "final.db");
+    let want: std::collections::BTreeSet<i64> = committed.into_iter().collect();
+    assert_eq!(
+        restored, want,
+        "the replica holds exactly the committed rows"
+    );
+}

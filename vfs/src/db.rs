@@ -61,6 +61,9 @@ struct Stats {
     last_sync_ms: u64,
     syncs: u64,
     last_sync_at: Option<jiff::Timestamp>,
+    /// Write locks refused because the buffer was full, and when that was last logged.
+    buffer_full_busy: u64,
+    buffer_full_warned: Option<Instant>,
 }
 
 struct State {
@@ -107,8 +110,11 @@ pub struct Database {
     lease: Option<Arc<WriterLease>>,
 }
 
-/// How long a writer waits for buffer space (store unreachable) before SQLITE_BUSY.
-const BACKPRESSURE_WAIT: Duration = Duration::from_secs(10);
+/// How long one lock attempt waits for buffer space (store unreachable) before SQLITE_BUSY.
+/// Short on purpose: SQLite's busy handler then paces the retries, and it counts only its
+/// own sleeps, so a long wait here would stretch the app's busy_timeout many times over
+/// (and keep a SIGTERMed app from reaching its close and final sync).
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(25);
 
 impl Database {
     pub fn open(path: &Path, cfg: Config) -> Result<Arc<Database>, VfsError> {
@@ -509,15 +515,26 @@ impl Database {
                     .is_some_and(|b| b.bytes() > self.cfg.buffer_limit)
                 {
                     if Instant::now() > deadline {
-                        tracing::warn!(
-                            limit = self.cfg.buffer_limit,
-                            "write buffer full (store unreachable?); returning SQLITE_BUSY"
-                        );
+                        st.stats.buffer_full_busy += 1;
+                        if st
+                            .stats
+                            .buffer_full_warned
+                            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+                        {
+                            st.stats.buffer_full_warned = Some(Instant::now());
+                            tracing::warn!(
+                                limit = self.cfg.buffer_limit,
+                                refused = st.stats.buffer_full_busy,
+                                last_error = st.last_error.as_deref().unwrap_or(""),
+                                "write buffer full: unpublished transactions reached buffer_limit (store unreachable?); writes get SQLITE_BUSY until the store catches up"
+                            );
+                        }
                         return SQLITE_BUSY;
                     }
+                    let left = deadline.saturating_duration_since(Instant::now());
                     st = self
                         .space
-                        .wait_timeout(st, Duration::from_millis(100))
+                        .wait_timeout(st, left.max(Duration::from_millis(1)))
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
                 }
@@ -1139,6 +1156,7 @@ impl Database {
             "published_txid": st.publish.published_txid,
             "unpublished_pages": st.overlay.len(),
             "buffer_bytes": st.buffer.as_ref().map(|b| b.bytes()).unwrap_or(0),
+            "buffer_full_busy": st.stats.buffer_full_busy,
             "last_sync_ms": st.stats.last_sync_ms,
             "last_sync_at": st.stats.last_sync_at.map(|t| t.to_string()),
             "syncs": st.stats.syncs,
