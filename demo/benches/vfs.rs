@@ -3,7 +3,8 @@
 //! - writes: 2,000 autocommit inserts plus one 100,000-row insert (then close);
 //! - cached point reads: 20,000 random `SELECT … WHERE id = ?` after the writes;
 //! - variants: local SQLite (DELETE and WAL journals), this VFS (DELETE and MEMORY
-//!   journals, file:// replica), Litestream's `litestream-vfs` 0.5.17 in write mode;
+//!   journals, file:// replica; and with a 1 MiB `buffer_limit`, where back-pressure and
+//!   early publishes decide the write rate), Litestream's `litestream-vfs` 0.5.17 in write mode;
 //! - cold start: open + first point query on a replica of BENCH_COLD_MB (default 1024) MiB
 //!   on SeaweedFS S3 on 127.0.0.1.
 //!
@@ -41,7 +42,7 @@ fn open_variant(variant: &str, dir: &Path) -> Connection {
             }
             c
         }
-        "ours-delete" | "ours-memory" => {
+        "ours-delete" | "ours-memory" | "ours-1mib-buf" => {
             register_ours();
             let c = Connection::open_with_flags(
                 format!(
@@ -168,7 +169,9 @@ fn run_child(args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
             .to_string();
         return Err(line);
     }
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    // The last line: litestream-vfs logs to stdout.
+    let out = String::from_utf8_lossy(&o.stdout);
+    Ok(out.trim().lines().last().unwrap_or("").trim().to_string())
 }
 
 #[tokio::main]
@@ -189,10 +192,16 @@ async fn main() {
         "local-wal",
         "ours-delete",
         "ours-memory",
+        "ours-1mib-buf",
         "litestream-vfs",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let out = match run_child(&[v, dir.path().to_str().unwrap()], &[]) {
+        let env = if v == "ours-1mib-buf" {
+            vec![("SQLITE_KUBE_BUFFER_LIMIT", "1MiB".to_string())]
+        } else {
+            vec![]
+        };
+        let out = match run_child(&[v, dir.path().to_str().unwrap()], &env) {
             Ok(o) => o,
             Err(e) => {
                 println!("  {v:<15} FAILED: {e}");

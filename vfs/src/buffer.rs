@@ -7,8 +7,10 @@
 //! (`len` counts everything after itself; the CRC covers `seq` through the last page).
 //! Beside it, `<buffer>.state` (JSON) records what has been published.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ltx::format::checksum::CRC64;
@@ -16,6 +18,10 @@ use ltx::format::checksum::CRC64;
 const MAGIC: &[u8; 4] = b"SKWB";
 const VERSION: u32 = 1;
 const FILE_HEADER: u64 = 12;
+/// Published records are cut from the front of the buffer (a rewrite of the unpublished
+/// tail) once they take this much; below it they wait for the next time everything is
+/// published and the file is simply truncated.
+const COMPACT_MIN: u64 = 4 << 20;
 
 /// One committed transaction as recorded.
 #[derive(Debug, Clone)]
@@ -37,12 +43,16 @@ pub struct PublishState {
 }
 
 pub struct WriteBuffer {
+    path: PathBuf,
     file: File,
     page_size: u32,
     len: u64,
     next_seq: u64,
     /// Sequence numbers still in the file, for truncation decisions.
     max_seq_in_file: u64,
+    /// (seq, end offset) of every record in the file, oldest first: how many bytes are
+    /// still unpublished, and where the published prefix ends.
+    ends: VecDeque<(u64, u64)>,
 }
 
 impl WriteBuffer {
@@ -63,6 +73,7 @@ impl WriteBuffer {
             .truncate(false)
             .open(path)?;
         let mut records = Vec::new();
+        let mut ends = VecDeque::new();
         let mut valid_end = FILE_HEADER;
         let mut max_seq = after_seq;
         let len = file.metadata()?.len();
@@ -88,6 +99,7 @@ impl WriteBuffer {
                 pos += used;
                 valid_end = FILE_HEADER + pos as u64;
                 max_seq = max_seq.max(r.seq);
+                ends.push_back((r.seq, valid_end));
                 if r.seq > after_seq {
                     records.push(r);
                 }
@@ -112,11 +124,13 @@ impl WriteBuffer {
         }
         file.seek(SeekFrom::Start(valid_end))?;
         let wb = WriteBuffer {
+            path: path.to_path_buf(),
             file,
             page_size,
             len: valid_end,
             next_seq: max_seq + 1,
             max_seq_in_file: max_seq,
+            ends,
         };
         Ok((wb, records))
     }
@@ -149,25 +163,86 @@ impl WriteBuffer {
         self.len += rec.len() as u64;
         self.next_seq += 1;
         self.max_seq_in_file = seq;
+        self.ends.push_back((seq, self.len));
         Ok(seq)
     }
 
+    /// Size of the records in the file, published or not.
     pub fn bytes(&self) -> u64 {
         self.len - FILE_HEADER
+    }
+
+    /// Where the records up to `published_seq` end (the start of the unpublished tail).
+    fn published_end(&self, published_seq: u64) -> u64 {
+        let n = self.ends.partition_point(|&(seq, _)| seq <= published_seq);
+        n.checked_sub(1)
+            .map(|i| self.ends[i].1)
+            .unwrap_or(FILE_HEADER)
+    }
+
+    /// Bytes of records not yet published: what back-pressure limits.
+    pub fn unpublished_bytes(&self, published_seq: u64) -> u64 {
+        self.len - self.published_end(published_seq)
     }
 
     pub fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }
 
-    /// Drops every record once all of them are published (seq ≤ `published_seq`).
-    pub fn truncate_if_published(&mut self, published_seq: u64) -> std::io::Result<()> {
-        if self.max_seq_in_file <= published_seq && self.len > FILE_HEADER {
+    /// Drops published records (seq ≤ `published_seq`): all of them by truncation once
+    /// everything is published; under continuous writes, when they reach [`COMPACT_MIN`],
+    /// by rewriting the unpublished tail into a new file, so the file stays bounded even
+    /// if the writer is never idle at a publish.
+    pub fn release_published(&mut self, published_seq: u64) -> std::io::Result<()> {
+        if self.len == FILE_HEADER {
+            return Ok(());
+        }
+        if self.max_seq_in_file <= published_seq {
             self.file.set_len(FILE_HEADER)?;
             self.file.seek(SeekFrom::Start(FILE_HEADER))?;
             self.file.sync_all()?;
             self.len = FILE_HEADER;
+            self.ends.clear();
+            return Ok(());
         }
+        let cut = self.published_end(published_seq);
+        if cut - FILE_HEADER < COMPACT_MIN {
+            return Ok(());
+        }
+        let mut tail = vec![0u8; (self.len - cut) as usize];
+        self.file.read_exact_at(&mut tail, cut)?;
+        let mut head = [0u8; FILE_HEADER as usize];
+        self.file.read_exact_at(&mut head, 0)?;
+        let tmp = PathBuf::from(format!("{}.compact", self.path.display()));
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(&head)?;
+        f.write_all(&tail)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)?;
+        // The rename must be durable before anything is appended to the new file, or a
+        // power cut could bring back the old file without those appends.
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = f;
+        let shift = cut - FILE_HEADER;
+        self.len -= shift;
+        while self
+            .ends
+            .front()
+            .is_some_and(|&(seq, _)| seq <= published_seq)
+        {
+            self.ends.pop_front();
+        }
+        for e in self.ends.iter_mut() {
+            e.1 -= shift;
+        }
+        tracing::debug!(path = %self.path.display(), dropped = shift, kept = self.len - FILE_HEADER, "write buffer: cut published records");
         Ok(())
     }
 
@@ -262,5 +337,46 @@ mod tests {
             WriteBuffer::open(&p, 4096, 0).is_err(),
             "page size mismatch is refused"
         );
+    }
+
+    /// Under continuous writes the publish never finds the buffer fully published: the
+    /// published prefix is cut by a rewrite, back-pressure counts only the unpublished tail,
+    /// and a reopen replays exactly the unpublished records.
+    #[test]
+    fn cuts_published_prefix_and_counts_unpublished() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("buf");
+        let (mut b, _) = WriteBuffer::open(&p, 512, 0).unwrap();
+        let page = [7u8; 512];
+        let pages: Vec<(u32, &[u8])> = (1..=100).map(|n| (n, &page[..])).collect();
+        let mut last = 0;
+        for _ in 0..100 {
+            last = b.append(100, &pages, false).unwrap();
+        }
+        let rec = b.bytes() / 100;
+        assert_eq!(b.unpublished_bytes(0), b.bytes());
+        assert_eq!(b.unpublished_bytes(90), 10 * rec);
+        // Published prefix below the threshold: kept, not rewritten.
+        b.release_published(5).unwrap();
+        assert_eq!(b.bytes(), 100 * rec);
+        // Past it: cut, the tail moves to the front, appends continue after it.
+        b.release_published(90).unwrap();
+        assert_eq!(b.bytes(), 10 * rec);
+        assert_eq!(b.unpublished_bytes(90), 10 * rec);
+        let next = b.append(100, &[(1, &[9u8; 512])], true).unwrap();
+        assert_eq!(next, last + 1);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            FILE_HEADER + b.bytes()
+        );
+        drop(b);
+        let (b, recs) = WriteBuffer::open(&p, 512, 90).unwrap();
+        let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, (91..=next).collect::<Vec<_>>());
+        assert_eq!(recs.last().unwrap().pages[0].1, vec![9u8; 512]);
+        assert_eq!(b.unpublished_bytes(90), b.bytes());
+        let mut b = b;
+        b.release_published(next).unwrap();
+        assert_eq!(b.bytes(), 0, "everything published: truncated");
     }
 }

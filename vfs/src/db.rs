@@ -106,6 +106,10 @@ pub struct Database {
     /// Set during shutdown: no store write may run past it (the pod's grace period).
     drain_deadline: Mutex<Option<Instant>>,
     next_handle: AtomicU64,
+    /// Set when unpublished bytes pass half of `buffer_limit`: the sync thread publishes
+    /// now instead of at the end of its interval, so a fast writer meets back-pressure
+    /// only when the store really cannot keep up.
+    publish_soon: AtomicBool,
     /// The Kubernetes writer lease, when writes are lease-gated.
     lease: Option<Arc<WriterLease>>,
 }
@@ -199,6 +203,7 @@ impl Database {
             publishing: Mutex::new(()),
             drain_deadline: Mutex::new(None),
             next_handle: AtomicU64::new(1),
+            publish_soon: AtomicBool::new(false),
             lease,
             cfg,
         });
@@ -464,12 +469,16 @@ impl Database {
             .collect();
         let refs: Vec<(u32, &[u8])> = pages.iter().map(|(p, d)| (*p, d.as_slice())).collect();
         let path = self.cfg.buffer_path.clone();
+        let published_seq = st.publish.published_seq;
         let buf = st
             .buffer
             .as_mut()
             .ok_or_else(|| VfsError::Fenced("write buffer not open".into()))?;
         buf.append(commit, &refs, durable)
             .map_err(|source| VfsError::Buffer { path, source })?;
+        if buf.unpublished_bytes(published_seq) > self.cfg.buffer_limit / 2 {
+            self.publish_soon.store(true, Ordering::Relaxed);
+        }
         for (p, d) in pages {
             st.overlay.insert(p, Arc::new(d));
         }
@@ -509,11 +518,9 @@ impl Database {
                 }
                 // Back-pressure: wait for the publisher to drain the buffer.
                 let deadline = Instant::now() + BACKPRESSURE_WAIT;
-                while st
-                    .buffer
-                    .as_ref()
-                    .is_some_and(|b| b.bytes() > self.cfg.buffer_limit)
-                {
+                while st.buffer.as_ref().is_some_and(|b| {
+                    b.unpublished_bytes(st.publish.published_seq) > self.cfg.buffer_limit
+                }) {
                     if Instant::now() > deadline {
                         st.stats.buffer_full_busy += 1;
                         if st
@@ -686,7 +693,7 @@ impl Database {
                 let published = st.publish.published_seq;
                 let path = self.cfg.buffer_path.clone();
                 if let Some(b) = st.buffer.as_mut().filter(|b| b.bytes() > 0) {
-                    b.truncate_if_published(published)
+                    b.release_published(published)
                         .map_err(|source| VfsError::Buffer { path, source })?;
                     drop(st);
                     self.space.notify_all();
@@ -820,7 +827,7 @@ impl Database {
         })?;
         let path = self.cfg.buffer_path.clone();
         if let Some(b) = st.buffer.as_mut() {
-            b.truncate_if_published(seq_hi)
+            b.release_published(seq_hi)
                 .map_err(|source| VfsError::Buffer { path, source })?;
         }
         st.last_error = None;
@@ -905,7 +912,10 @@ impl Database {
         };
         let mut backoff = interval;
         while !self.stop.load(Ordering::Relaxed) {
-            self.sleep(backoff);
+            // Early publishes only while the store is healthy (not while backing off).
+            let early =
+                (self.cfg.write_enabled && backoff == interval).then_some(&self.publish_soon);
+            self.sleep_or(backoff, early);
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -995,9 +1005,18 @@ impl Database {
     }
 
     fn sleep(&self, d: Duration) {
+        self.sleep_or(d, None)
+    }
+
+    /// Sleeps for `d`, or until stop, or until `wake` is set (and clears it).
+    fn sleep_or(&self, d: Duration, wake: Option<&AtomicBool>) {
         let end = Instant::now() + d;
         while Instant::now() < end && !self.stop.load(Ordering::Relaxed) {
-            std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+            if wake.is_some_and(|w| w.swap(false, Ordering::Relaxed)) {
+                return;
+            }
+            let step = if wake.is_some() { 5 } else { 50 };
+            std::thread::sleep((end - Instant::now()).min(Duration::from_millis(step)));
         }
     }
 
