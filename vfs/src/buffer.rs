@@ -18,10 +18,6 @@ use ltx::format::checksum::CRC64;
 const MAGIC: &[u8; 4] = b"SKWB";
 const VERSION: u32 = 1;
 const FILE_HEADER: u64 = 12;
-/// Published records are cut from the front of the buffer (a rewrite of the unpublished
-/// tail) once they take this much; below it they wait for the next time everything is
-/// published and the file is simply truncated.
-const COMPACT_MIN: u64 = 4 << 20;
 
 /// One committed transaction as recorded.
 #[derive(Debug, Clone)]
@@ -190,10 +186,14 @@ impl WriteBuffer {
     }
 
     /// Drops published records (seq ≤ `published_seq`): all of them by truncation once
-    /// everything is published; under continuous writes, when they reach [`COMPACT_MIN`],
-    /// by rewriting the unpublished tail into a new file, so the file stays bounded even
-    /// if the writer is never idle at a publish.
-    pub fn release_published(&mut self, published_seq: u64) -> std::io::Result<()> {
+    /// everything is published; under continuous writes, once they take `compact_min`
+    /// bytes, by rewriting the unpublished tail into a new file, so the file stays bounded
+    /// even if the writer is never idle at a publish.
+    pub fn release_published(
+        &mut self,
+        published_seq: u64,
+        compact_min: u64,
+    ) -> std::io::Result<()> {
         if self.len == FILE_HEADER {
             return Ok(());
         }
@@ -206,7 +206,7 @@ impl WriteBuffer {
             return Ok(());
         }
         let cut = self.published_end(published_seq);
-        if cut - FILE_HEADER < COMPACT_MIN {
+        if cut - FILE_HEADER < compact_min.max(1) {
             return Ok(());
         }
         let mut tail = vec![0u8; (self.len - cut) as usize];
@@ -357,10 +357,10 @@ mod tests {
         assert_eq!(b.unpublished_bytes(0), b.bytes());
         assert_eq!(b.unpublished_bytes(90), 10 * rec);
         // Published prefix below the threshold: kept, not rewritten.
-        b.release_published(5).unwrap();
+        b.release_published(5, 4 << 20).unwrap();
         assert_eq!(b.bytes(), 100 * rec);
         // Past it: cut, the tail moves to the front, appends continue after it.
-        b.release_published(90).unwrap();
+        b.release_published(90, 4 << 20).unwrap();
         assert_eq!(b.bytes(), 10 * rec);
         assert_eq!(b.unpublished_bytes(90), 10 * rec);
         let next = b.append(100, &[(1, &[9u8; 512])], true).unwrap();
@@ -376,7 +376,7 @@ mod tests {
         assert_eq!(recs.last().unwrap().pages[0].1, vec![9u8; 512]);
         assert_eq!(b.unpublished_bytes(90), b.bytes());
         let mut b = b;
-        b.release_published(next).unwrap();
+        b.release_published(next, 4 << 20).unwrap();
         assert_eq!(b.bytes(), 0, "everything published: truncated");
     }
 }

@@ -693,7 +693,7 @@ impl Database {
                 let published = st.publish.published_seq;
                 let path = self.cfg.buffer_path.clone();
                 if let Some(b) = st.buffer.as_mut().filter(|b| b.bytes() > 0) {
-                    b.release_published(published)
+                    b.release_published(published, self.compact_min())
                         .map_err(|source| VfsError::Buffer { path, source })?;
                     drop(st);
                     self.space.notify_all();
@@ -827,7 +827,7 @@ impl Database {
         })?;
         let path = self.cfg.buffer_path.clone();
         if let Some(b) = st.buffer.as_mut() {
-            b.release_published(seq_hi)
+            b.release_published(seq_hi, self.compact_min())
                 .map_err(|source| VfsError::Buffer { path, source })?;
         }
         st.last_error = None;
@@ -843,6 +843,12 @@ impl Database {
             "published"
         );
         Ok(Some(txid))
+    }
+
+    /// Published records are cut from the front of the buffer once they take this much
+    /// (a rewrite of the unpublished tail): the file stays within about 1.25× the limit.
+    fn compact_min(&self) -> u64 {
+        (self.cfg.buffer_limit / 4).min(4 << 20)
     }
 
     /// Waits for our turn to publish; while draining, only until the drain deadline (a

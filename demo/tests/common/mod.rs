@@ -23,6 +23,8 @@ pub struct Writer {
     pub child: Child,
     pub ids: Arc<Mutex<Vec<i64>>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Drained as it comes, so a chatty log never blocks the writer on a full pipe.
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Writer {
@@ -41,6 +43,13 @@ impl Writer {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            use std::io::Read;
+            let _ = err.read_to_string(&mut s);
+            s
+        });
         let out = child.stdout.take().unwrap();
         let ids = Arc::new(Mutex::new(Vec::new()));
         let ids2 = ids.clone();
@@ -55,6 +64,7 @@ impl Writer {
             child,
             ids,
             reader: Some(reader),
+            stderr: Some(stderr),
         }
     }
 
@@ -72,11 +82,11 @@ impl Writer {
     /// Waits for exit; returns (success, stderr, ids).
     pub fn wait(mut self) -> (bool, String, Vec<i64>) {
         let st = self.child.wait().unwrap();
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
