@@ -24,7 +24,7 @@
 //! | — | `SQLITE_KUBE_POD_NAME` | `HOSTNAME` | the holder identity |
 //! | — | `SQLITE_KUBE_POD_UID` | (none) | for Events on the pod |
 //! | — | `SQLITE_KUBE_LEASE_DURATION` | `15s` | the Lease duration; writes stop at 80 % of it without a renewal |
-//! | — | `LITESTREAM_LOG_LEVEL` | `info` | tracing level (`debug`, `info`, …) |
+//! | — | `LITESTREAM_LOG_LEVEL` | `info` | tracing level (`debug`, `info`, …) or directives (`a::b=debug,warn`) |
 //! | — | `LITESTREAM_ACCESS_KEY_ID`, `LITESTREAM_SECRET_ACCESS_KEY`, `AWS_*` | | S3 credentials |
 
 use std::collections::HashMap;

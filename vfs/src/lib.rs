@@ -81,17 +81,30 @@ fn libc_atexit(f: extern "C" fn()) {
     }
 }
 
+/// `LITESTREAM_LOG_LEVEL`: a level (`debug`, `info`, …) for the VFS and LTX code, or full
+/// tracing directives when it contains `=` (`sqlite_kube_vfs::buffer=debug,warn`).
 fn init_logging() {
-    let level = std::env::var("LITESTREAM_LOG_LEVEL")
-        .unwrap_or_else(|_| "info".into())
-        .to_ascii_lowercase();
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(format!("sqlite_kube_vfs={level},ltx={level}"))
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let value = std::env::var("LITESTREAM_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    let directives = if value.contains('=') {
+        value.clone()
+    } else {
+        let level = value.to_ascii_lowercase();
+        format!("sqlite_kube_vfs={level},ltx={level}")
+    };
+    let (filter, bad) = match tracing_subscriber::EnvFilter::try_new(&directives) {
+        Ok(f) => (f, None),
+        Err(e) => (
+            tracing_subscriber::EnvFilter::new("sqlite_kube_vfs=info,ltx=info"),
+            Some(e),
+        ),
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    if let Some(e) = bad {
+        tracing::warn!(value, error = %e, "LITESTREAM_LOG_LEVEL is not a level or a tracing filter; logging at info");
+    }
 }
 
 /// Loadable-extension entry point (`.load libsqlite_kube_vfs`). The VFS stays loaded for
