@@ -509,3 +509,84 @@ fn kill_9_during_buffer_cuts_loses_nothing() {
         &missing[..missing.len().min(10)]
     );
 }
+
+/// Node and disk lost: the writer is killed and its local files (buffer, state) are gone.
+/// The replica must still be a valid database holding a prefix of the committed rows, and
+/// only rows committed in the last sync interval (plus the publish time) may be missing.
+/// A writer on a new "node" then continues from the replica.
+#[test]
+fn node_loss_loses_at_most_the_last_sync_interval() {
+    let s3 = S3Server::shared();
+    let url = s3.replica_url("vfs/node-loss");
+    let dir = tempfile::tempdir().unwrap();
+    let sync = Duration::from_millis(500);
+    let mut env = s3.env();
+    env.push(("LITESTREAM_SYNC_INTERVAL", "500ms".into()));
+    let node1 = dir.path().join("node1");
+    let w = Writer::start(&node1.join("app.db"), &url, &env);
+    let t = Instant::now();
+    while w.committed() < 200 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(rand::rng().random_range(2500..4000)));
+    w.signal(9);
+    let killed = Instant::now();
+    let reported_at = w.reported_at.clone();
+    let (_, err, ids) = w.wait();
+    assert!(ids.len() >= 200, "writer committed too little: {err}");
+    std::fs::remove_dir_all(&node1).unwrap();
+
+    let restored = restore_ids(&url, &s3.env(), dir.path(), "after-loss.db");
+    let kept = restored.len();
+    assert_eq!(
+        restored.iter().copied().collect::<Vec<_>>(),
+        (1..=kept as i64).collect::<Vec<_>>(),
+        "the replica must hold a prefix of the committed rows"
+    );
+    assert!(kept > 0, "nothing was published in {:?}", killed - t);
+    let at = reported_at.lock().unwrap().clone();
+    // A lost row was committed after the last publish began: within one sync interval plus
+    // that publish's duration (generously 2 s on a loaded CI machine) before the kill.
+    let window = sync + Duration::from_secs(2);
+    assert!(
+        killed.duration_since(at[0]) > window,
+        "the run was shorter than the window; nothing would be checked"
+    );
+    for (id, when) in ids.iter().zip(&at) {
+        if !restored.contains(id) {
+            assert!(
+                killed.duration_since(*when) <= window,
+                "id {id}, committed {:?} before the node was lost, is not in the replica ({kept} of {} kept)",
+                killed.duration_since(*when),
+                ids.len()
+            );
+        }
+    }
+
+    let oldest_lost = ids
+        .iter()
+        .zip(&at)
+        .find(|(id, _)| !restored.contains(id))
+        .map(|(_, w)| killed.duration_since(*w));
+    eprintln!(
+        "node loss: {kept} of {} committed rows in the replica; the lost ones were committed at most {oldest_lost:?} before the loss (sync interval {sync:?})",
+        ids.len()
+    );
+
+    // A new node continues from the replica.
+    let w = Writer::start(&dir.path().join("node2/app.db"), &url, &env);
+    let t = Instant::now();
+    while w.committed() < 20 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    w.signal(15);
+    let (ok, err, more) = w.wait();
+    assert!(ok, "{err}");
+    assert_eq!(
+        more.first(),
+        Some(&(kept as i64 + 1)),
+        "the new writer starts after the replica's rows"
+    );
+    let restored = restore_ids(&url, &s3.env(), dir.path(), "final.db");
+    assert_eq!(restored.len(), kept + more.len());
+}

@@ -22,6 +22,8 @@ pub fn extension() -> PathBuf {
 pub struct Writer {
     pub child: Child,
     pub ids: Arc<Mutex<Vec<i64>>>,
+    /// When each id was read from the writer's stdout (just after its COMMIT returned).
+    pub reported_at: Arc<Mutex<Vec<std::time::Instant>>>,
     reader: Option<std::thread::JoinHandle<()>>,
     /// Drained as it comes, so a chatty log never blocks the writer on a full pipe.
     stderr: Option<std::thread::JoinHandle<String>>,
@@ -52,10 +54,13 @@ impl Writer {
         });
         let out = child.stdout.take().unwrap();
         let ids = Arc::new(Mutex::new(Vec::new()));
-        let ids2 = ids.clone();
+        let reported_at = Arc::new(Mutex::new(Vec::new()));
+        let (ids2, at2) = (ids.clone(), reported_at.clone());
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if let Ok(id) = line.trim().parse() {
+                    // Time first: whoever sees the id also sees its time.
+                    at2.lock().unwrap().push(std::time::Instant::now());
                     ids2.lock().unwrap().push(id);
                 }
             }
@@ -63,6 +68,7 @@ impl Writer {
         Writer {
             child,
             ids,
+            reported_at,
             reader: Some(reader),
             stderr: Some(stderr),
         }
