@@ -26,6 +26,34 @@ fn restore_ids(
     ids_in(&out)
 }
 
+/// Opens the database for writing and closes it: the buffer is replayed and published.
+fn reopen_cleanly(db: &std::path::Path, url: &str) {
+    let o = Command::new(demo())
+        .args(["count"])
+        .arg(db)
+        .arg(url)
+        .env("LITESTREAM_WRITE_ENABLED", "true")
+        .env("LITESTREAM_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Every committed id is in the replica (restored by litestream, integrity checked).
+fn assert_none_lost(url: &str, dir: &std::path::Path, committed: &[i64], context: &str) {
+    let restored = restore_ids(url, &[], dir, "final.db");
+    let missing: Vec<_> = committed
+        .iter()
+        .filter(|id| !restored.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} committed ids lost {context}: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
 fn shell_10k(url: &str, env: &[(&str, String)]) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
@@ -139,27 +167,8 @@ fn kill_9_loses_no_committed_transaction() {
             assert_eq!(sqlite::integrity(&out), "ok");
         }
     }
-    // A clean open replays the buffer and publishes on close.
-    let o = Command::new(demo())
-        .args(["count"])
-        .arg(&db)
-        .arg(&url)
-        .env("LITESTREAM_WRITE_ENABLED", "true")
-        .env("LITESTREAM_LOG_LEVEL", "warn")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let restored = restore_ids(&url, &[], dir.path(), "final.db");
-    let missing: Vec<_> = committed
-        .iter()
-        .filter(|id| !restored.contains(id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} committed ids lost after kill -9: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
-    );
+    reopen_cleanly(&db, &url);
+    assert_none_lost(&url, dir.path(), &committed, "after kill -9");
 }
 
 #[test]
@@ -261,15 +270,7 @@ fn crash_between_publish_and_buffer_cut_does_not_stall_writes() {
     assert!(first.len() >= 50, "writer committed too little: {err}");
     let stale = std::fs::read(&buffer).unwrap();
     // A clean open publishes them and cuts the buffer...
-    let o = Command::new(demo())
-        .args(["count"])
-        .arg(&db)
-        .arg(&url)
-        .env("LITESTREAM_WRITE_ENABLED", "true")
-        .env("LITESTREAM_LOG_LEVEL", "warn")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    reopen_cleanly(&db, &url);
     assert!(
         std::fs::metadata(&buffer).unwrap().len() < 64,
         "a clean close leaves the buffer empty"
@@ -488,25 +489,12 @@ fn kill_9_during_buffer_cuts_loses_nothing() {
         largest < 256 << 10,
         "buffer file grew to {largest} bytes with a 128 KiB limit"
     );
-    let o = Command::new(demo())
-        .args(["count"])
-        .arg(&db)
-        .arg(&url)
-        .env("LITESTREAM_WRITE_ENABLED", "true")
-        .env("LITESTREAM_LOG_LEVEL", "warn")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let restored = restore_ids(&url, &[], dir.path(), "final.db");
-    let missing: Vec<_> = committed
-        .iter()
-        .filter(|id| !restored.contains(id))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} committed ids lost ({cuts} buffer cuts): {:?}",
-        missing.len(),
-        &missing[..missing.len().min(10)]
+    reopen_cleanly(&db, &url);
+    assert_none_lost(
+        &url,
+        dir.path(),
+        &committed,
+        &format!("after kill -9 ({cuts} buffer cuts)"),
     );
 }
 
