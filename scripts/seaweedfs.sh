@@ -39,7 +39,7 @@ JSON
   # the hundreds of buckets the tests make (the default cap is 8 volumes). By default every
   # volume turns read-only (PUT -> 500 InternalError) when the disk has < 1% free, which on a
   # big shared disk is gigabytes while a cargo build is still writing: the floor is 256 MiB.
-  WEED_MASTER_VOLUME_GROWTH_COPY_1=1 "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
+  WEED_MASTER_VOLUME_GROWTH_COPY_1=1 "$weed" -logdir="$dir" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
     -master.port="$master" -volume.port="$volume" -filer.port="$filer" \
     -s3 -s3.port="$s3" -s3.config="$dir/s3.json" -master.volumeSizeLimitMB=64 -volume.max=2000 \
     -volume.minFreeSpace=256MiB \

@@ -256,7 +256,8 @@ impl Operator {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// Removes the webhook configuration and stops the operator.
+    /// Removes the webhook configuration and stops the operator. Called when a test passed,
+    /// so its log goes too; a failed test leaves it in the temp dir.
     pub async fn stop(mut self) {
         let whc: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         let _ = whc
@@ -264,6 +265,7 @@ impl Operator {
             .await;
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

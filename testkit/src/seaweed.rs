@@ -51,6 +51,8 @@ impl S3Server {
         .unwrap();
         let (s3, filer) = (crate::free_port(), crate::free_port());
         let args = vec![
+            // glog files go with the server, not into the shared temp dir.
+            format!("-logdir={}", dir.path().display()),
             "server".to_string(),
             "-ip=127.0.0.1".into(),
             "-ip.bind=127.0.0.1".into(),
