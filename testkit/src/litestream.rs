@@ -19,16 +19,21 @@ pub fn command(env: &[(&str, String)]) -> Command {
     c
 }
 
-/// Runs `litestream restore -o out url [extra…]`, panicking with its output on failure.
-pub fn restore(url: &str, out: &Path, extra: &[&str], env: &[(&str, String)]) -> Output {
-    let o = command(env)
+/// Runs `litestream restore -o out url [extra…]` and returns its output, failed or not.
+pub fn try_restore(url: &str, out: &Path, extra: &[&str], env: &[(&str, String)]) -> Output {
+    command(env)
         .arg("restore")
         .arg("-o")
         .arg(out)
         .args(extra)
         .arg(url)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `litestream restore -o out url [extra…]`, panicking with its output on failure.
+pub fn restore(url: &str, out: &Path, extra: &[&str], env: &[(&str, String)]) -> Output {
+    let o = try_restore(url, out, extra, env);
     assert!(
         o.status.success(),
         "litestream restore {url} failed:\n{}{}",

@@ -44,8 +44,6 @@ pub struct WriteBuffer {
     page_size: u32,
     len: u64,
     next_seq: u64,
-    /// Sequence numbers still in the file, for truncation decisions.
-    max_seq_in_file: u64,
     /// (seq, end offset) of every record in the file, oldest first: how many bytes are
     /// still unpublished, and where the published prefix ends.
     ends: VecDeque<(u64, u64)>,
@@ -110,11 +108,7 @@ impl WriteBuffer {
         if fresh {
             file.set_len(0)?;
             file.seek(SeekFrom::Start(0))?;
-            let mut h = Vec::with_capacity(12);
-            h.extend_from_slice(MAGIC);
-            h.extend_from_slice(&VERSION.to_be_bytes());
-            h.extend_from_slice(&page_size.to_be_bytes());
-            file.write_all(&h)?;
+            file.write_all(&file_header(page_size))?;
             file.sync_all()?;
             valid_end = FILE_HEADER;
         }
@@ -125,7 +119,6 @@ impl WriteBuffer {
             page_size,
             len: valid_end,
             next_seq: max_seq + 1,
-            max_seq_in_file: max_seq,
             ends,
         };
         Ok((wb, records))
@@ -158,7 +151,6 @@ impl WriteBuffer {
         }
         self.len += rec.len() as u64;
         self.next_seq += 1;
-        self.max_seq_in_file = seq;
         self.ends.push_back((seq, self.len));
         Ok(seq)
     }
@@ -197,7 +189,11 @@ impl WriteBuffer {
         if self.len == FILE_HEADER {
             return Ok(());
         }
-        if self.max_seq_in_file <= published_seq {
+        if self
+            .ends
+            .back()
+            .is_none_or(|&(seq, _)| seq <= published_seq)
+        {
             self.file.set_len(FILE_HEADER)?;
             self.file.seek(SeekFrom::Start(FILE_HEADER))?;
             self.file.sync_all()?;
@@ -211,8 +207,6 @@ impl WriteBuffer {
         }
         let mut tail = vec![0u8; (self.len - cut) as usize];
         self.file.read_exact_at(&mut tail, cut)?;
-        let mut head = [0u8; FILE_HEADER as usize];
-        self.file.read_exact_at(&mut head, 0)?;
         let tmp = PathBuf::from(format!("{}.compact", self.path.display()));
         let mut f = OpenOptions::new()
             .read(true)
@@ -220,7 +214,7 @@ impl WriteBuffer {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        f.write_all(&head)?;
+        f.write_all(&file_header(self.page_size))?;
         f.write_all(&tail)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
@@ -249,6 +243,14 @@ impl WriteBuffer {
     pub fn sync(&mut self) -> std::io::Result<()> {
         self.file.sync_data()
     }
+}
+
+fn file_header(page_size: u32) -> [u8; FILE_HEADER as usize] {
+    let mut h = [0u8; FILE_HEADER as usize];
+    h[0..4].copy_from_slice(MAGIC);
+    h[4..8].copy_from_slice(&VERSION.to_be_bytes());
+    h[8..12].copy_from_slice(&page_size.to_be_bytes());
+    h
 }
 
 pub fn state_path(buffer: &Path) -> PathBuf {
