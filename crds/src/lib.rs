@@ -8,16 +8,16 @@
 //! ranges, and CEL rules for servers ≥ 1.25) and [`validate`], which the operator runs on
 //! every reconcile so that servers ignoring CEL still get a clear condition and Event.
 
-mod duration;
-mod quantity;
 mod replica_url;
 mod spec;
 mod status;
 mod validate;
 
-pub use duration::{parse_duration, DURATION_PATTERN};
+/// Durations and sizes: the one parser the webhook and the VFS also use.
+pub use settings::{
+    parse_duration, parse_size as parse_quantity, DURATION_PATTERN, QUANTITY_PATTERN,
+};
 mod reference;
-pub use quantity::{parse_quantity, QUANTITY_PATTERN};
 pub use reference::reference_markdown;
 pub use spec::*;
 pub use status::*;

@@ -134,7 +134,7 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
             }
             Ok(d) => Some(d),
             Err(e) => {
-                err(field, e);
+                err(field, e.to_string());
                 None
             }
         }
@@ -191,7 +191,7 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
         );
     }
     if let Err(e) = parse_quantity(&spec.hydration.cache_size) {
-        err("spec.hydration.cacheSize", e);
+        err("spec.hydration.cacheSize", e.to_string());
     }
     errs
 }

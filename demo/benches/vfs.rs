@@ -9,6 +9,10 @@
 //!   on SeaweedFS S3 on 127.0.0.1.
 //!
 //!   cargo bench -p sqlitekube-demo --bench vfs      (needs scripts/test-deps.sh)
+//!
+//! Before/after in one run: `BENCH_BASELINE=<this bench's binary built from another
+//! commit>` runs each of our variants with that binary right after this build's, and prints
+//! this build's ratios against it (see scripts/bench-vfs-baseline.sh).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -150,7 +154,16 @@ fn cold_child(url: &str, dir: &Path) {
 }
 
 fn run_child(args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
-    let mut c = Command::new(std::env::current_exe().unwrap());
+    run_child_of(&std::env::current_exe().unwrap(), args, env)
+}
+
+/// An earlier build of this benchmark to compare against (`BENCH_BASELINE`).
+fn baseline() -> Option<PathBuf> {
+    std::env::var_os("BENCH_BASELINE").map(PathBuf::from)
+}
+
+fn run_child_of(exe: &Path, args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
+    let mut c = Command::new(exe);
     c.arg("--child")
         .args(args)
         .env("LITESTREAM_LOG_LEVEL", "error")
@@ -222,6 +235,19 @@ async fn main() {
             r / br,
             r / wr
         );
+        if let Some(exe) = baseline().filter(|_| v.starts_with("ours")) {
+            let dir = tempfile::tempdir().unwrap();
+            match run_child_of(&exe, &[v, dir.path().to_str().unwrap()], &env) {
+                Ok(o) => {
+                    let p: Vec<f64> = o.split_whitespace().map(|x| x.parse().unwrap()).collect();
+                    println!(
+                        "  {:<15} writes {:>7.3}s   point read {:>6.2} us   close {:.3}s   => this build: throughput {:>4.2}x, read latency {:>4.2}x the baseline",
+                        "  baseline", p[0], p[1], p[2], p[0] / w, r / p[1]
+                    );
+                }
+                Err(e) => println!("    baseline FAILED: {e}"),
+            }
+        }
     }
 
     let mb: usize = std::env::var("BENCH_COLD_MB")
@@ -257,17 +283,29 @@ async fn main() {
         .await
         .unwrap();
     let db_mb = std::fs::metadata(&src).unwrap().len() as f64 / 1e6;
-    let mut times = Vec::new();
-    for i in 0..3 {
-        let d = dir.path().join(format!("cold{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        times.push(
-            run_child(&["cold", &url, d.to_str().unwrap()], &s3.env())
-                .expect("cold child")
-                .parse::<f64>()
-                .unwrap(),
+    let me = std::env::current_exe().unwrap();
+    let cold = |exe: &Path, tag: &str| {
+        let mut times = Vec::new();
+        for i in 0..3 {
+            let d = dir.path().join(format!("cold-{tag}{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            times.push(
+                run_child_of(exe, &["cold", &url, d.to_str().unwrap()], &s3.env())
+                    .expect("cold child")
+                    .parse::<f64>()
+                    .unwrap(),
+            );
+        }
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        times[1]
+    };
+    let now = cold(&me, "");
+    println!("  cold replica of {db_mb:.0} MB on SeaweedFS: open + first point query {now:.1} ms (median of 3; target < 100 ms)");
+    if let Some(exe) = baseline() {
+        let before = cold(&exe, "base");
+        println!(
+            "    baseline: {before:.1} ms   => this build: {:.2}x the baseline's time",
+            now / before
         );
     }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!("  cold replica of {db_mb:.0} MB on SeaweedFS: open + first point query {:.1} ms (median of 3; target < 100 ms)", times[1]);
 }

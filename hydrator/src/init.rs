@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use ltx::replica::Replica;
 use ltx::restore::{restore, RestoreError, RestoreOptions, Target};
+use settings::env;
 
 use crate::progress::RestoreProgress;
 
@@ -22,9 +23,6 @@ use crate::progress::RestoreProgress;
 pub const DEFAULT_VFS_SOURCE: &str = "/usr/local/lib/sqlite-kube/libsqlite_kube_vfs.so";
 /// File name of the extension in the shared volume.
 pub const VFS_FILE: &str = "libsqlite_kube_vfs.so";
-/// Written next to a hydrated database: the TXID it holds (decimal + newline), the same
-/// convention as Litestream's `<hydration_path>.meta`.
-pub const META_SUFFIX: &str = ".meta";
 
 #[derive(Args)]
 pub struct InitArgs {
@@ -61,15 +59,15 @@ fn var(name: &str) -> Option<String> {
 
 impl InitConfig {
     pub fn from_env() -> Result<InitConfig> {
-        let replica_url = var("SQLITE_KUBE_REPLICA_URL")
-            .or_else(|| var("LITESTREAM_REPLICA_URL"))
+        let replica_url = var(env::INIT_REPLICA_URL)
+            .or_else(|| var(env::REPLICA_URL))
             .ok_or_else(|| {
                 anyhow!(
                     "SQLITE_KUBE_REPLICA_URL is not set: the init container needs the replica URL"
                 )
             })?;
-        ltx::replica::ReplicaUrl::parse(&replica_url).context("SQLITE_KUBE_REPLICA_URL")?;
-        let hydration = match var("SQLITE_KUBE_HYDRATION")
+        ltx::replica::ReplicaUrl::parse(&replica_url).context(env::INIT_REPLICA_URL)?;
+        let hydration = match var(env::INIT_HYDRATION)
             .as_deref()
             .map(str::to_ascii_lowercase)
             .as_deref()
@@ -81,25 +79,24 @@ impl InitConfig {
                 "SQLITE_KUBE_HYDRATION={other:?} is not one of Blocking, Background, Disabled"
             ),
         };
-        let db_path = var("SQLITE_KUBE_DB_PATH").map(PathBuf::from);
+        let db_path = var(env::DB_PATH).map(PathBuf::from);
         if hydration != Hydration::Disabled && db_path.is_none() {
             bail!("SQLITE_KUBE_DB_PATH is not set: hydration needs a local path for the database");
         }
         let shared_dir =
-            PathBuf::from(var("SQLITE_KUBE_SHARED_DIR").ok_or_else(|| {
+            PathBuf::from(var(env::INIT_SHARED_DIR).ok_or_else(|| {
                 anyhow!("SQLITE_KUBE_SHARED_DIR is not set: nowhere to put the VFS")
             })?);
-        let vfs_source = PathBuf::from(
-            var("SQLITE_KUBE_VFS_SOURCE").unwrap_or_else(|| DEFAULT_VFS_SOURCE.into()),
-        );
+        let vfs_source =
+            PathBuf::from(var(env::INIT_VFS_SOURCE).unwrap_or_else(|| DEFAULT_VFS_SOURCE.into()));
         let passthrough = std::env::vars()
             .filter(|(k, _)| {
-                k.starts_with("SQLITE_KUBE_VFS_")
+                k.starts_with(env::VFS_PASSTHROUGH_PREFIX)
                     || (k.starts_with("LITESTREAM_")
                         && !k.contains("SECRET")
                         && !k.contains("ACCESS_KEY"))
             })
-            .filter(|(k, _)| k != "SQLITE_KUBE_VFS_SOURCE")
+            .filter(|(k, _)| k != env::INIT_VFS_SOURCE)
             .collect();
         Ok(InitConfig {
             replica_url,
@@ -114,13 +111,13 @@ impl InitConfig {
     /// The `vfs.env` contents. Credentials are never written: the app container gets
     /// them from the same Secret through its own environment.
     pub fn vfs_env(&self) -> String {
-        let mut lines = vec![format!("LITESTREAM_REPLICA_URL={}", self.replica_url)];
+        let mut lines = vec![format!("{}={}", env::REPLICA_URL, self.replica_url)];
         match (&self.db_path, self.hydration) {
             (Some(p), Hydration::Blocking | Hydration::Background) => {
-                lines.push("LITESTREAM_HYDRATION_ENABLED=true".into());
-                lines.push(format!("LITESTREAM_HYDRATION_PATH={}", p.display()));
+                lines.push(format!("{}=true", env::HYDRATION_ENABLED));
+                lines.push(format!("{}={}", env::HYDRATION_PATH, p.display()));
             }
-            _ => lines.push("LITESTREAM_HYDRATION_ENABLED=false".into()),
+            _ => lines.push(format!("{}=false", env::HYDRATION_ENABLED)),
         }
         let mut extra = self.passthrough.clone();
         extra.sort();
@@ -166,7 +163,7 @@ async fn setup(cfg: &InitConfig) -> Result<()> {
             .with_context(|| format!("read {}", cfg.vfs_source.display()))?;
         write_atomic(&dest, &data)?;
         tracing::info!(from = %cfg.vfs_source.display(), to = %dest.display(), "VFS extension installed");
-    } else if var("SQLITE_KUBE_VFS_SOURCE").is_some() {
+    } else if var(env::INIT_VFS_SOURCE).is_some() {
         bail!(
             "SQLITE_KUBE_VFS_SOURCE={} does not exist in the hydrator image",
             cfg.vfs_source.display()
@@ -179,7 +176,7 @@ async fn setup(cfg: &InitConfig) -> Result<()> {
     }
     write_atomic(&cfg.shared_dir.join("vfs.env"), cfg.vfs_env().as_bytes())?;
 
-    let replica = Replica::open(&cfg.replica_url).context("SQLITE_KUBE_REPLICA_URL")?;
+    let replica = Replica::open(&cfg.replica_url).context(env::INIT_REPLICA_URL)?;
     replica
         .check_reachable()
         .await
@@ -195,13 +192,9 @@ async fn setup(cfg: &InitConfig) -> Result<()> {
 
 /// Restores the replica's latest state to `db` unless it already holds it.
 async fn hydrate(replica: &Replica, db: &Path) -> Result<()> {
-    let meta = PathBuf::from(format!("{}{META_SUFFIX}", db.display()));
     let files = replica.list_all().await?;
     let remote = files.iter().map(|f| f.key.max_txid).max().unwrap_or(0);
-    let local = std::fs::read_to_string(&meta)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    if db.exists() && local == Some(remote) {
+    if ltx::restore::hydrated::read_meta(db) == Some(remote) {
         tracing::info!(txid = remote, path = %db.display(), "local database already current");
         return Ok(());
     }
@@ -218,7 +211,8 @@ async fn hydrate(replica: &Replica, db: &Path) -> Result<()> {
     match restore(replica, db, &opts).await {
         Ok(s) => {
             progress.finish();
-            write_atomic(&meta, format!("{}\n", s.db.txid).as_bytes())?;
+            ltx::restore::hydrated::write_meta(db, s.db.txid)
+                .with_context(|| format!("record the hydrated TXID beside {}", db.display()))?;
             tracing::info!(txid = s.db.txid, path = %db.display(), elapsed_ms = s.elapsed.as_millis() as u64, "hydrated");
             Ok(())
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::format::{lock_pgno, Decoder, Encoder, Header, LtxError};
+use crate::format::{Decoder, Encoder, Header, LtxError};
 use crate::replica::{LtxFileInfo, LtxKey, Replica, ReplicaError, SNAPSHOT_LEVEL};
 use crate::restore::{restore, RestoreError, RestoreOptions, Target};
 
@@ -38,7 +38,7 @@ pub async fn merge(
         return Ok(None);
     };
     for w in files.windows(2) {
-        if w[1].key.min_txid > w[0].key.max_txid + 1 || w[1].key.max_txid <= w[0].key.max_txid {
+        if !w[1].key.extends(w[0].key.max_txid) {
             return Err(CompactError::NotContiguous(w[0].key, w[1].key));
         }
     }
@@ -74,12 +74,12 @@ pub async fn merge(
         path: key.to_string(),
         source,
     })?;
-    let lock = lock_pgno(last.page_size);
-    for (p, d) in pages.iter().filter(|(p, _)| **p != lock) {
-        enc.write_page(*p, d).map_err(|source| CompactError::Ltx {
-            path: key.to_string(),
-            source,
-        })?;
+    for (p, d) in &pages {
+        enc.write_db_page(*p, d)
+            .map_err(|source| CompactError::Ltx {
+                path: key.to_string(),
+                source,
+            })?;
     }
     let (bytes, _) = enc.finish(None).map_err(|source| CompactError::Ltx {
         path: key.to_string(),

@@ -44,12 +44,9 @@ pub fn encode_db<W: Write>(
     let mut enc = Encoder::new(out, Header::new(page_size, commit, min, max, timestamp_ms))?;
     let mut r = BufReader::with_capacity(1 << 20, File::open(db)?);
     let mut page = vec![0u8; page_size as usize];
-    let lock = lock_pgno(page_size);
     for pgno in 1..=commit {
         r.read_exact(&mut page)?;
-        if pgno != lock {
-            enc.write_page(pgno, &page)?;
-        }
+        enc.write_db_page(pgno, &page)?;
     }
     enc.finish(None)
 }

@@ -65,7 +65,7 @@ struct Args {
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    crds::parse_duration(s)
+    crds::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[tokio::main]

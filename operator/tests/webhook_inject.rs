@@ -125,3 +125,58 @@ fn bad_annotations_are_refused_with_a_reason() {
     .unwrap_err();
     assert!(e.contains("absolute"), "{e}");
 }
+
+/// What the CRD accepts, the VFS accepts: a database with Go-style compound durations is
+/// injected, and the VFS builds its settings from exactly the injected container's
+/// environment (downward-API fields filled in as the kubelet would).
+#[test]
+fn vfs_opens_with_the_injected_settings() {
+    let mut d = db();
+    d.spec.sync_interval = "1m30s".into();
+    d.spec.retention = "1h30m".into();
+    d.spec.snapshot_interval = "2h30m".into();
+    d.spec.writer.lease_duration = "4m45s".into();
+    d.spec.writer.drain_timeout = "2m30s".into();
+    let errors = crds::validate(&d.spec);
+    assert!(errors.is_empty(), "the spec is valid: {errors:?}");
+    let p = pod(json!({"sqlitekube.dev/database": "orders"}));
+    let opt = opt_in(&p).unwrap().unwrap();
+    let out = inject(&p, &d, &opt, &cfg(false)).unwrap();
+    let app = &out.spec.as_ref().unwrap().containers[0];
+    let env: std::collections::HashMap<String, String> = app
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let v = match (&e.value, &e.value_from) {
+                (Some(v), _) => v.clone(),
+                (None, Some(f)) => match f.field_ref.as_ref().map(|r| r.field_path.as_str()) {
+                    Some("metadata.name") => "app-0".into(),
+                    Some("metadata.namespace") => "shop".into(),
+                    Some("metadata.uid") => "uid-1".into(),
+                    _ => return None, // secrets: not settings
+                },
+                _ => return None,
+            };
+            Some((e.name.clone(), v))
+        })
+        .collect();
+    let db_path = std::path::PathBuf::from(&env[settings::env::DB_PATH]);
+    let c = sqlite_kube_vfs::Config::from_lookup(&db_path, &Default::default(), |k| {
+        env.get(k).cloned()
+    })
+    .expect("the VFS accepts every injected setting");
+    use std::time::Duration;
+    assert_eq!(c.sync_interval, Duration::from_secs(90));
+    assert_eq!(c.snapshot_retention, Duration::from_secs(5400));
+    assert_eq!(c.snapshot_interval, Duration::from_secs(9000));
+    assert_eq!(c.drain_timeout, Duration::from_secs(150));
+    assert!(c.write_enabled);
+    let lease = c.lease.expect("a write-mode pod is lease-gated");
+    assert_eq!(lease.duration, Duration::from_secs(285));
+    assert_eq!(
+        (lease.identity.as_str(), lease.namespace.as_str()),
+        ("app-0", "shop")
+    );
+    assert_eq!(c.cache_size, 64 << 20, "the default cacheSize, 64Mi");
+}

@@ -3,7 +3,8 @@
 //! yet published. Records are checksummed; a torn tail (crash mid-append) is cut off.
 //!
 //! File: `SKWB` | version u32 | page_size u32, then records:
-//! `len u32 | seq u64 | commit u32 | npages u32 | (pgno u32 | page)* | crc64 u64`
+//! `len u32 | seq u64 | size u32 | npages u32 | (pgno u32 | page)* | crc64 u64`
+//! (`size`: the database size in pages after the transaction)
 //! (`len` counts everything after itself; the CRC covers `seq` through the last page).
 //! Beside it, `<buffer>.state` (JSON) records what has been published.
 
@@ -24,7 +25,7 @@ const FILE_HEADER: u64 = 12;
 pub struct TxRecord {
     pub seq: u64,
     /// Database size in pages after the transaction.
-    pub commit: u32,
+    pub size: u32,
     pub pages: Vec<(u32, Vec<u8>)>,
 }
 
@@ -127,14 +128,14 @@ impl WriteBuffer {
     /// Appends a committed transaction; `durable` also fsyncs (SQLite asked for a sync).
     pub fn append(
         &mut self,
-        commit: u32,
+        size: u32,
         pages: &[(u32, &[u8])],
         durable: bool,
     ) -> std::io::Result<u64> {
         let seq = self.next_seq;
         let mut body = Vec::with_capacity(16 + pages.len() * (4 + self.page_size as usize) + 8);
         body.extend_from_slice(&seq.to_be_bytes());
-        body.extend_from_slice(&commit.to_be_bytes());
+        body.extend_from_slice(&size.to_be_bytes());
         body.extend_from_slice(&(pages.len() as u32).to_be_bytes());
         for (pgno, data) in pages {
             body.extend_from_slice(&pgno.to_be_bytes());
@@ -253,6 +254,13 @@ fn file_header(page_size: u32) -> [u8; FILE_HEADER as usize] {
     h
 }
 
+/// The page size a buffer file was created for, if `path` is a readable buffer.
+pub fn buffer_page_size(path: &Path) -> Option<u32> {
+    let mut h = [0u8; FILE_HEADER as usize];
+    File::open(path).ok()?.read_exact(&mut h).ok()?;
+    (&h[0..4] == MAGIC).then(|| u32::from_be_bytes([h[8], h[9], h[10], h[11]]))
+}
+
 pub fn state_path(buffer: &Path) -> PathBuf {
     PathBuf::from(format!("{}.state", buffer.display()))
 }
@@ -268,7 +276,7 @@ fn parse_record(data: &[u8], page_size: u32) -> Option<(TxRecord, usize)> {
         return None;
     }
     let seq = u64::from_be_bytes(content[0..8].try_into().ok()?);
-    let commit = u32::from_be_bytes(content[8..12].try_into().ok()?);
+    let size = u32::from_be_bytes(content[8..12].try_into().ok()?);
     let n = u32::from_be_bytes(content[12..16].try_into().ok()?) as usize;
     let ps = page_size as usize;
     if content.len() != 16 + n * (4 + ps) {
@@ -283,7 +291,7 @@ fn parse_record(data: &[u8], page_size: u32) -> Option<(TxRecord, usize)> {
             )
         })
         .collect();
-    Some((TxRecord { seq, commit, pages }, 4 + len))
+    Some((TxRecord { seq, size, pages }, 4 + len))
 }
 
 pub fn load_state(buffer: &Path) -> Option<PublishState> {

@@ -31,6 +31,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use settings::{env, parse_duration, parse_size};
+
 use crate::writer_lease::LeaseSettings;
 
 #[derive(Debug, Clone)]
@@ -63,18 +65,26 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Builds the settings for the database at `db` from `params` (URI) and the environment.
+    /// Builds the settings for the database at `db` from `params` (URI) and the process
+    /// environment.
     pub fn load(db: &Path, params: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Self::from_lookup(db, params, |k| std::env::var(k).ok())
+    }
+
+    /// [`Config::load`] with the environment given as a lookup (a pod spec's `env`, in
+    /// tests of what the webhook injects).
+    pub fn from_lookup(
+        db: &Path,
+        params: &HashMap<String, String>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let env_var = |k: &str| lookup(k).filter(|v| !v.is_empty());
         let get = |uri: &str, envs: &[&str]| -> Option<(String, String)> {
             if let Some(v) = params.get(uri) {
                 return Some((uri.to_string(), v.clone()));
             }
-            envs.iter().find_map(|e| {
-                std::env::var(e)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| (e.to_string(), v))
-            })
+            envs.iter()
+                .find_map(|e| env_var(e).map(|v| (e.to_string(), v)))
         };
         let err = |(name, value): (String, String), reason: &str| ConfigError {
             name,
@@ -87,34 +97,37 @@ impl Config {
         };
         let duration = |uri, envs: &[&str], default| match get(uri, envs) {
             None => Ok(default),
-            Some(kv) => parse_duration(&kv.1)
-                .ok_or_else(|| err(kv, "expected a duration like 500ms, 1s, 2m")),
+            Some(kv) => parse_duration(&kv.1).map_err(|e| {
+                let m = e.to_string();
+                err(kv, &m)
+            }),
         };
         let bytes = |uri, envs: &[&str], default| match get(uri, envs) {
             None => Ok(default),
-            Some(kv) => parse_bytes(&kv.1)
-                .ok_or_else(|| err(kv, "expected a byte count like 1048576, 64MiB")),
+            Some(kv) => parse_size(&kv.1).map_err(|e| {
+                let m = e.to_string();
+                err(kv, &m)
+            }),
         };
         let path = |uri, envs: &[&str], suffix: &str| {
             get(uri, envs)
                 .map(|(_, v)| PathBuf::from(v))
                 .unwrap_or_else(|| PathBuf::from(format!("{}{suffix}", db.display())))
         };
-        let replica_url = get(
-            "replica_url",
-            &["LITESTREAM_REPLICA_URL", "SQLITE_KUBE_REPLICA_URL"],
-        )
-        .map(|(_, v)| v)
-        .ok_or_else(|| ConfigError {
+        let replica_url = get("replica_url", &[env::REPLICA_URL, env::INIT_REPLICA_URL])
+            .map(|(_, v)| v)
+            .ok_or_else(|| {
+                ConfigError {
             name: "replica_url".into(),
             value: String::new(),
             reason:
                 "no replica configured: set LITESTREAM_REPLICA_URL or the replica_url URI parameter"
                     .into(),
-        })?;
+        }
+            })?;
         let sync_interval = duration(
             "sync_interval",
-            &["LITESTREAM_SYNC_INTERVAL"],
+            &[env::SYNC_INTERVAL],
             Duration::from_secs(1),
         )?;
         if sync_interval.is_zero() {
@@ -125,57 +138,49 @@ impl Config {
         }
         Ok(Config {
             replica_url,
-            write_enabled: boolean("write_enabled", &["LITESTREAM_WRITE_ENABLED"], false)?,
+            write_enabled: boolean("write_enabled", &[env::WRITE_ENABLED], false)?,
             sync_interval,
-            buffer_path: path("buffer_path", &["LITESTREAM_BUFFER_PATH"], "-buffer"),
-            buffer_limit: bytes("buffer_limit", &["SQLITE_KUBE_BUFFER_LIMIT"], 64 << 20)?,
-            hydration_enabled: boolean(
-                "hydration_enabled",
-                &["LITESTREAM_HYDRATION_ENABLED"],
-                false,
-            )?,
-            hydration_path: path(
-                "hydration_path",
-                &["LITESTREAM_HYDRATION_PATH"],
-                "-hydrated",
-            ),
+            buffer_path: path("buffer_path", &[env::BUFFER_PATH], "-buffer"),
+            buffer_limit: bytes("buffer_limit", &[env::BUFFER_LIMIT], 64 << 20)?,
+            hydration_enabled: boolean("hydration_enabled", &[env::HYDRATION_ENABLED], false)?,
+            hydration_path: path("hydration_path", &[env::HYDRATION_PATH], "-hydrated"),
             poll_interval: duration(
                 "poll_interval",
-                &["LITESTREAM_POLL_INTERVAL"],
+                &[env::POLL_INTERVAL],
                 Duration::from_secs(1),
             )?,
-            cache_size: bytes("cache_size", &["LITESTREAM_CACHE_SIZE"], 64 << 20)?,
-            status_path: path("status_path", &["SQLITE_KUBE_STATUS_PATH"], "-status.json"),
+            cache_size: bytes("cache_size", &[env::CACHE_SIZE], 64 << 20)?,
+            status_path: path("status_path", &[env::STATUS_PATH], "-status.json"),
             compaction_interval: duration(
                 "compaction_interval",
-                &["SQLITE_KUBE_COMPACTION_INTERVAL"],
+                &[env::COMPACTION_INTERVAL],
                 Duration::from_secs(30),
             )?,
             snapshot_interval: duration(
                 "snapshot_interval",
-                &["SQLITE_KUBE_SNAPSHOT_INTERVAL"],
+                &[env::SNAPSHOT_INTERVAL],
                 Duration::from_secs(3600),
             )?,
             l0_retention: duration(
                 "l0_retention",
-                &["SQLITE_KUBE_L0_RETENTION"],
+                &[env::L0_RETENTION],
                 Duration::from_secs(300),
             )?,
             snapshot_retention: duration(
                 "snapshot_retention",
-                &["SQLITE_KUBE_SNAPSHOT_RETENTION"],
+                &[env::SNAPSHOT_RETENTION],
                 Duration::from_secs(86400),
             )?,
             drain_timeout: duration(
                 "drain_timeout",
-                &["SQLITE_KUBE_DRAIN_TIMEOUT"],
+                &[env::DRAIN_TIMEOUT],
                 Duration::from_secs(30),
             )?,
-            lease: match get("lease", &["SQLITE_KUBE_LEASE"]) {
+            lease: match get("lease", &[env::LEASE]) {
                 None => None,
                 Some((_, name)) => {
-                    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-                    let namespace = env("SQLITE_KUBE_NAMESPACE")
+                    let env = |k: &str| env_var(k);
+                    let namespace = env(env::NAMESPACE)
                         .or_else(|| {
                             std::fs::read_to_string(
                                 "/var/run/secrets/kubernetes.io/serviceaccount/namespace",
@@ -184,21 +189,23 @@ impl Config {
                             .map(|s| s.trim().to_string())
                         })
                         .unwrap_or_else(|| "default".into());
-                    let identity = env("SQLITE_KUBE_POD_NAME")
-                        .or_else(|| env("HOSTNAME"))
-                        .ok_or_else(|| ConfigError {
-                            name: "SQLITE_KUBE_POD_NAME".into(),
-                            value: String::new(),
-                            reason: "a lease-gated writer needs an identity (the pod name)".into(),
-                        })?;
+                    let identity =
+                        env(env::POD_NAME)
+                            .or_else(|| env("HOSTNAME"))
+                            .ok_or_else(|| ConfigError {
+                                name: env::POD_NAME.into(),
+                                value: String::new(),
+                                reason: "a lease-gated writer needs an identity (the pod name)"
+                                    .into(),
+                            })?;
                     let duration = duration(
                         "lease_duration",
-                        &["SQLITE_KUBE_LEASE_DURATION"],
+                        &[env::LEASE_DURATION],
                         Duration::from_secs(15),
                     )?;
                     if duration < Duration::from_secs(1) {
                         return Err(err(
-                            ("SQLITE_KUBE_LEASE_DURATION".into(), format!("{duration:?}")),
+                            (env::LEASE_DURATION.into(), format!("{duration:?}")),
                             "must be at least 1s",
                         ));
                     }
@@ -206,8 +213,8 @@ impl Config {
                         namespace,
                         name,
                         identity,
-                        pod_uid: env("SQLITE_KUBE_POD_UID"),
-                        database: env("SQLITE_KUBE_DATABASE"),
+                        pod_uid: env(env::POD_UID),
+                        database: env(env::DATABASE),
                         duration,
                     })
                 }
@@ -224,55 +231,26 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Go-style durations: `1s`, `500ms`, `2m`, `1h`, `250us`, or bare seconds.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-/// `1048576`, `64MiB`, `64MB`, `1GiB`, `512KiB`.
-pub fn parse_bytes(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mul = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "kb" => 1000,
-        "mib" | "m" => 1 << 20,
-        "mb" => 1_000_000,
-        "gib" | "g" => 1 << 30,
-        "gb" => 1_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(mul)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_units() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("x"), None);
-        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
-        assert_eq!(parse_bytes("abc"), None);
+    fn durations_and_sizes_in_every_spelling_the_crd_allows() {
+        let mut p = HashMap::new();
+        p.insert("replica_url".to_string(), "file:///r".to_string());
+        let env = |k: &str| match k {
+            env::SYNC_INTERVAL => Some("1m30s".to_string()),
+            env::SNAPSHOT_RETENTION => Some("1h30m".to_string()),
+            env::CACHE_SIZE => Some("64Mi".to_string()),
+            env::BUFFER_LIMIT => Some("1MiB".to_string()),
+            _ => None,
+        };
+        let c = Config::from_lookup(Path::new("/d/app.db"), &p, env).unwrap();
+        assert_eq!(c.sync_interval, Duration::from_secs(90));
+        assert_eq!(c.snapshot_retention, Duration::from_secs(5400));
+        assert_eq!(c.cache_size, 64 << 20);
+        assert_eq!(c.buffer_limit, 1 << 20);
     }
 
     #[test]

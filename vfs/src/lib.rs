@@ -7,18 +7,34 @@
 //!   and, for drop-in use, also as `litestream`.
 //! - As a Rust library: [`register`] with the host's `sqlite3_vfs_find`/`sqlite3_vfs_register`.
 
+mod background;
 mod buffer;
 mod config;
-mod db;
+mod database;
+mod error;
+mod fencing;
 pub mod ffi;
+mod follow;
+mod hydration;
+mod locks;
+mod maintenance;
+mod pages;
+mod publisher;
+mod recovery;
 mod remote;
 mod runtime;
 mod shim;
+mod status;
+mod store;
+#[cfg(test)]
+mod testutil;
+mod transaction;
 pub mod writer_lease;
 
 use std::os::raw::{c_char, c_int, c_void};
 
 pub use config::Config;
+pub use error::{Fenced, VfsError};
 pub use shim::{shutdown_all, status};
 
 /// The VFS name.

@@ -78,16 +78,7 @@ impl RemoteView {
 async fn futures_join(
     replica: &Replica,
     files: &[LtxFileInfo],
-) -> Result<Vec<ltx::replica::FileIndex>, ReplicaError> {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, f) in files.iter().enumerate() {
-        let (r, f) = (replica.clone(), f.clone());
-        set.spawn(async move { (i, r.read_file_index(&f).await) });
-    }
-    let mut out: Vec<Option<ltx::replica::FileIndex>> = (0..files.len()).map(|_| None).collect();
-    while let Some(res) = set.join_next().await {
-        let (i, r) = res.expect("index task panicked");
-        out[i] = Some(r?);
-    }
-    Ok(out.into_iter().map(|x| x.unwrap()).collect())
+) -> Result<Vec<ltx::replica::FileIndex>, RemoteError> {
+    let reads = files.iter().map(|f| replica.read_file_index(f));
+    Ok(futures::future::try_join_all(reads).await?)
 }

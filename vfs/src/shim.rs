@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::Config;
-use crate::db::Database;
+use crate::database::Database;
 use crate::ffi::*;
 
 #[repr(C)]

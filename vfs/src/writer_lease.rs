@@ -191,6 +191,22 @@ impl WriterLease {
     }
 
     /// Starts renewing in the background.
+    /// `Some(rc)` (an SQLite result code) when the lease does not allow writing now:
+    /// BUSY while a renewal is overdue (transient), READONLY once the lease is lost.
+    pub fn write_gate(&self) -> Option<i32> {
+        match self.check() {
+            Ok(()) => None,
+            Err(Gate::Expired) => {
+                tracing::warn!("write refused: the writer lease was not renewed in time");
+                Some(crate::ffi::SQLITE_BUSY)
+            }
+            Err(Gate::Lost(m)) => {
+                tracing::error!(reason = %m, "write refused");
+                Some(crate::ffi::SQLITE_READONLY)
+            }
+        }
+    }
+
     pub fn start_renewal(self: &Arc<Self>) {
         let me = self.clone();
         let h = std::thread::Builder::new()

@@ -114,6 +114,15 @@ impl<W: Write> Encoder<W> {
         Ok(())
     }
 
+    /// Appends one page of a database walked in order, skipping the lock page (which LTX
+    /// never stores): the one place callers get that rule from.
+    pub fn write_db_page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
+        if pgno == self.lock_pgno {
+            return Ok(());
+        }
+        self.write_page(pgno, data)
+    }
+
     fn next_snapshot_pgno(&self) -> u32 {
         let n = self.prev_pgno + 1;
         if n == self.lock_pgno {

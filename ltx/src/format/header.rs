@@ -87,6 +87,19 @@ impl Header {
         b
     }
 
+    /// Parses and validates a header from the first bytes of a file (as a ranged read
+    /// returns them); fewer than [`HEADER_SIZE`] bytes is a truncated header.
+    pub fn decode_prefix(b: &[u8]) -> Result<Header> {
+        let head: &[u8; HEADER_SIZE] =
+            b.get(..HEADER_SIZE)
+                .and_then(|h| h.try_into().ok())
+                .ok_or(LtxError::Truncated {
+                    section: super::Section::Header,
+                    offset: b.len() as u64,
+                })?;
+        Self::decode(head)
+    }
+
     /// Parses and validates a header.
     pub fn decode(b: &[u8; HEADER_SIZE]) -> Result<Header> {
         let magic: [u8; 4] = b[0..4].try_into().unwrap();
@@ -160,6 +173,13 @@ impl Header {
 
 pub fn is_valid_page_size(n: u32) -> bool {
     (512..=65536).contains(&n) && n.is_power_of_two()
+}
+
+/// The contiguity rule: a file covering `min..=max` applies on a history that ends at
+/// `have` when it starts at or before the next TXID (overlap is fine) and brings something
+/// newer. Restore plans, the applier and compaction all use it.
+pub fn extends(min: Txid, max: Txid, have: Txid) -> bool {
+    min <= have.saturating_add(1) && max > have
 }
 
 /// The page that holds SQLite's lock bytes (at 1 GiB). It is never stored in LTX files.

@@ -113,23 +113,34 @@ pub fn index_range(file_len: u64, index_len: u64) -> Result<std::ops::Range<u64>
     Ok(end - index_len..end)
 }
 
+/// What the last bytes of a file say about its index.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TailIndex {
+    /// The whole index was in the tail.
+    Entries(Vec<PageIndexEntry>),
+    /// The index starts before the tail: read this byte range and decode it.
+    Beyond(std::ops::Range<u64>),
+}
+
 /// Parses the index from the last bytes of a file (`tail` = the final `tail.len()` bytes
-/// of a `file_len`-byte file). Returns `Ok(None)` when the tail is too short to hold the
-/// whole index; the caller then reads the range [`index_range`] gives.
-pub fn decode_index_from_tail(tail: &[u8], file_len: u64) -> Result<Option<Vec<PageIndexEntry>>> {
+/// of a `file_len`-byte file, at least the trailer and the index length).
+pub fn decode_index_from_tail(tail: &[u8], file_len: u64) -> Result<TailIndex> {
     let footer = TRAILER_SIZE + INDEX_LEN_FIELD;
-    if tail.len() < footer {
-        return Ok(None);
-    }
-    let at = tail.len() - footer;
-    let index_len = u64::from_be_bytes(tail[at..at + 8].try_into().unwrap());
-    let range = index_range(file_len, index_len)?;
-    let tail_start = file_len - tail.len() as u64;
+    let Some(at) = tail.len().checked_sub(footer) else {
+        return Err(LtxError::InvalidIndex(format!(
+            "a {}-byte tail cannot hold the index length and trailer",
+            tail.len()
+        )));
+    };
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&tail[at..at + 8]);
+    let range = index_range(file_len, u64::from_be_bytes(len))?;
+    let tail_start = file_len.saturating_sub(tail.len() as u64);
     if range.start < tail_start {
-        return Ok(None);
+        return Ok(TailIndex::Beyond(range));
     }
     let s = (range.start - tail_start) as usize;
-    decode_index_entries(&tail[s..at]).map(Some)
+    decode_index_entries(&tail[s..at]).map(TailIndex::Entries)
 }
 
 #[cfg(test)]

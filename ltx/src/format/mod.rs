@@ -13,6 +13,6 @@ pub use checksum::{page_checksum, DbChecksum};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use error::{LtxError, Section};
-pub use header::{lock_pgno, Header, Txid, FLAG_NO_CHECKSUM, HEADER_SIZE};
+pub use header::{extends, lock_pgno, Header, Txid, FLAG_NO_CHECKSUM, HEADER_SIZE};
 pub use index::PageIndexEntry;
 pub use trailer::Trailer;

@@ -8,8 +8,9 @@
 
 use bytes::Bytes;
 
+use super::backend::Put;
 use super::error::{ReplicaError, Result};
-use super::store::{write_local, Replica};
+use super::store::Replica;
 
 const DIR: &str = "writers/";
 
@@ -57,31 +58,9 @@ impl Replica {
     pub async fn claim_epoch(&self, rec: &EpochRecord) -> Result<()> {
         let path = EpochRecord::path(rec.epoch);
         let data = Bytes::from(rec.encode());
-        if let Some(root) = &self.local_root {
-            let dest = root.join(&path);
-            let ts = rec.claimed_at.as_millisecond();
-            let res = tokio::task::spawn_blocking(move || write_local(&dest, &data, ts, true))
-                .await
-                .expect("local write task panicked");
-            return match res {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Err(ReplicaError::AlreadyExists { path })
-                }
-                Err(e) => Err(ReplicaError::io(root.join(&path), e)),
-                Ok(()) => Ok(()),
-            };
-        }
-        match self.op.write_with(&path, data).if_not_exists(true).await {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
-                ) =>
-            {
-                Err(ReplicaError::AlreadyExists { path })
-            }
-            Err(e) => Err(ReplicaError::store(&path, e)),
+        match self.backend.put(&self.op, &path, data, None, true).await? {
+            Put::Created => Ok(()),
+            Put::Taken => Err(ReplicaError::AlreadyExists { path }),
         }
     }
 

@@ -23,6 +23,18 @@ impl LtxKey {
         }
     }
 
+    /// True when this file continues a history that ends at `prev_max` (its first TXID
+    /// is the next one): the contiguity rule for following and applying files.
+    pub fn follows(&self, prev_max: Txid) -> bool {
+        Some(self.min_txid) == prev_max.checked_add(1)
+    }
+
+    /// True when this file can be applied on a history that ends at `have`
+    /// ([`crate::format::extends`]).
+    pub fn extends(&self, have: Txid) -> bool {
+        crate::format::extends(self.min_txid, self.max_txid, have)
+    }
+
     /// `%016x-%016x.ltx`, lowercase, as Litestream names files.
     pub fn file_name(&self) -> String {
         format_file_name(self.min_txid, self.max_txid)

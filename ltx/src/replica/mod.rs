@@ -1,5 +1,6 @@
 //! The replica layout on object storage, compatible with Litestream 0.5.
 
+mod backend;
 pub mod epoch;
 pub mod error;
 pub mod key;

@@ -1,12 +1,9 @@
 //! A replica on object storage: list, read (whole, ranged, single pages via the page
 //! index), write and delete LTX objects, over opendal with its retry and timeout layers.
-//!
-//! Writes to a local directory bypass opendal on purpose: Litestream records a file's
-//! creation time as its mtime (used by `-timestamp` restores), and a create-only
-//! publish must be atomic, which `link(2)` gives and a check-then-rename does not.
+//! What differs between a local directory and an object store (create-only publishing,
+//! creation times) is in [`super::backend`].
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -15,13 +12,14 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::Operator;
 use tokio::io::AsyncWriteExt;
 
+use super::backend::{Backend, Put};
 use super::error::{ReplicaError, Result};
 use super::key::{parse_file_name, LtxKey, MAX_LEVEL};
 use super::layout::Layout;
 use super::url::{ReplicaUrl, S3Url};
 use crate::format::header::{Header, HEADER_SIZE};
 use crate::format::index::{
-    decode_index_entries, decode_index_from_tail, index_range, INDEX_LEN_FIELD,
+    decode_index_entries, decode_index_from_tail, TailIndex, INDEX_LEN_FIELD,
 };
 use crate::format::page::{decode_frame, FrameError};
 use crate::format::trailer::TRAILER_SIZE;
@@ -107,8 +105,7 @@ pub struct Replica {
     url: ReplicaUrl,
     pub(super) op: Operator,
     layout: Layout,
-    /// Set for `file://` replicas: writes go straight to this directory.
-    pub(super) local_root: Option<PathBuf>,
+    pub(super) backend: Backend,
 }
 
 impl std::fmt::Debug for Replica {
@@ -127,17 +124,21 @@ impl Replica {
             url: url.to_string(),
             reason: e.to_string(),
         };
-        let (op, layout, local_root) = match &url {
+        let (op, layout, backend) = match &url {
             ReplicaUrl::File { path } => {
                 let root = path.to_string_lossy().to_string();
                 let op =
                     Operator::new(opendal::services::Fs::default().root(&root)).map_err(cfg_err)?;
-                (op, Layout::LtxDecimal, Some(path.clone()))
+                (
+                    op,
+                    Layout::LtxDecimal,
+                    Backend::Files { root: path.clone() },
+                )
             }
             ReplicaUrl::S3(s) => (
                 Operator::new(s3_builder(&url, s, &opts.credentials)?).map_err(cfg_err)?,
                 Layout::Hex4,
-                None,
+                Backend::Objects,
             ),
             ReplicaUrl::Gcs { bucket, path } => {
                 let mut b = opendal::services::Gcs::default()
@@ -149,7 +150,11 @@ impl Replica {
                 } else if let Ok(p) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
                     b = b.credential_path(&p);
                 }
-                (Operator::new(b).map_err(cfg_err)?, Layout::LtxDecimal, None)
+                (
+                    Operator::new(b).map_err(cfg_err)?,
+                    Layout::LtxDecimal,
+                    Backend::Objects,
+                )
             }
             ReplicaUrl::Azure {
                 account,
@@ -175,7 +180,11 @@ impl Replica {
                 {
                     b = b.account_key(&k);
                 }
-                (Operator::new(b).map_err(cfg_err)?, Layout::LtxDecimal, None)
+                (
+                    Operator::new(b).map_err(cfg_err)?,
+                    Layout::LtxDecimal,
+                    Backend::Objects,
+                )
             }
         };
         let op = op
@@ -189,7 +198,7 @@ impl Replica {
             url,
             op,
             layout,
-            local_root,
+            backend,
         })
     }
 
@@ -233,15 +242,16 @@ impl Replica {
                 continue;
             };
             let key = LtxKey::new(level, min, max);
-            let meta = if self.local_root.is_some() || e.metadata().last_modified().is_none() {
-                match self.op.stat(e.path()).await {
-                    Ok(m) => m,
-                    Err(err) if err.kind() == opendal::ErrorKind::NotFound => continue, // deleted meanwhile
-                    Err(err) => return Err(ReplicaError::store(e.path(), err)),
-                }
-            } else {
-                e.metadata().clone()
-            };
+            let meta =
+                if !self.backend.listing_has_times() || e.metadata().last_modified().is_none() {
+                    match self.op.stat(e.path()).await {
+                        Ok(m) => m,
+                        Err(err) if err.kind() == opendal::ErrorKind::NotFound => continue, // deleted meanwhile
+                        Err(err) => return Err(ReplicaError::store(e.path(), err)),
+                    }
+                } else {
+                    e.metadata().clone()
+                };
             let created_at = meta
                 .last_modified()
                 .map(SystemTime::from)
@@ -266,7 +276,7 @@ impl Replica {
     /// The creation time Litestream would use for a point-in-time restore: the
     /// `litestream-timestamp` metadata where the store has it, else the listed time.
     pub async fn creation_time(&self, info: &LtxFileInfo) -> Result<SystemTime> {
-        if self.local_root.is_some() {
+        if !self.backend.time_in_metadata() {
             return Ok(info.created_at);
         }
         let path = self.path_of(&info.key);
@@ -353,24 +363,21 @@ impl Replica {
         let tail_start = info.size.saturating_sub(INDEX_TAIL).max(HEADER_SIZE as u64);
         let tail_fut = self.read_range(&info.key, tail_start..info.size);
         let (head, tail) = futures::try_join!(head_fut, tail_fut)?;
-        let header = Header::decode(head.as_ref().try_into().map_err(|_| {
-            ltx_err(LtxError::Truncated {
-                section: crate::format::Section::Header,
-                offset: head.len() as u64,
-            })
-        })?)
-        .map_err(ltx_err)?;
+        let header = Header::decode_prefix(&head).map_err(ltx_err)?;
         let pages = match decode_index_from_tail(&tail, info.size).map_err(ltx_err)? {
-            Some(p) => p,
-            None => {
-                let at = tail.len() - TRAILER_SIZE - INDEX_LEN_FIELD;
-                let len = u64::from_be_bytes(tail[at..at + 8].try_into().unwrap());
-                let r = index_range(info.size, len).map_err(ltx_err)?;
+            TailIndex::Entries(p) => p,
+            TailIndex::Beyond(r) => {
                 let bytes = self.read_range(&info.key, r).await?;
                 decode_index_entries(&bytes).map_err(ltx_err)?
             }
         };
         Ok(FileIndex { header, pages })
+    }
+
+    /// The header of one object, with one ranged read.
+    pub async fn read_header(&self, key: &LtxKey) -> Result<Header> {
+        let head = self.read_range(key, 0..HEADER_SIZE as u64).await?;
+        Header::decode_prefix(&head).map_err(|e| ReplicaError::ltx(&self.path_of(key), e))
     }
 
     /// Fetches and decompresses one page with a single ranged read.
@@ -425,36 +432,24 @@ impl Replica {
         create_only: bool,
     ) -> Result<()> {
         let path = self.path_of(key);
-        if let Some(root) = &self.local_root {
-            let dest = root.join(&path);
-            let d = data.clone();
-            let res = tokio::task::spawn_blocking(move || {
-                write_local(&dest, &d, timestamp_ms, create_only)
-            })
-            .await
-            .expect("local write task panicked");
-            return match res {
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    self.check_same(key, &path, &data).await
-                }
-                Err(e) => Err(ReplicaError::io(root.join(&path), e)),
-                Ok(()) => Ok(()),
-            };
-        }
-        let res = self
-            .op
-            .write_with(&path, data.clone())
-            .if_not_exists(create_only)
-            .user_metadata(timestamp_metadata(timestamp_ms))
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if is_taken(&e) => self.check_same(key, &path, &data).await,
-            Err(e) => Err(ReplicaError::store(&path, e)),
+        match self
+            .backend
+            .put(
+                &self.op,
+                &path,
+                data.clone(),
+                Some(timestamp_ms),
+                create_only,
+            )
+            .await?
+        {
+            Put::Created => Ok(()),
+            Put::Taken => self.check_same(key, &path, &data).await,
         }
     }
 
     /// Publishes an LTX object from a local file (streamed; multipart on object stores).
+    /// A taken name is [`ReplicaError::AlreadyExists`].
     pub async fn write_file(
         &self,
         key: &LtxKey,
@@ -462,47 +457,14 @@ impl Replica {
         timestamp_ms: i64,
         create_only: bool,
     ) -> Result<()> {
-        let size = tokio::fs::metadata(src)
-            .await
-            .map_err(|e| ReplicaError::io(src, e))?
-            .len();
-        if size <= 16 * 1024 * 1024 || self.local_root.is_some() {
-            let data = tokio::fs::read(src)
-                .await
-                .map_err(|e| ReplicaError::io(src, e))?;
-            return self
-                .write(key, Bytes::from(data), timestamp_ms, create_only)
-                .await;
-        }
         let path = self.path_of(key);
-        let mut w = self
-            .op
-            .writer_with(&path)
-            .chunk(8 * 1024 * 1024)
-            .concurrent(4)
-            .if_not_exists(create_only)
-            .user_metadata(timestamp_metadata(timestamp_ms))
-            .await
-            .map_err(|e| ReplicaError::store(&path, e))?;
-        let mut f = tokio::fs::File::open(src)
-            .await
-            .map_err(|e| ReplicaError::io(src, e))?;
-        let mut buf = vec![0u8; 8 * 1024 * 1024];
-        loop {
-            let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf)
-                .await
-                .map_err(|e| ReplicaError::io(src, e))?;
-            if n == 0 {
-                break;
-            }
-            w.write(Bytes::copy_from_slice(&buf[..n]))
-                .await
-                .map_err(|e| ReplicaError::store(&path, e))?;
-        }
-        match w.close().await {
-            Ok(_) => Ok(()),
-            Err(e) if is_taken(&e) => Err(ReplicaError::AlreadyExists { path }),
-            Err(e) => Err(ReplicaError::store(&path, e)),
+        match self
+            .backend
+            .put_file(&self.op, &path, src, timestamp_ms, create_only)
+            .await?
+        {
+            Put::Created => Ok(()),
+            Put::Taken => Err(ReplicaError::AlreadyExists { path }),
         }
     }
 
@@ -538,20 +500,6 @@ impl Replica {
         self.delete_epochs().await?;
         Ok(files.len())
     }
-}
-
-/// The `litestream-timestamp` metadata Litestream puts on every object (RFC 3339, ms).
-fn timestamp_metadata(timestamp_ms: i64) -> [(String, String); 1] {
-    let ts = jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    [(TIMESTAMP_METADATA.to_string(), format!("{ts:.3}"))]
-}
-
-/// A create-only write found the name taken.
-fn is_taken(e: &opendal::Error) -> bool {
-    matches!(
-        e.kind(),
-        opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
-    )
 }
 
 fn env_any(names: &[&str]) -> Option<String> {
@@ -624,41 +572,4 @@ fn s3_builder(url: &ReplicaUrl, s: &S3Url, creds: &Credentials) -> Result<openda
         }
     }
     Ok(b)
-}
-
-/// Writes `data` to `dest` atomically: a temp file in the same directory, fsync, mtime
-/// set to the LTX timestamp, then `link` (create-only) or `rename`, then the directory
-/// fsync. Returns `AlreadyExists` when create-only finds the name taken.
-pub(super) fn write_local(
-    dest: &Path,
-    data: &[u8],
-    timestamp_ms: i64,
-    create_only: bool,
-) -> std::io::Result<()> {
-    let dir = dest.parent().expect("LTX paths have a directory");
-    std::fs::create_dir_all(dir)?;
-    let name = dest.file_name().unwrap().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        let mtime = filetime::FileTime::from_unix_time(
-            timestamp_ms.div_euclid(1000),
-            (timestamp_ms.rem_euclid(1000) * 1_000_000) as u32,
-        );
-        filetime::set_file_mtime(&tmp, mtime)?;
-        if create_only {
-            std::fs::hard_link(&tmp, dest)?;
-            std::fs::remove_file(&tmp)?;
-        } else {
-            std::fs::rename(&tmp, dest)?;
-        }
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }

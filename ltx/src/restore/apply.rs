@@ -117,7 +117,7 @@ impl DbWriter {
                 got: h.page_size,
             });
         }
-        if h.min_txid > self.txid + 1 || h.max_txid <= self.txid {
+        if !crate::format::extends(h.min_txid, h.max_txid, self.txid) {
             return Err(ApplyError::NotContiguous {
                 name: name.into(),
                 min: h.min_txid,

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod engine;
+pub mod hydrated;
 pub mod plan;
 
 pub use apply::{ApplyError, DbSummary, DbWriter};

@@ -68,7 +68,7 @@ pub fn plan(files: &[LtxFileInfo], target: Target) -> Result<Vec<LtxFileInfo>, P
         let best = files
             .iter()
             .filter(|f| f.key.level < SNAPSHOT_LEVEL)
-            .filter(|f| f.key.min_txid <= cur + 1 && f.key.max_txid > cur && target.admits(f))
+            .filter(|f| f.key.extends(cur) && target.admits(f))
             .min_by(|a, b| {
                 b.key
                     .max_txid

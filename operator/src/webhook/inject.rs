@@ -14,6 +14,8 @@ use k8s_openapi::api::core::v1::{
     ObjectFieldSelector, Pod, Probe, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
 };
 
+use settings::env;
+
 use crds::{
     parse_duration, parse_quantity, HydrationMode, SqliteDatabase, ANNOTATION_DATABASE,
     ANNOTATION_MODE, ANNOTATION_MOUNT_PATH,
@@ -92,7 +94,7 @@ pub fn opt_in(pod: &Pod) -> Result<Option<OptIn>, String> {
     }))
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+fn set_env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -150,11 +152,11 @@ fn credentials(db: &SqliteDatabase) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMoun
             ));
         }
         if let Some(region) = &s3.region {
-            envs.push(env("AWS_REGION", region));
+            envs.push(set_env("AWS_REGION", region));
         }
     }
     if let Some(a) = &r.azure {
-        envs.push(env("AZURE_STORAGE_ACCOUNT", &a.account_name));
+        envs.push(set_env("AZURE_STORAGE_ACCOUNT", &a.account_name));
         if let Some(c) = &a.credentials_secret_ref {
             envs.push(secret_env("AZURE_STORAGE_KEY", &c.name, &c.key));
         }
@@ -183,7 +185,7 @@ fn credentials(db: &SqliteDatabase) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMoun
             read_only: Some(true),
             ..Default::default()
         });
-        envs.push(env(
+        envs.push(set_env(
             "GOOGLE_APPLICATION_CREDENTIALS",
             format!("{GCS_DIR}/service-account.json"),
         ));
@@ -257,10 +259,10 @@ pub fn inject(
 
     // The hydrator: installs the extension, writes vfs.env, hydrates per spec.
     let mut hyd_env = vec![
-        env("SQLITE_KUBE_REPLICA_URL", &url),
-        env("SQLITE_KUBE_DB_PATH", &hydrated),
-        env("SQLITE_KUBE_HYDRATION", spec.hydration.mode.as_str()),
-        env("SQLITE_KUBE_SHARED_DIR", LIB_DIR),
+        set_env(env::INIT_REPLICA_URL, &url),
+        set_env(env::DB_PATH, &hydrated),
+        set_env(env::INIT_HYDRATION, spec.hydration.mode.as_str()),
+        set_env(env::INIT_SHARED_DIR, LIB_DIR),
     ];
     hyd_env.extend(cred_env.iter().cloned());
     let mut hyd_mounts = vec![
@@ -298,40 +300,31 @@ pub fn inject(
     let write = opt.mode == Mode::Write;
     let hydrate = spec.hydration.mode != HydrationMode::Disabled;
     let mut app_env = vec![
-        env("SQLITE_KUBE_DATABASE", &opt.database),
-        env("SQLITE_KUBE_DB_PATH", &db_file),
-        env(
-            "SQLITE_KUBE_VFS",
-            format!("{LIB_DIR}/libsqlite_kube_vfs.so"),
-        ),
-        env("LITESTREAM_REPLICA_URL", &url),
-        env(
-            "LITESTREAM_WRITE_ENABLED",
-            if write { "true" } else { "false" },
-        ),
-        env("LITESTREAM_SYNC_INTERVAL", &spec.sync_interval),
-        env(
-            "LITESTREAM_HYDRATION_ENABLED",
+        set_env(env::DATABASE, &opt.database),
+        set_env(env::DB_PATH, &db_file),
+        set_env(env::VFS_PATH, format!("{LIB_DIR}/libsqlite_kube_vfs.so")),
+        set_env(env::REPLICA_URL, &url),
+        set_env(env::WRITE_ENABLED, if write { "true" } else { "false" }),
+        set_env(env::SYNC_INTERVAL, &spec.sync_interval),
+        set_env(
+            env::HYDRATION_ENABLED,
             if hydrate { "true" } else { "false" },
         ),
-        env("LITESTREAM_HYDRATION_PATH", &hydrated),
-        env("LITESTREAM_BUFFER_PATH", format!("{db_file}-buffer")),
-        env("LITESTREAM_CACHE_SIZE", cache.to_string()),
-        env("SQLITE_KUBE_SNAPSHOT_INTERVAL", &spec.snapshot_interval),
-        env("SQLITE_KUBE_SNAPSHOT_RETENTION", &spec.retention),
+        set_env(env::HYDRATION_PATH, &hydrated),
+        set_env(env::BUFFER_PATH, format!("{db_file}-buffer")),
+        set_env(env::CACHE_SIZE, cache.to_string()),
+        set_env(env::SNAPSHOT_INTERVAL, &spec.snapshot_interval),
+        set_env(env::SNAPSHOT_RETENTION, &spec.retention),
     ];
     if write {
         // Lease-gated writes: the VFS holds the database's writer Lease while it writes.
         app_env.extend([
-            env(
-                "SQLITE_KUBE_LEASE",
-                crate::writer_lease::lease_name(&opt.database),
-            ),
-            field_env("SQLITE_KUBE_NAMESPACE", "metadata.namespace"),
-            field_env("SQLITE_KUBE_POD_NAME", "metadata.name"),
-            field_env("SQLITE_KUBE_POD_UID", "metadata.uid"),
-            env("SQLITE_KUBE_LEASE_DURATION", &spec.writer.lease_duration),
-            env("SQLITE_KUBE_DRAIN_TIMEOUT", &spec.writer.drain_timeout),
+            set_env(env::LEASE, crate::writer_lease::lease_name(&opt.database)),
+            field_env(env::NAMESPACE, "metadata.namespace"),
+            field_env(env::POD_NAME, "metadata.name"),
+            field_env(env::POD_UID, "metadata.uid"),
+            set_env(env::LEASE_DURATION, &spec.writer.lease_duration),
+            set_env(env::DRAIN_TIMEOUT, &spec.writer.drain_timeout),
         ]);
     }
     app_env.extend(cred_env);

@@ -1,0 +1,452 @@
+//! One replicated database as every connection of this process sees it: a small
+//! coordinator over parts that own their state.
+//!
+//! | part | file | owns |
+//! |---|---|---|
+//! | open transaction | `transaction.rs` | pages written since RESERVED |
+//! | locks, back-pressure | `locks.rs` | which connection holds which lock |
+//! | publisher | `publisher.rs` (+ `buffer.rs`) | write buffer, unpublished pages, what is published, fencing |
+//! | page view | `pages.rs` (+ `remote.rs`) | remote page map, LRU cache, hydrated copy |
+//! | hydration | `hydration.rs` | the local copy and the job that makes it |
+//! | store door | `store.rs` | every call to the replica, bounded at drain |
+//! | recovery | `recovery.rs` | start-up reconciliation and buffer replay |
+//! | fencing | `fencing.rs` | epoch record and fence TXID on lease acquisition |
+//! | follower | `follow.rs` | read-only mode: picking up new TXIDs |
+//! | maintenance | `maintenance.rs` | compaction, snapshots, retention |
+//! | background | `background.rs` | the sync/poll thread, the hydration thread |
+//! | status | `status.rs` | counters and the JSON status file |
+//!
+//! **Lock order** (the only locks; take them in this order, never the reverse):
+//! 1. the open-database registry (`shim.rs`), only while opening or closing;
+//! 2. [`Database::publishing`]: one publish at a time;
+//! 3. [`Database::state`]: every part's state, behind one mutex.
+//!
+//! The writer lease's own mutexes are leaves. The state lock is never held across a store
+//! call: parts answer "fetch this" or "publish this", the coordinator drops the lock, calls
+//! the store, and hands the result back.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ltx::format::{Header, PageIndexEntry};
+use ltx::replica::LtxKey;
+
+use crate::buffer::PublishState;
+use crate::config::Config;
+use crate::error::VfsError;
+use crate::ffi::*;
+use crate::locks::{is_exclusive_level, LockTable, BACKPRESSURE_WAIT};
+use crate::pages::{Lookup, Page, PageView};
+use crate::publisher::{Publisher, PutOutcome};
+use crate::status::SyncStats;
+use crate::store::Store;
+use crate::transaction::Transaction;
+use crate::writer_lease::WriterLease;
+
+/// Every part's state; guarded by [`Database::state`].
+pub(crate) struct State {
+    pub txn: Transaction,
+    pub locks: LockTable,
+    pub publisher: Publisher,
+    pub pages: PageView,
+    /// Polled files waiting for readers to release their snapshot.
+    pub deferred: Vec<(LtxKey, Header, Vec<PageIndexEntry>)>,
+    pub stats: SyncStats,
+    pub connections: usize,
+}
+
+impl State {
+    /// The committed database size in pages (what a reader or a publish sees).
+    pub fn committed_size(&self) -> u32 {
+        self.publisher.size().unwrap_or(self.pages.size())
+    }
+
+    /// The size as the writing connection sees it (its open transaction included).
+    fn current_size(&self) -> u32 {
+        self.txn.size().unwrap_or(self.committed_size())
+    }
+}
+
+pub struct Database {
+    pub cfg: Config,
+    pub path: PathBuf,
+    pub(crate) store: Store,
+    pub(crate) state: Mutex<State>,
+    /// Signalled when a publish frees buffer space.
+    pub(crate) space: Condvar,
+    pub(crate) stop: AtomicBool,
+    pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// One publish at a time (the final sync may overlap a background one).
+    publishing: Mutex<()>,
+    next_handle: AtomicU64,
+    /// Set when unpublished bytes pass half of `buffer_limit`: the sync thread publishes
+    /// now instead of at the end of its interval.
+    pub(crate) publish_soon: AtomicBool,
+    /// The Kubernetes writer lease, when writes are lease-gated.
+    pub(crate) lease: Option<Arc<WriterLease>>,
+}
+
+impl Database {
+    pub fn open(path: &Path, cfg: Config) -> Result<Arc<Database>, VfsError> {
+        // SQLite's journal (a real local file) takes its permissions from the database
+        // path, so an empty placeholder must exist there; the data never lives in it.
+        if !path.exists() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            std::fs::File::create(path).map_err(|e| VfsError::buffer(path, e))?;
+        }
+        let store = Store::open(&cfg.replica_url)?;
+        // A lease-gated writer waits for the lease before it looks at the replica, so the
+        // view it starts from includes the previous writer's final sync.
+        let lease = match (&cfg.lease, cfg.write_enabled) {
+            (Some(s), true) => Some(WriterLease::acquire(s.clone())?),
+            _ => None,
+        };
+        let mut view = crate::fencing::view_after_handover(&store, lease.as_deref())?;
+        let publisher = if cfg.write_enabled {
+            crate::recovery::recover(&cfg.buffer_path, cfg.buffer_limit, &store, &mut view)?
+        } else {
+            Publisher::new(&cfg.buffer_path, cfg.buffer_limit, PublishState::default())
+        };
+        if let Some(l) = lease.as_ref().filter(|l| l.fresh) {
+            crate::fencing::claim_epoch(&store, l, view.txid)?;
+        }
+        let st = State {
+            txn: Transaction::default(),
+            locks: LockTable::default(),
+            publisher,
+            pages: PageView::new(view, cfg.cache_size, cfg.hydration_enabled),
+            deferred: Vec::new(),
+            stats: SyncStats::default(),
+            connections: 0,
+        };
+        let db = Arc::new(Database {
+            path: path.to_path_buf(),
+            store,
+            state: Mutex::new(st),
+            space: Condvar::new(),
+            stop: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            publishing: Mutex::new(()),
+            next_handle: AtomicU64::new(1),
+            publish_soon: AtomicBool::new(false),
+            lease,
+            cfg,
+        });
+        if let Some(l) = &db.lease {
+            if l.fresh {
+                db.fence_store()?;
+            }
+            l.start_renewal();
+        }
+        crate::background::start(&db);
+        tracing::info!(path = %path.display(), replica = %db.cfg.replica_url, write = db.cfg.write_enabled, txid = db.state().pages.txid(), "database opened");
+        Ok(db)
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn new_handle(&self) -> u64 {
+        self.state().connections += 1;
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Called when a connection closes; returns true when it was the last one.
+    pub fn close_handle(&self) -> bool {
+        let mut st = self.state();
+        st.connections -= 1;
+        st.connections == 0
+    }
+
+    pub fn file_size(&self) -> u64 {
+        let st = self.state();
+        st.current_size() as u64 * st.pages.page_size() as u64
+    }
+
+    /// Reads `buf.len()` bytes at `offset`. Returns false on a short read (zero-filled).
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool, VfsError> {
+        let mut st = self.state();
+        let ps = st.pages.page_size() as u64;
+        if ps == 0 {
+            buf.fill(0);
+            return Ok(false);
+        }
+        let size = st.current_size() as u64 * ps;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let off = offset + done as u64;
+            if off >= size {
+                buf[done..].fill(0);
+                return Ok(false);
+            }
+            let pgno = (off / ps) as u32 + 1;
+            let in_page = (off % ps) as usize;
+            let n = (buf.len() - done).min(ps as usize - in_page);
+            let (guard, page) = self.page(st, pgno)?;
+            st = guard;
+            let out = &mut buf[done..done + n];
+            out.copy_from_slice(&page[in_page..in_page + n]);
+            if pgno == 1 {
+                patch_page1(out, in_page, st.pages.txid(), self.cfg.write_enabled);
+            }
+            done += n;
+        }
+        Ok(true)
+    }
+
+    /// The current content of a page for this process: the open transaction → the
+    /// unpublished commits → the page view (local copy → cache → store). Releases the state
+    /// lock around a store fetch.
+    pub(crate) fn page<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+        pgno: u32,
+    ) -> Result<(MutexGuard<'a, State>, Page), VfsError> {
+        let mut st = st;
+        if let Some(p) = st.txn.page(pgno) {
+            let p = Arc::new(p.to_vec());
+            return Ok((st, p));
+        }
+        if let Some(p) = st.publisher.page(pgno) {
+            let p = p.clone();
+            return Ok((st, p));
+        }
+        let loc = match st.pages.lookup(pgno) {
+            Lookup::Found(p) => return Ok((st, p)),
+            Lookup::Zeros => {
+                let z = Arc::new(vec![0u8; st.pages.page_size() as usize]);
+                return Ok((st, z));
+            }
+            Lookup::Remote(loc) => loc,
+        };
+        let ps = st.pages.page_size();
+        drop(st);
+        let (data, reloaded) = crate::pages::fetch(&self.store, &loc, ps)?;
+        let data = Arc::new(data);
+        let mut st = self.state();
+        if let Some(v) = reloaded {
+            st.pages.adopt_newer_locations(&v);
+        }
+        st.pages.fetched(pgno, &loc, &data);
+        Ok((st, data))
+    }
+
+    pub fn write(&self, data: &[u8], offset: u64) -> Result<(), VfsError> {
+        let mut st = self.state();
+        if st.pages.page_size() == 0 {
+            // A new database: the first write (page 1) fixes the page size.
+            if offset != 0 || !ltx::format::header::is_valid_page_size(data.len() as u32) {
+                return Err(VfsError::Misuse(format!(
+                    "first write to a new database must be page 1, got {} bytes at {offset}",
+                    data.len()
+                )));
+            }
+            st.pages.set_page_size(data.len() as u32);
+        }
+        let ps = st.pages.page_size() as u64;
+        if !st.publisher.has_buffer() {
+            st.publisher.open_buffer(ps as u32)?;
+        }
+        let mut done = 0usize;
+        while done < data.len() {
+            let off = offset + done as u64;
+            let pgno = (off / ps) as u32 + 1;
+            let in_page = (off % ps) as usize;
+            let n = (data.len() - done).min(ps as usize - in_page);
+            let page = if in_page != 0 || n != ps as usize {
+                let (guard, cur) = self.page(st, pgno)?;
+                st = guard;
+                let mut p = cur.as_ref().clone();
+                p[in_page..in_page + n].copy_from_slice(&data[done..done + n]);
+                p
+            } else {
+                data[done..done + n].to_vec()
+            };
+            let size = st.current_size();
+            st.txn.write(pgno, page, size);
+            done += n;
+        }
+        Ok(())
+    }
+
+    pub fn truncate(&self, size: u64) {
+        let mut st = self.state();
+        if let Some(pages) = size.checked_div(st.pages.page_size() as u64) {
+            st.txn.truncate(pages as u32);
+        }
+    }
+
+    pub fn sync(&self) {
+        self.state().txn.mark_synced();
+    }
+
+    /// The transaction is committed (SQLITE_FCNTL_COMMIT_PHASETWO): record it in the write
+    /// buffer before SQLite's COMMIT returns.
+    pub fn commit(&self) -> Result<(), VfsError> {
+        let mut st = self.state();
+        let committed = st.committed_size();
+        let Some(c) = st.txn.commit(committed) else {
+            return Ok(());
+        };
+        if st.publisher.record(c)? {
+            self.publish_soon.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    pub fn lock(&self, handle: u64, from: i32, to: i32) -> i32 {
+        let mut st = self.state();
+        if to == SQLITE_LOCK_SHARED {
+            return st.locks.shared(handle, from);
+        }
+        if to == SQLITE_LOCK_RESERVED {
+            if !self.cfg.write_enabled {
+                return SQLITE_READONLY;
+            }
+            if let Some(f) = st.publisher.fenced() {
+                tracing::error!(reason = %f, "write refused: this writer is fenced");
+                return SQLITE_READONLY;
+            }
+            if let Some(rc) = self.lease.as_ref().and_then(|l| l.write_gate()) {
+                return rc;
+            }
+            // Back-pressure: wait briefly for the publisher to drain the buffer.
+            let (guard, _) = self
+                .space
+                .wait_timeout_while(st, BACKPRESSURE_WAIT, |s| s.publisher.is_full())
+                .unwrap_or_else(|e| e.into_inner());
+            st = guard;
+            if st.publisher.is_full() {
+                let error = st.publisher.last_error().unwrap_or("").to_string();
+                let limit = st.publisher.buffer_limit();
+                st.stats.refused_buffer_full(limit, &error);
+                return SQLITE_BUSY;
+            }
+            return st.locks.reserved(handle);
+        }
+        if is_exclusive_level(to) {
+            // Checked again right before the commit writes: a transaction that outlived
+            // the lease does not commit.
+            if self.cfg.write_enabled {
+                if let Some(rc) = self.lease.as_ref().and_then(|l| l.write_gate()) {
+                    return rc;
+                }
+            }
+            return st.locks.exclusive(handle, to);
+        }
+        SQLITE_OK
+    }
+
+    pub fn unlock(&self, handle: u64, from: i32, to: i32) {
+        let mut st = self.state();
+        let u = st.locks.unlock(handle, from, to);
+        if u.ended_write {
+            // Ended without COMMIT_PHASETWO: a rollback (after a commit, nothing is left).
+            st.txn.rollback();
+        }
+        if u.no_readers {
+            for (k, h, e) in std::mem::take(&mut st.deferred) {
+                st.pages.apply_remote(k, &h, &e);
+            }
+        }
+    }
+
+    pub fn check_reserved(&self) -> bool {
+        self.state().locks.has_reserved()
+    }
+
+    /// Publishes every committed, unpublished transaction as the next L0 TXID.
+    /// Returns the TXID published, if any.
+    pub fn publish(&self) -> Result<Option<u64>, VfsError> {
+        let _turn = self.publish_turn()?;
+        let started = Instant::now();
+        let batch = {
+            let mut st = self.state();
+            let (txid, ps, size) = (st.pages.txid(), st.pages.page_size(), st.committed_size());
+            st.publisher.take_batch(txid, ps, size)?
+        };
+        let Some(batch) = batch else {
+            self.space.notify_all();
+            return Ok(None);
+        };
+        match crate::publisher::put(&self.store, &batch) {
+            Ok(PutOutcome::Published(enc)) => {
+                let mut st = self.state();
+                st.publisher.published(&batch)?;
+                st.pages
+                    .published(enc.key, &enc.header, &enc.entries, &batch.pages);
+                st.stats.synced(started);
+                drop(st);
+                self.space.notify_all();
+                tracing::debug!(
+                    txid = batch.txid,
+                    pages = batch.pages.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "published"
+                );
+                Ok(Some(batch.txid))
+            }
+            Ok(PutOutcome::Taken(path)) => {
+                let detail = self.lease.as_ref().and_then(|l| {
+                    let e = self.store.latest_epoch().ok()??;
+                    Some(format!(
+                        "the store records writer epoch {} by {} from TXID {:016x}; this writer holds epoch {}",
+                        e.epoch, e.holder, e.txid + 1, l.epoch()
+                    ))
+                });
+                let f = self.state().publisher.taken(&batch, &path, detail);
+                Err(f.into())
+            }
+            Err(e) => {
+                self.state().publisher.set_last_error(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for our turn to publish; while draining, only until the drain deadline (a
+    /// background publish stuck on the store must not hold the hand-over past it).
+    fn publish_turn(&self) -> Result<MutexGuard<'_, ()>, VfsError> {
+        let Some(d) = self.store.deadline() else {
+            return Ok(self.publishing.lock().unwrap_or_else(|e| e.into_inner()));
+        };
+        loop {
+            match self.publishing.try_lock() {
+                Ok(g) => return Ok(g),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Ok(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < d => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    let txid = self.state().pages.txid() + 1;
+                    return Err(VfsError::DrainDeadline {
+                        what: format!("publishing TXID {txid}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Page 1's bytes 18/19 say "rollback journal" (the VFS has no WAL), and in read-only mode
+/// the change counter (bytes 24..28) follows the TXID so SQLite notices polled updates.
+/// `out` holds page 1's bytes from offset `at`.
+fn patch_page1(out: &mut [u8], at: usize, txid: u64, writer: bool) {
+    let mut set = |i: usize, v: u8| {
+        if i >= at && i - at < out.len() {
+            out[i - at] = v;
+        }
+    };
+    set(18, 1);
+    set(19, 1);
+    if !writer {
+        for (i, b) in (txid as u32).to_be_bytes().into_iter().enumerate() {
+            set(24 + i, b);
+        }
+    }
+}

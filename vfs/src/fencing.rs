@@ -1,0 +1,130 @@
+//! Fencing on lease acquisition: a new writer records its lease epoch at the store and
+//! claims the next TXID at once, so a stale writer that missed losing its lease is
+//! refused by the store's create-only publish of that TXID. Also: the view a successor
+//! starts from, which must include the previous writer's final sync.
+
+use std::time::{Duration, Instant};
+
+use ltx::replica::{EpochRecord, ReplicaError};
+
+use crate::database::Database;
+use crate::error::{Fenced, VfsError};
+use crate::remote::RemoteView;
+use crate::store::Store;
+use crate::writer_lease::WriterLease;
+
+/// How long a successor waits for the store to list the TXID the previous writer said it
+/// published. A store whose listing lags catches up within this; one that does not has
+/// lost data, which the successor cannot bring back by waiting, so it logs the gap as an
+/// error and continues from what the store lists (its own fence then claims the next TXID).
+const HANDOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// The replica's page map; for a writer that took over from one that released the lease
+/// at TXID `n`, a map that includes `n` (or, after [`HANDOVER_WAIT`], what there is).
+pub fn view_after_handover(
+    store: &Store,
+    lease: Option<&WriterLease>,
+) -> Result<RemoteView, VfsError> {
+    let mut view = store.load_view()?;
+    let Some(want) = lease.and_then(|l| l.released_txid) else {
+        return Ok(view);
+    };
+    let deadline = Instant::now() + HANDOVER_WAIT;
+    while view.txid < want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        view = store.load_view()?;
+    }
+    if view.txid < want {
+        tracing::error!(
+            listed = view.txid,
+            released = want,
+            "the previous writer reported publishing a TXID the replica does not list"
+        );
+    }
+    Ok(view)
+}
+
+/// Records a fresh lease's epoch at the store (create-only). If the store has seen this
+/// epoch or a higher one (a Lease deleted and created again), the Lease's epoch is raised
+/// past it first.
+pub fn claim_epoch(store: &Store, lease: &WriterLease, txid: u64) -> Result<(), VfsError> {
+    for _ in 0..5 {
+        let rec = EpochRecord {
+            epoch: lease.epoch().max(0) as u64,
+            holder: lease.settings.identity.clone(),
+            txid,
+            claimed_at: jiff::Timestamp::now(),
+        };
+        let epoch = rec.epoch;
+        match store.claim_epoch(rec) {
+            Ok(()) => {
+                tracing::info!(epoch, txid, "writer epoch recorded at the store");
+                return Ok(());
+            }
+            Err(VfsError::Store(ReplicaError::AlreadyExists { .. })) => {
+                let latest = store.latest_epoch()?.map(|l| l.epoch).unwrap_or(epoch);
+                tracing::warn!(
+                    epoch,
+                    latest,
+                    "the store already has this epoch; raising the lease's epoch past it"
+                );
+                lease
+                    .raise_epoch(latest as i64 + 1)
+                    .map_err(|m| VfsError::Fenced(Fenced::new(m)))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let msg = "could not record a writer epoch at the store after 5 attempts".to_string();
+    lease.fence(msg.clone());
+    Err(Fenced::new(msg).into())
+}
+
+impl Database {
+    /// A new lease holder claims the next TXID at once (page 1 unchanged, or its own
+    /// replayed transactions), so any stale writer's next publish collides with it at
+    /// the store. A stale writer that got its last files in first only moves us on.
+    pub(crate) fn fence_store(&self) -> Result<(), VfsError> {
+        for _ in 0..10 {
+            let st = self.state();
+            if st.publisher.fenced().is_some() {
+                return Ok(());
+            }
+            if st.pages.txid() == 0 || st.publisher.unpublished_pages() > 0 {
+                // An empty replica (TXID 1 is create-only anyway), or replayed
+                // transactions: publishing them is the claim. If that TXID is taken, the
+                // replayed transactions must not be dropped: stay fenced.
+                drop(st);
+                return match self.publish() {
+                    Ok(_) | Err(VfsError::Fenced(_)) => Ok(()),
+                    Err(e) => Err(e),
+                };
+            }
+            // Claim with page 1 as it is.
+            let (mut st, page1) = self.page(st, 1)?;
+            st.publisher.stage(1, page1);
+            drop(st);
+            match self.publish() {
+                Ok(t) => {
+                    tracing::info!(
+                        txid = t,
+                        epoch = self.lease.as_ref().map(|l| l.epoch()),
+                        "fenced the replica for this writer"
+                    );
+                    return Ok(());
+                }
+                Err(VfsError::Fenced(f)) => {
+                    // Someone published that TXID after we took the lease: reload and
+                    // claim the next one (what we staged was only page 1 as it was).
+                    tracing::warn!(reason = %f, "fence TXID taken; reloading the replica");
+                    let view = self.store.load_view()?;
+                    let mut st = self.state();
+                    st.publisher.reset_to(view.txid);
+                    st.pages.replace(view);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Fenced::new("could not claim a TXID at the store after 10 attempts").into())
+    }
+}

@@ -1,0 +1,56 @@
+//! Writer maintenance, every `compaction_interval`: L0 → L1 compaction (then the page map
+//! is repointed at the compacted file, so L0 files can go), a full snapshot to L9 every
+//! `snapshot_interval`, and retention. Skipped while fenced or without a valid lease.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::database::Database;
+
+impl Database {
+    pub(crate) fn maintenance_loop(self: Arc<Self>) {
+        let mut last_snapshot = Instant::now();
+        let mut snapshot_txid = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            self.sleep(self.cfg.compaction_interval);
+            if self.stop.load(Ordering::Relaxed)
+                || self.state().publisher.fenced().is_some()
+                || self.lease.as_ref().is_some_and(|l| l.check().is_err())
+            {
+                continue;
+            }
+            match self.store.compact_l0() {
+                Ok(Some(info)) => match self.store.read_index(&info) {
+                    Ok(idx) => self.state().pages.repoint(info.key, &idx.pages),
+                    Err(e) => tracing::warn!(error = %e, "cannot read the compacted file's index"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
+            }
+            let txid = self.state().pages.txid();
+            if txid > snapshot_txid
+                && (snapshot_txid == 0 || last_snapshot.elapsed() >= self.cfg.snapshot_interval)
+            {
+                let work = PathBuf::from(format!("{}-snapshot", self.cfg.buffer_path.display()));
+                match self.store.snapshot(txid, work) {
+                    Ok(()) => {
+                        snapshot_txid = txid;
+                        last_snapshot = Instant::now();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "snapshot failed; will retry"),
+                }
+            }
+            let ret = ltx::compact::Retention {
+                l0: self.cfg.l0_retention,
+                snapshots: self.cfg.snapshot_retention,
+            };
+            match self.store.enforce_retention(ret) {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "retention"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention failed; will retry"),
+            }
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The publisher: committed transactions go into the write buffer (so a crash loses
+//! nothing) and into the unpublished overlay (so this process reads them at once); about
+//! once a second they leave together as the next L0 TXID, written create-only so that a
+//! TXID another writer already holds fences this one; then the buffer lets go of them.
+//!
+//! [`Publisher`] owns the buffer and everything about "what is published". The store call
+//! in the middle is made by the caller without any lock held:
+//! [`Publisher::take_batch`] → [`Batch::encode`] → [`Store::put_create_only`] →
+//! [`Publisher::published`] (or [`Publisher::put_failed`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ltx::format::{Encoder, Header, PageIndexEntry};
+use ltx::replica::{LtxKey, ReplicaError};
+
+use crate::buffer::{save_state, PublishState, TxRecord, WriteBuffer};
+use crate::error::{Fenced, VfsError};
+use crate::pages::Page;
+use crate::store::Store;
+use crate::transaction::Committed;
+
+pub struct Publisher {
+    buffer_path: PathBuf,
+    buffer_limit: u64,
+    buffer: Option<WriteBuffer>,
+    state: PublishState,
+    /// Committed pages not yet in the replica, and the database size they imply.
+    unpublished: HashMap<u32, Page>,
+    unpublished_size: Option<u32>,
+    fenced: Option<Fenced>,
+    last_error: Option<String>,
+}
+
+/// One publish: every unpublished page, as the next TXID.
+pub struct Batch {
+    pub txid: u64,
+    pub page_size: u32,
+    /// Database size in pages.
+    pub size: u32,
+    /// The newest buffer record included (recorded in the header's WAL offset field, so a
+    /// restarted writer can tell which of its records a file holds).
+    pub last_seq: u64,
+    pub writer_id: u64,
+    pub pages: Vec<(u32, Page)>,
+}
+
+/// A batch as an LTX file.
+pub struct Encoded {
+    pub key: LtxKey,
+    pub header: Header,
+    pub entries: Vec<PageIndexEntry>,
+    pub bytes: Bytes,
+    pub timestamp_ms: i64,
+}
+
+impl Publisher {
+    pub fn new(buffer_path: &Path, buffer_limit: u64, state: PublishState) -> Self {
+        Publisher {
+            buffer_path: buffer_path.to_path_buf(),
+            buffer_limit,
+            buffer: None,
+            state,
+            unpublished: HashMap::new(),
+            unpublished_size: None,
+            fenced: None,
+            last_error: None,
+        }
+    }
+
+    /// Opens the write buffer and replays what it holds beyond the published records.
+    /// Returns how many transactions were replayed.
+    pub fn open_buffer(&mut self, page_size: u32) -> Result<usize, VfsError> {
+        let (buf, records) =
+            WriteBuffer::open(&self.buffer_path, page_size, self.state.published_seq)
+                .map_err(|e| VfsError::buffer(&self.buffer_path, e))?;
+        let n = records.len();
+        if n > 0 {
+            tracing::info!(transactions = n, buffer = %self.buffer_path.display(), "replaying committed transactions from the write buffer");
+        }
+        for TxRecord { size, pages, .. } in records {
+            self.apply(size, pages);
+        }
+        self.buffer = Some(buf);
+        Ok(n)
+    }
+
+    pub fn has_buffer(&self) -> bool {
+        self.buffer.is_some()
+    }
+
+    fn apply(&mut self, size: u32, pages: Vec<(u32, Vec<u8>)>) {
+        for (p, d) in pages {
+            self.unpublished.insert(p, Arc::new(d));
+        }
+        self.unpublished.retain(|&p, _| p <= size);
+        self.unpublished_size = Some(size);
+    }
+
+    /// Records a committed transaction (before SQLite's COMMIT returns). Returns true when
+    /// unpublished bytes passed half the limit: publish now rather than at the interval.
+    pub fn record(&mut self, c: Committed) -> Result<bool, VfsError> {
+        let buf = self
+            .buffer
+            .as_mut()
+            .ok_or_else(|| VfsError::Misuse("commit before the write buffer was opened".into()))?;
+        let refs: Vec<(u32, &[u8])> = c.pages.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        buf.append(c.size, &refs, c.durable)
+            .map_err(|e| VfsError::buffer(&self.buffer_path, e))?;
+        let soon = buf.unpublished_bytes(self.state.published_seq) > self.buffer_limit / 2;
+        self.apply(c.size, c.pages);
+        Ok(soon)
+    }
+
+    pub fn page(&self, pgno: u32) -> Option<&Page> {
+        self.unpublished.get(&pgno)
+    }
+
+    /// The database size the unpublished commits imply, if they changed it.
+    pub fn size(&self) -> Option<u32> {
+        self.unpublished_size
+    }
+
+    pub fn unpublished_pages(&self) -> usize {
+        self.unpublished.len()
+    }
+
+    /// Unpublished bytes over `buffer_limit`: new write transactions wait.
+    pub fn is_full(&self) -> bool {
+        self.buffer
+            .as_ref()
+            .is_some_and(|b| b.unpublished_bytes(self.state.published_seq) > self.buffer_limit)
+    }
+
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buffer.as_ref().map_or(0, |b| b.bytes())
+    }
+
+    pub fn buffer_limit(&self) -> u64 {
+        self.buffer_limit
+    }
+
+    pub fn state(&self) -> PublishState {
+        self.state
+    }
+
+    pub fn fenced(&self) -> Option<&Fenced> {
+        self.fenced.as_ref()
+    }
+
+    pub fn fence(&mut self, f: Fenced) {
+        tracing::error!("{f}");
+        self.fenced = Some(f);
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    pub fn set_last_error(&mut self, e: &VfsError) {
+        self.last_error = Some(e.to_string());
+    }
+
+    /// Everything unpublished, as TXID `view_txid + 1` at `size` pages; `None` when there
+    /// is nothing new (then records already published are dropped from the buffer: after a
+    /// crash before its truncation, back-pressure would count them forever).
+    pub fn take_batch(
+        &mut self,
+        view_txid: u64,
+        page_size: u32,
+        size: u32,
+    ) -> Result<Option<Batch>, VfsError> {
+        if let Some(f) = &self.fenced {
+            return Err(f.clone().into());
+        }
+        if self.unpublished.is_empty() && self.unpublished_size.is_none() {
+            self.release_buffer(self.state.published_seq)?;
+            return Ok(None);
+        }
+        let mut pages: Vec<(u32, Page)> = self
+            .unpublished
+            .iter()
+            .map(|(p, d)| (*p, d.clone()))
+            .collect();
+        pages.sort_by_key(|(p, _)| *p);
+        Ok(Some(Batch {
+            txid: view_txid + 1,
+            page_size,
+            size,
+            last_seq: self.buffer.as_ref().map_or(0, |b| b.last_seq()),
+            writer_id: self.state.writer_id,
+            pages,
+        }))
+    }
+
+    /// The batch is in the replica: drop exactly its pages from the overlay (a page
+    /// committed again meanwhile stays), persist the publish state, release the buffer.
+    pub fn published(&mut self, b: &Batch) -> Result<(), VfsError> {
+        for (pgno, data) in &b.pages {
+            if self
+                .unpublished
+                .get(pgno)
+                .is_some_and(|cur| Arc::ptr_eq(cur, data))
+            {
+                self.unpublished.remove(pgno);
+            }
+        }
+        if self.unpublished.is_empty() {
+            self.unpublished_size = None;
+        }
+        self.state.published_txid = b.txid;
+        self.state.published_seq = b.last_seq;
+        save_state(&self.buffer_path, &self.state)
+            .map_err(|e| VfsError::buffer(&self.buffer_path, e))?;
+        self.release_buffer(b.last_seq)?;
+        self.last_error = None;
+        Ok(())
+    }
+
+    /// The store refused the batch's TXID: another writer owns it. Fences this writer and
+    /// returns the error to report.
+    pub fn taken(&mut self, b: &Batch, path: &str, detail: Option<String>) -> Fenced {
+        let mut reason = format!(
+            "another writer already published TXID {} ({path}); this writer is fenced and its {} unpublished page(s) are kept in {}",
+            b.txid,
+            b.pages.len(),
+            self.buffer_path.display()
+        );
+        if let Some(d) = detail {
+            reason.push_str(&format!(" ({d})"));
+        }
+        let f = Fenced::new(reason);
+        self.fence(f.clone());
+        f
+    }
+
+    /// Starts over at a replica that moved on (the fence TXID was taken): whatever was
+    /// unpublished was only our own fence page.
+    pub fn reset_to(&mut self, txid: u64) {
+        self.fenced = None;
+        self.unpublished.clear();
+        self.unpublished_size = None;
+        self.state.published_txid = txid;
+    }
+
+    /// Stages `page` as unpublished without a buffer record (the fence page: it is
+    /// already in the replica, so a crash loses nothing).
+    pub fn stage(&mut self, pgno: u32, page: Page) {
+        self.unpublished.insert(pgno, page);
+    }
+
+    pub fn sync_buffer(&mut self) {
+        if let Some(b) = self.buffer.as_mut() {
+            if let Err(e) = b.sync() {
+                tracing::warn!(error = %e, "cannot fsync the write buffer");
+            }
+        }
+    }
+
+    fn release_buffer(&mut self, published_seq: u64) -> Result<(), VfsError> {
+        // Published records are cut from the front once they take this much (a rewrite
+        // of the unpublished tail): the file stays within about 1.25× the limit.
+        let compact_min = (self.buffer_limit / 4).min(4 << 20);
+        if let Some(b) = self.buffer.as_mut().filter(|b| b.bytes() > 0) {
+            b.release_published(published_seq, compact_min)
+                .map_err(|e| VfsError::buffer(&self.buffer_path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Batch {
+    /// The batch as an LTX file. TXID 1 is a snapshot: every page, zeros where never
+    /// written.
+    pub fn encode(&self) -> Result<Encoded, VfsError> {
+        let ts = jiff::Timestamp::now().as_millisecond();
+        let (txid, ps) = (self.txid, self.page_size);
+        let enc_err = |source| VfsError::Encode { txid, source };
+        let mut h = Header::new(ps, self.size, txid, txid, ts);
+        h.wal_offset = self.last_seq as i64;
+        h.node_id = self.writer_id;
+        let mut enc = Encoder::new(Vec::new(), h).map_err(enc_err)?;
+        if txid == 1 {
+            let zero = vec![0u8; ps as usize];
+            let mut it = self.pages.iter().peekable();
+            for pgno in 1..=self.size {
+                let data = match it.peek() {
+                    Some((p, d)) if *p == pgno => {
+                        it.next();
+                        d.as_slice()
+                    }
+                    _ => zero.as_slice(),
+                };
+                enc.write_db_page(pgno, data).map_err(enc_err)?;
+            }
+        } else {
+            for (pgno, data) in self.pages.iter().filter(|(p, _)| *p <= self.size) {
+                enc.write_db_page(*pgno, data).map_err(enc_err)?;
+            }
+        }
+        let entries = enc.index_entries().to_vec();
+        let (bytes, _) = enc.finish(None).map_err(enc_err)?;
+        Ok(Encoded {
+            key: LtxKey::new(0, txid, txid),
+            header: h,
+            entries,
+            bytes: Bytes::from(bytes),
+            timestamp_ms: ts,
+        })
+    }
+}
+
+/// How a PUT of a batch ended.
+pub enum PutOutcome {
+    Published(Encoded),
+    /// The TXID is taken (by another writer): the object's path.
+    Taken(String),
+}
+
+/// Encodes and PUTs `batch` create-only. Called without any lock held.
+pub fn put(store: &Store, batch: &Batch) -> Result<PutOutcome, VfsError> {
+    let enc = batch.encode()?;
+    match store.put_create_only(enc.key, enc.bytes.clone(), enc.timestamp_ms) {
+        Ok(()) => Ok(PutOutcome::Published(enc)),
+        Err(VfsError::Store(ReplicaError::AlreadyExists { path })) => Ok(PutOutcome::Taken(path)),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pages::PageView;
+    use crate::testutil::*;
+
+    /// A PUT that fails keeps everything (overlay, buffer, TXID); the retry publishes the
+    /// same TXID once the store is back, and only then is the buffer released.
+    #[test]
+    fn failed_put_is_retried_with_nothing_lost() {
+        let f = Fixture::new();
+        let (mut p, view) = f.writer("a");
+        let mut pv = PageView::new(view, 1 << 20, false);
+        p.record(commit(2, &[1, 2])).unwrap();
+        // The store fails: a file sits where the level directory must go.
+        std::fs::create_dir_all(f.replica_root()).unwrap();
+        std::fs::write(f.replica_root().join("ltx"), b"in the way").unwrap();
+        let err = publish(&f.store, &mut p, &mut pv).unwrap_err();
+        assert!(matches!(err, VfsError::Store(_)), "{err}");
+        assert!(p.fenced().is_none(), "a store failure is not fencing");
+        assert!(p.last_error().is_some());
+        assert_eq!(p.unpublished_pages(), 2);
+        assert!(p.buffer_bytes() > 0, "the buffer keeps the commit");
+        assert_eq!(p.state().published_txid, 0);
+        // The store is back: the same TXID, the same pages.
+        std::fs::remove_file(f.replica_root().join("ltx")).unwrap();
+        assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 1);
+        assert_eq!(p.unpublished_pages(), 0);
+        assert_eq!(p.buffer_bytes(), 0, "released once published");
+        assert_eq!(p.state().published_txid, 1);
+        assert!(p.last_error().is_none());
+        let v = f.store.load_view().unwrap();
+        assert_eq!((v.txid, v.commit), (1, 2));
+        let got = f.store.read_page(&v.pages[&2], PS).unwrap();
+        assert_eq!(got, page(2));
+    }
+
+    /// A TXID another writer published fences this one (and only that does).
+    #[test]
+    fn taken_txid_fences() {
+        let f = Fixture::new();
+        let (mut a, va) = f.writer("a");
+        let (mut b, vb) = f.writer("b");
+        let (mut pa, mut pb) = (
+            PageView::new(va, 1 << 20, false),
+            PageView::new(vb, 1 << 20, false),
+        );
+        a.record(commit(1, &[1])).unwrap();
+        b.record(commit(1, &[1])).unwrap();
+        assert_eq!(publish(&f.store, &mut a, &mut pa).unwrap(), 1);
+        let err = publish(&f.store, &mut b, &mut pb).unwrap_err();
+        assert!(matches!(err, VfsError::Fenced(_)), "{err}");
+        assert!(b.fenced().is_some());
+        assert!(matches!(b.take_batch(0, PS, 1), Err(VfsError::Fenced(_))));
+    }
+}
