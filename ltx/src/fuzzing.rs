@@ -1,13 +1,26 @@
 //! The decoder fuzz target's body, shared by `cargo fuzz` (ltx/fuzz) and the stable-Rust
 //! corpus replay test, so both exercise exactly the same code.
 
-use crate::format::{Decoder, Encoder};
+use crate::format::{Decoder, Encoder, LtxError};
+
+/// How a fuzz input ended.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A valid file: this many pages, and it re-encoded to the same content.
+    Valid { pages: usize },
+    /// Refused with a typed error (the right answer for a corrupt input).
+    Rejected(LtxError),
+    /// Valid so far but larger than the fuzz target follows (not checked further).
+    TooLarge,
+}
 
 /// Decodes `data` completely. Must never panic. When the file is valid, re-encoding its
-/// pages must give a file that decodes to the same header and pages.
-pub fn decode_and_reencode(data: &[u8]) {
-    let Ok(mut dec) = Decoder::new(data) else {
-        return;
+/// pages must give a file that decodes to the same header and pages. The fuzz target
+/// ignores the result; the corpus test requires `Valid` for every real file.
+pub fn decode_and_reencode(data: &[u8]) -> Decoded {
+    let mut dec = match Decoder::new(data) {
+        Ok(d) => d,
+        Err(e) => return Decoded::Rejected(e),
     };
     let h = *dec.header();
     let mut pages = Vec::new();
@@ -16,13 +29,16 @@ pub fn decode_and_reencode(data: &[u8]) {
         match dec.next_page(&mut buf) {
             Ok(Some(p)) => pages.push((p, buf.clone())),
             Ok(None) => break,
-            Err(_) => return,
+            Err(e) => return Decoded::Rejected(e),
         }
         if pages.len() > 4096 {
-            return;
+            return Decoded::TooLarge;
         }
     }
-    let Ok(trailer) = dec.finish() else { return };
+    let trailer = match dec.finish() {
+        Ok(t) => t,
+        Err(e) => return Decoded::Rejected(e),
+    };
     let mut enc = Encoder::new(Vec::new(), h).expect("a decoded header is valid");
     for (p, d) in &pages {
         enc.write_page(*p, d).expect("decoded pages re-encode");
@@ -39,4 +55,5 @@ pub fn decode_and_reencode(data: &[u8]) {
     }
     assert_eq!(dec.next_page(&mut buf).unwrap(), None);
     dec.finish().unwrap();
+    Decoded::Valid { pages: pages.len() }
 }

@@ -3,5 +3,5 @@
 //! Seed corpus: ltx/fuzz/corpus/decode (real Litestream 0.5.17 files and ours).
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    ltx::fuzzing::decode_and_reencode(data);
+    let _ = ltx::fuzzing::decode_and_reencode(data);
 });
