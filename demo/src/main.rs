@@ -41,7 +41,12 @@ fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_URI,
     )?;
-    c.busy_timeout(std::time::Duration::from_secs(30))?;
+    // SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS: how long a write waits for the lock (default 30 s).
+    let busy = std::env::var("SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    c.busy_timeout(std::time::Duration::from_millis(busy))?;
     Ok(c)
 }
 

@@ -173,7 +173,7 @@ fn kill_9_loses_no_committed_transaction() {
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..700)));
         w.signal(9);
-        let (_, err, ids) = w.wait();
+        let (err, ids) = w.wait_killed();
         assert!(
             !ids.is_empty(),
             "run {run}: writer committed nothing: {err}"
@@ -256,8 +256,17 @@ fn store_outage_back_pressure_then_no_loss() {
     let mut env = s3.env();
     env.push(("LITESTREAM_SYNC_INTERVAL", "200ms".into()));
     env.push(("SQLITE_KUBE_BUFFER_LIMIT", "256KiB".into()));
+    // The stalled write must outlast the outage plus a SeaweedFS restart on a loaded
+    // machine: a busy timeout well above this test's own budgets.
+    env.push(("SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS", "180000".into()));
     let w = Writer::start(&dir.path().join("app.db"), &url, &env);
+    let t = Instant::now();
     while w.committed() < 100 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the writer committed {} rows in 60 s with the store up",
+            w.committed()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     s3.stop();
@@ -272,7 +281,7 @@ fn store_outage_back_pressure_then_no_loss() {
     );
     s3.resume();
     let t = Instant::now();
-    while w.committed() <= stalled_at + 20 && t.elapsed() < Duration::from_secs(60) {
+    while w.committed() <= stalled_at + 20 && t.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
@@ -285,6 +294,81 @@ fn store_outage_back_pressure_then_no_loss() {
     let restored = restore_ids(&url, &s3.env(), dir.path(), "final.db");
     let missing = ids.iter().filter(|id| !restored.contains(id)).count();
     assert_eq!(missing, 0, "committed rows lost across the outage");
+}
+
+/// SIGTERM while the store is down: the final sync cannot finish, so the writer gives up
+/// at its drain timeout (it does not hang the pod's termination), says the unpublished
+/// transactions stay in the write buffer, and the next open publishes them: nothing lost.
+#[test]
+fn sigterm_during_store_outage_keeps_commits_for_the_next_open() {
+    let mut s3 = S3Server::start();
+    let url = s3.replica_url("vfs/term-outage");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let mut env = s3.env();
+    env.push(("LITESTREAM_SYNC_INTERVAL", "200ms".into()));
+    env.push(("SQLITE_KUBE_DRAIN_TIMEOUT", "3s".into()));
+    let w = Writer::start(&db, &url, &env);
+    let t = Instant::now();
+    while w.committed() < 50 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no commits with the store up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s3.stop();
+    let at_outage = w.committed();
+    let t = Instant::now();
+    while w.committed() < at_outage + 50 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "commits must go on into the buffer during an outage"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let term = Instant::now();
+    w.signal(15);
+    let (ok, err, ids) = w.wait();
+    let took = term.elapsed();
+    assert!(
+        ok,
+        "the writer must exit cleanly after its drain timeout: {err}"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "shutdown took {took:?} with a 3 s drain timeout"
+    );
+    assert!(
+        err.contains("final sync failed") && err.contains("stay in the write buffer"),
+        "the writer must say where the unpublished commits are:\n{err}"
+    );
+    s3.resume();
+    // The next open (same node, same buffer) publishes them.
+    let o = Command::new(demo())
+        .args(["count"])
+        .arg(&db)
+        .arg(&url)
+        .envs(s3.env())
+        .env_remove("AWS_CA_BUNDLE")
+        .env("LITESTREAM_WRITE_ENABLED", "true")
+        .env("LITESTREAM_LOG_LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let restored = restore_ids(&url, &s3.env(), dir.path(), "final.db");
+    let missing: Vec<_> = ids.iter().filter(|id| !restored.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} committed rows lost, e.g. {:?}",
+        missing.len(),
+        ids.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        ids.len() > at_outage,
+        "rows were committed during the outage"
+    );
 }
 
 /// A crash after a publish but before the buffer was cut leaves records in the buffer that
@@ -303,7 +387,7 @@ fn crash_between_publish_and_buffer_cut_does_not_stall_writes() {
         std::thread::sleep(Duration::from_millis(5));
     }
     w.signal(9);
-    let (_, err, first) = w.wait();
+    let (err, first) = w.wait_killed();
     assert!(first.len() >= 50, "writer committed too little: {err}");
     let stale = std::fs::read(&buffer).unwrap();
     // A clean open publishes them and cuts the buffer...
@@ -435,11 +519,21 @@ fn store_outage_write_fails_after_busy_timeout_then_recovers() {
     }
     std::thread::sleep(Duration::from_secs(1));
     s3.stop();
-    // Writes fill the buffer, then one fails after about the busy timeout.
+    // Writes fill the buffer, then one fails after about the busy timeout (2 s of SQLite's
+    // busy-handler sleeps plus a short wait per attempt: ~3 s; 8 s allows a loaded machine,
+    // and is far below what a wait not bounded by the busy timeout would take).
     let failed = loop {
+        let started = Instant::now();
         match insert(Duration::from_secs(60)) {
             Some(Ok(id)) => committed.push(id),
-            Some(Err(e)) => break e,
+            Some(Err(e)) => {
+                let took = started.elapsed();
+                assert!(
+                    took >= Duration::from_millis(1900) && took < Duration::from_secs(8),
+                    "the failing write took {took:?}; the busy timeout is 2 s"
+                );
+                break e;
+            }
             None => {
                 let _ = shell.kill();
                 panic!(
@@ -509,7 +603,7 @@ fn kill_9_during_buffer_cuts_loses_nothing() {
             std::thread::sleep(Duration::from_millis(5));
         }
         w.signal(9);
-        let (_, err, ids) = w.wait();
+        let (err, ids) = w.wait_killed();
         assert!(
             !ids.is_empty(),
             "run {run}: writer committed nothing: {err}"
@@ -557,7 +651,7 @@ fn node_loss_loses_at_most_the_last_sync_interval() {
     w.signal(9);
     let killed = Instant::now();
     let reported_at = w.reported_at.clone();
-    let (_, err, ids) = w.wait();
+    let (err, ids) = w.wait_killed();
     assert!(ids.len() >= 200, "writer committed too little: {err}");
     std::fs::remove_dir_all(&node1).unwrap();
 

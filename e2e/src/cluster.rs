@@ -15,15 +15,28 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 
-/// A client for `KUBECONFIG`; `None` (test skipped with a note) only when
-/// `SQLITE_KUBE_SKIP_K8S=1`, otherwise a missing `KUBECONFIG` is an error.
+/// Whether a test that needs `what` may skip instead of failing: only when the user asked
+/// for it with `SQLITE_KUBE_SKIP_K8S=1`, and never under CI (`CI` set), where a skipped
+/// test would report a pass it did not earn. Prints the skip loudly.
+pub fn may_skip(what: &str) -> Result<bool> {
+    let asked = std::env::var("SQLITE_KUBE_SKIP_K8S").as_deref() == Ok("1");
+    if asked && std::env::var_os("CI").is_some() {
+        bail!("SQLITE_KUBE_SKIP_K8S=1 is refused under CI: this test needs {what}");
+    }
+    if asked {
+        eprintln!("SKIPPED (SQLITE_KUBE_SKIP_K8S=1): this test needs {what}");
+    }
+    Ok(asked)
+}
+
+/// A client for `KUBECONFIG`; `None` (test skipped, said loudly) only when
+/// [`may_skip`] allows it, otherwise a missing `KUBECONFIG` is an error.
 pub async fn client() -> Result<Option<Client>> {
     if std::env::var("KUBECONFIG").is_err() {
-        if std::env::var("SQLITE_KUBE_SKIP_K8S").as_deref() == Ok("1") {
-            eprintln!("skipped: SQLITE_KUBE_SKIP_K8S=1");
+        if may_skip("a Kubernetes API server (KUBECONFIG)")? {
             return Ok(None);
         }
-        bail!("KUBECONFIG is not set: run scripts/test.sh (it starts a local API server), point KUBECONFIG at a cluster, or set SQLITE_KUBE_SKIP_K8S=1 to skip");
+        bail!("KUBECONFIG is not set: run scripts/test.sh (it starts a local API server), point KUBECONFIG at a cluster, or set SQLITE_KUBE_SKIP_K8S=1 to skip (refused under CI)");
     }
     Ok(Some(Client::try_default().await.context("KUBECONFIG")?))
 }

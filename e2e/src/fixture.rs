@@ -26,15 +26,18 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// `None` when the tests are skipped (`SQLITE_KUBE_SKIP_K8S=1`) or the API server is
-    /// remote (it could not call a webhook on 127.0.0.1).
+    /// `None` only when skipping is allowed ([`cluster::may_skip`]); a missing or remote API
+    /// server is otherwise an error (a remote one could not call a webhook on 127.0.0.1).
     pub async fn start(prefix: &str) -> Result<Option<Fixture>> {
         let Some(client) = cluster::client().await? else {
             return Ok(None);
         };
         if !cluster::server_is_local() {
-            eprintln!("skipped: the API server is not on this host, so it cannot call the webhook on 127.0.0.1");
-            return Ok(None);
+            let what = "an API server on this host (it calls the webhook on 127.0.0.1; KUBECONFIG names a remote one)";
+            if cluster::may_skip(what)? {
+                return Ok(None);
+            }
+            anyhow::bail!("this test needs {what}");
         }
         cluster::install_crd(&client).await?;
         let ns = cluster::namespace(&client, prefix).await?;

@@ -61,9 +61,21 @@ pub struct Proc {
     pub lines: Arc<Mutex<Vec<(Instant, String)>>>,
     pub log: PathBuf,
     pub started: Instant,
+    /// Signalled when the stdout reader reached the end of the pipe.
+    eof: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Proc {
+    /// After the process exited: waits (up to 5 s) until every line it printed has been
+    /// collected, so rows acknowledged just before a kill are counted.
+    fn drain_output(&mut self) {
+        if let Some(rx) = self.eof.take() {
+            if rx.recv_timeout(Duration::from_secs(5)).is_err() {
+                eprintln!("{}: stdout not closed 5 s after exit", self.name);
+            }
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -89,8 +101,13 @@ impl Proc {
         self.lines.lock().unwrap().len()
     }
 
+    /// The exit status once the process has exited (its output then fully collected).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        let s = self.child.try_wait().ok().flatten();
+        if s.is_some() {
+            self.drain_output();
+        }
+        s
     }
 
     /// Waits up to `timeout` for the process to exit.
@@ -116,7 +133,9 @@ impl Proc {
 
     pub fn kill(&mut self) -> std::process::ExitStatus {
         let _ = self.child.kill();
-        self.child.wait().expect("wait")
+        let s = self.child.wait().expect("wait");
+        self.drain_output();
+        s
     }
 
     pub fn stderr(&self) -> String {
@@ -344,10 +363,12 @@ impl Kubelet {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().unwrap();
         let l = lines.clone();
+        let (eof_tx, eof) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
                 l.lock().unwrap().push((Instant::now(), line));
             }
+            let _ = eof_tx.send(());
         });
         Ok(Proc {
             name: c.name.clone(),
@@ -355,6 +376,7 @@ impl Kubelet {
             lines,
             log,
             started: Instant::now(),
+            eof: Some(eof),
         })
     }
 }

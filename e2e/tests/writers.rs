@@ -222,6 +222,9 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
         "last writer did not exit cleanly"
     );
     committed.extend(ids(&current));
+    let final_release = annotation(&lease(&f, "ledger").await?, "sqlitekube.dev/released-txid")
+        .context("the last writer released no TXID")?;
+    let final_release = u64::from_str_radix(&final_release, 16)?;
 
     // 0 committed transactions lost, checked with the real litestream.
     let (integrity, rows) =
@@ -271,9 +274,7 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
         next = next.max(fi.key.max_txid + 1);
     }
 
-    // The operator reports the last hand-over.
-    let last = *released.last().unwrap();
-    let _ = last;
+    // The operator reports the last hand-over, with the TXID the last writer released.
     let db = e2e::wait_for(20, "status.lastHandoff of the last drain", || async {
         let db = f.database("ledger").await.ok()?;
         let h = db.status.as_ref()?.last_handoff.clone()?;
@@ -283,6 +284,15 @@ async fn drain_hands_over_without_losing_transactions() -> Result<()> {
     let st = db.status.unwrap();
     let h = st.last_handoff.unwrap();
     ensure!(h.complete, "last hand-over not complete: {h:?}");
+    ensure!(
+        u64::from_str_radix(&h.txid, 16).ok() == Some(final_release),
+        "status.lastHandoff.txid {} is not the released TXID {final_release:016x}",
+        h.txid
+    );
+    ensure!(
+        final_release >= *released.last().unwrap(),
+        "the last writer released TXID {final_release:x}, before its predecessor's"
+    );
     ensure!(
         st.last_synced_txid.as_deref() == Some(h.txid.as_str()),
         "status lastSyncedTxid {:?} != handed-over {}",

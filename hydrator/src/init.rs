@@ -192,8 +192,7 @@ async fn setup(cfg: &InitConfig) -> Result<()> {
 
 /// Restores the replica's latest state to `db` unless it already holds it.
 async fn hydrate(replica: &Replica, db: &Path) -> Result<()> {
-    let files = replica.list_all().await?;
-    let remote = files.iter().map(|f| f.key.max_txid).max().unwrap_or(0);
+    let remote = replica.latest_txid().await?;
     if ltx::restore::hydrated::read_meta(db) == Some(remote) {
         tracing::info!(txid = remote, path = %db.display(), "local database already current");
         return Ok(());

@@ -45,17 +45,24 @@ fn replica_with_db(dir: &std::path::Path) -> String {
     url
 }
 
+/// Init refused to start: a failing exit status (so the pod does not start) and a message
+/// naming the problem (so `kubectl describe pod` says why).
+fn refused(o: &std::process::Output, needle: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "init must fail with status 1 on bad configuration; stderr:\n{}",
+        stderr(o)
+    );
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 #[test]
 fn bad_configuration_names_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("shared").display().to_string();
     let o = init(&[("SQLITE_KUBE_SHARED_DIR", shared.clone())]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("SQLITE_KUBE_REPLICA_URL is not set"),
-        "{}",
-        stderr(&o)
-    );
+    refused(&o, "SQLITE_KUBE_REPLICA_URL is not set");
 
     let url = format!("file://{}", dir.path().join("r").display());
     let o = init(&[
@@ -63,27 +70,19 @@ fn bad_configuration_names_the_problem() {
         ("SQLITE_KUBE_SHARED_DIR", shared.clone()),
         ("SQLITE_KUBE_HYDRATION", "eager".into()),
     ]);
-    assert!(
-        stderr(&o).contains("SQLITE_KUBE_HYDRATION=\"eager\" is not one of"),
-        "{}",
-        stderr(&o)
-    );
+    refused(&o, "SQLITE_KUBE_HYDRATION=\"eager\" is not one of");
 
     let o = init(&[
         ("SQLITE_KUBE_REPLICA_URL", url.clone()),
         ("SQLITE_KUBE_SHARED_DIR", shared.clone()),
     ]);
-    assert!(
-        stderr(&o).contains("SQLITE_KUBE_DB_PATH is not set"),
-        "{}",
-        stderr(&o)
-    );
+    refused(&o, "SQLITE_KUBE_DB_PATH is not set");
 
     let o = init(&[
         ("SQLITE_KUBE_REPLICA_URL", "ftp://x/y".into()),
         ("SQLITE_KUBE_SHARED_DIR", shared.clone()),
     ]);
-    assert!(stderr(&o).contains("unsupported scheme"), "{}", stderr(&o));
+    refused(&o, "unsupported scheme");
 
     let o = init(&[
         ("SQLITE_KUBE_REPLICA_URL", url),
@@ -91,11 +90,7 @@ fn bad_configuration_names_the_problem() {
         ("SQLITE_KUBE_HYDRATION", "Disabled".into()),
         ("SQLITE_KUBE_VFS_SOURCE", "/nonexistent/vfs.so".into()),
     ]);
-    assert!(
-        stderr(&o).contains("/nonexistent/vfs.so does not exist"),
-        "{}",
-        stderr(&o)
-    );
+    refused(&o, "/nonexistent/vfs.so does not exist");
 }
 
 #[test]

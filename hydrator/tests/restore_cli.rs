@@ -31,14 +31,20 @@ fn ok(o: Output) -> String {
     text
 }
 
-/// Litestream replicates a database through `batches` write batches ~1.3 s apart.
-fn litestream_history(dir: &Path, url: &str, env: &[(&str, String)], batches: usize) {
+/// Litestream replicates a database through `batches` write batches, one TXID each: a batch
+/// is written once the previous one is listed.
+async fn litestream_history(dir: &Path, url: &str, env: &[(&str, String)], batches: usize) {
     let db = dir.join("app.db");
     let c = Connection::open(&db).unwrap();
     c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
         .unwrap();
     let mut rep = litestream::Replicate::start(&db, url, env, &dir.join("litestream.log"));
-    std::thread::sleep(Duration::from_millis(1500));
+    let replica = Replica::open(url).unwrap();
+    let mut have = rep
+        .wait_published(0, "the initial state", || async {
+            replica.latest_txid().await.unwrap_or(0)
+        })
+        .await;
     for b in 0..batches {
         let tx = c.unchecked_transaction().unwrap();
         for i in 0..200 {
@@ -46,14 +52,19 @@ fn litestream_history(dir: &Path, url: &str, env: &[(&str, String)], batches: us
                 .unwrap();
         }
         tx.commit().unwrap();
-        std::thread::sleep(Duration::from_millis(1300));
+        have = rep
+            .wait_published(have, &format!("batch {b}"), || async {
+                replica.latest_txid().await.unwrap_or(0)
+            })
+            .await;
     }
+    drop(c);
     rep.stop();
 }
 
 async fn point_in_time(url: &str, env: &[(&str, String)]) {
     let dir = tempfile::tempdir().unwrap();
-    litestream_history(dir.path(), url, env, 4);
+    litestream_history(dir.path(), url, env, 4).await;
     let replica = Replica::open(url).unwrap();
     let files = replica.list_level(0).await.unwrap();
     assert!(files.len() >= 4, "{files:?}");

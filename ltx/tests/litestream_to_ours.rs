@@ -2,22 +2,28 @@
 //! decoder to exactly the bytes `litestream restore` produces, for the latest state and a
 //! point in time, on a file replica and on SeaweedFS S3.
 
-use std::path::Path;
-use std::time::Duration;
-
 use ltx::replica::Replica;
 use ltx::restore::{restore, RestoreOptions, Target};
 use rusqlite::Connection;
 use testkit::{litestream, seaweed::S3Server, sqlite};
 
-/// Writes several batches with pauses so litestream makes one L0 TXID per batch.
-fn write_batches(db: &Path, batches: usize) {
-    let c = Connection::open(db).unwrap();
-    c.execute_batch(
-        "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT);",
-    )
-    .unwrap();
-    for b in 0..batches {
+async fn check(url: &str, env: &[(&str, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+        .unwrap();
+    let log = dir.path().join("litestream.log");
+    let mut rep = litestream::Replicate::start(&db, url, env, &log);
+    let replica = Replica::open(url).unwrap();
+    // One L0 TXID per batch: each batch is written only once the previous one is listed,
+    // whatever litestream's poll interval and the machine's load.
+    let mut have = rep
+        .wait_published(0, "the initial state", || async {
+            replica.latest_txid().await.unwrap_or(0)
+        })
+        .await;
+    for b in 0..4 {
         let tx = c.unchecked_transaction().unwrap();
         for i in 0..300 {
             tx.execute(
@@ -27,27 +33,20 @@ fn write_batches(db: &Path, batches: usize) {
             .unwrap();
         }
         tx.commit().unwrap();
-        std::thread::sleep(Duration::from_millis(1300));
+        have = rep
+            .wait_published(have, &format!("batch {b}"), || async {
+                replica.latest_txid().await.unwrap_or(0)
+            })
+            .await;
     }
-}
-
-async fn check(url: &str, env: &[(&str, String)]) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    Connection::open(&db)
-        .unwrap()
-        .execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
-        .unwrap();
-    let mut rep = litestream::Replicate::start(&db, url, env, &dir.path().join("litestream.log"));
-    std::thread::sleep(Duration::from_millis(1500));
-    write_batches(&db, 4);
+    drop(c);
     rep.stop();
 
-    let replica = Replica::open(url).unwrap();
     let files = replica.list_all().await.unwrap();
     assert!(
         files.iter().any(|f| f.key.level == 9),
-        "litestream wrote no snapshot: {files:?}"
+        "litestream wrote no snapshot: {files:?}; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
     let max = files.iter().map(|f| f.key.max_txid).max().unwrap();
     assert!(

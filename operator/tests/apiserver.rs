@@ -236,7 +236,7 @@ async fn retain_policy_keeps_the_replica() {
 }
 
 #[tokio::test]
-async fn invalid_spec_gets_condition_and_event_and_unreachable_store_degrades() {
+async fn invalid_spec_missing_secret_and_unreachable_store_each_get_their_condition() {
     let Some(client) = client().await else { return };
     install_crd(&client).await;
     let ns = namespace(&client, "op-invalid").await;
@@ -254,7 +254,31 @@ async fn invalid_spec_gets_condition_and_event_and_unreachable_store_degrades() 
     )
     .await
     .unwrap();
-    // A reachable-looking spec whose store does not answer.
+    // A valid Secret, a store that does not answer (nothing listens on the port).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .patch(
+            "s3-creds",
+            &PatchParams::apply("tests"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
+                "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}})),
+        )
+        .await
+        .unwrap();
+    let closed = free_port();
+    dbs.patch(
+        "unreachable",
+        &PatchParams::apply("tests"),
+        &Patch::Apply(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase", "metadata": {"name": "unreachable"},
+            "spec": {"replica": {"s3": {"bucket": "bkt", "path": "p", "endpoint": format!("http://127.0.0.1:{closed}"),
+                                         "region": "us-east-1", "forcePathStyle": true,
+                                         "credentialsSecretRef": {"name": "s3-creds"}}}}
+        })),
+    )
+    .await
+    .unwrap();
+    // A spec naming a Secret that does not exist.
     dbs.patch(
         "down",
         &PatchParams::apply("tests"),
@@ -300,12 +324,30 @@ async fn invalid_spec_gets_condition_and_event_and_unreachable_store_degrades() 
     assert_eq!(c.reason, "CredentialsMissing");
     assert!(c.message.contains("missing-secret"), "{}", c.message);
 
+    let st = status_when(&dbs, "unreachable", 90, "Degraded (store down)", |s| {
+        s.phase == Some(crds::Phase::Degraded)
+    })
+    .await;
+    let c = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ReplicaReachable")
+        .unwrap();
+    assert_eq!(c.status, "False");
+    assert_eq!(c.reason, "ReplicaUnreachable", "{}", c.message);
+    assert!(
+        c.message.contains(&closed.to_string()) || c.message.contains("127.0.0.1"),
+        "the message names the store: {}",
+        c.message
+    );
+
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     let evs = wait_for(20, "warning events", || async {
         let l = events.list(&ListParams::default()).await.ok()?.items;
         let reasons: Vec<String> = l.iter().filter_map(|e| e.reason.clone()).collect();
         (reasons.contains(&"InvalidSpec".to_string())
-            && reasons.contains(&"CredentialsMissing".to_string()))
+            && reasons.contains(&"CredentialsMissing".to_string())
+            && reasons.contains(&"ReplicaUnreachable".to_string()))
         .then_some(l)
     })
     .await;

@@ -68,6 +68,30 @@ impl Replicate {
         }
     }
 
+    /// Waits (up to 60 s) until `newest()` — the replica's newest TXID, as the caller
+    /// lists it — is above `above`, and returns it. Tests write their next batch only then,
+    /// so each batch becomes its own TXID whatever litestream's poll interval and the
+    /// machine's load; on timeout the panic shows litestream's own log.
+    pub async fn wait_published<F, Fut>(&self, above: u64, what: &str, mut newest: F) -> u64
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = u64>,
+    {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let n = newest().await;
+            if n > above {
+                return n;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "litestream did not publish {what} within 60 s (replica at TXID {n}); its log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGTERM and wait: litestream syncs once more before it exits.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

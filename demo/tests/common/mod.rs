@@ -86,7 +86,27 @@ impl Writer {
     }
 
     /// Waits for exit; returns (success, stderr, ids).
-    pub fn wait(mut self) -> (bool, String, Vec<i64>) {
+    pub fn wait(self) -> (bool, String, Vec<i64>) {
+        let (st, err, ids) = self.wait_status();
+        (st.success(), err, ids)
+    }
+
+    /// Waits for a process this test sent SIGKILL: it must have died of that signal, not
+    /// of anything else first (a writer that crashed on its own would prove nothing).
+    /// Returns (stderr, ids).
+    pub fn wait_killed(self) -> (String, Vec<i64>) {
+        use std::os::unix::process::ExitStatusExt;
+        let (st, err, ids) = self.wait_status();
+        assert_eq!(
+            st.signal(),
+            Some(9),
+            "the writer was expected to die of SIGKILL, it ended with {st}:\n{err}"
+        );
+        (err, ids)
+    }
+
+    /// Waits for exit; returns (status, stderr, ids), every printed id collected.
+    pub fn wait_status(mut self) -> (std::process::ExitStatus, String, Vec<i64>) {
         let st = self.child.wait().unwrap();
         let err = self
             .stderr
@@ -97,7 +117,7 @@ impl Writer {
             let _ = r.join();
         }
         let ids = self.ids.lock().unwrap().clone();
-        (st.success(), err, ids)
+        (st, err, ids)
     }
 }
 

@@ -273,6 +273,12 @@ impl Replica {
         Ok(levels.into_iter().flatten().collect())
     }
 
+    /// The newest TXID any file of the replica covers (0 for an empty replica).
+    pub async fn latest_txid(&self) -> Result<crate::format::Txid> {
+        let files = self.list_all().await?;
+        Ok(files.iter().map(|f| f.key.max_txid).max().unwrap_or(0))
+    }
+
     /// The creation time Litestream would use for a point-in-time restore: the
     /// `litestream-timestamp` metadata where the store has it, else the listed time.
     pub async fn creation_time(&self, info: &LtxFileInfo) -> Result<SystemTime> {

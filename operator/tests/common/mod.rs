@@ -11,19 +11,9 @@ use kube::Client;
 use serde_json::json;
 
 /// A client for the cluster in `KUBECONFIG`. Without one the test fails with a message,
-/// unless `SQLITE_KUBE_SKIP_K8S=1` asks to skip (returns `None`).
+/// unless `SQLITE_KUBE_SKIP_K8S=1` asks to skip (returns `None`; refused under CI).
 pub async fn client() -> Option<Client> {
-    if std::env::var("KUBECONFIG").is_err() {
-        if std::env::var("SQLITE_KUBE_SKIP_K8S").as_deref() == Ok("1") {
-            eprintln!("skipped: SQLITE_KUBE_SKIP_K8S=1");
-            return None;
-        }
-        panic!(
-            "KUBECONFIG is not set: run scripts/test.sh (it starts a local API server), point \
-             KUBECONFIG at a cluster, or set SQLITE_KUBE_SKIP_K8S=1 to skip"
-        );
-    }
-    Some(Client::try_default().await.expect("KUBECONFIG usable"))
+    e2e::cluster::client().await.expect("Kubernetes API server")
 }
 
 /// Applies the CRD variant the server understands and waits until it is Established.

@@ -1,0 +1,216 @@
+//! `LeaseLock` against an in-memory Lease API that behaves like the API server where it
+//! matters: `resourceVersion` preconditions (a stale write gets 409 Conflict), 404 for a
+//! missing Lease, 409 for a create that lost the race.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use kube::client::Body;
+use kube::Client;
+use lease::{holder_of, Attempt, LeaseLock};
+use serde_json::json;
+
+/// The stored Lease, and a hook run between a client's GET and its PUT (another
+/// contender's write landing in between).
+#[derive(Default)]
+struct Server {
+    lease: Option<Lease>,
+    version: u64,
+    before_next_write: Option<Box<dyn FnOnce(&mut Lease) + Send>>,
+}
+
+fn status(code: u16, reason: &str) -> Response<Body> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                      "reason": reason, "code": code, "message": reason});
+    Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn ok(l: &Lease) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .body(Body::from(serde_json::to_vec(l).unwrap()))
+        .unwrap()
+}
+
+impl Server {
+    fn bump(&mut self, l: &mut Lease) {
+        self.version += 1;
+        l.metadata.resource_version = Some(self.version.to_string());
+    }
+
+    fn handle(&mut self, method: &Method, body: &[u8]) -> Response<Body> {
+        match *method {
+            Method::GET => match &self.lease {
+                Some(l) => ok(l),
+                None => status(404, "NotFound"),
+            },
+            Method::POST => {
+                if self.lease.is_some() {
+                    return status(409, "AlreadyExists");
+                }
+                let mut l: Lease = serde_json::from_slice(body).unwrap();
+                self.bump(&mut l);
+                self.lease = Some(l.clone());
+                ok(&l)
+            }
+            Method::PUT => {
+                if let Some(hook) = self.before_next_write.take() {
+                    let mut cur = self.lease.clone().unwrap();
+                    hook(&mut cur);
+                    self.bump(&mut cur);
+                    self.lease = Some(cur);
+                }
+                let mut l: Lease = serde_json::from_slice(body).unwrap();
+                let stored = self
+                    .lease
+                    .as_ref()
+                    .and_then(|s| s.metadata.resource_version.clone());
+                if l.metadata.resource_version != stored {
+                    return status(409, "Conflict");
+                }
+                self.bump(&mut l);
+                self.lease = Some(l.clone());
+                ok(&l)
+            }
+            _ => status(405, "MethodNotAllowed"),
+        }
+    }
+}
+
+fn server() -> (Arc<Mutex<Server>>, Client) {
+    let state = Arc::new(Mutex::new(Server::default()));
+    let s = state.clone();
+    let svc = tower::service_fn(move |req: Request<Body>| {
+        let s = s.clone();
+        async move {
+            let method = req.method().clone();
+            let body = req.into_body().collect_bytes().await.unwrap();
+            let resp = s.lock().unwrap().handle(&method, &body);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    (state, Client::new(svc, "db"))
+}
+
+fn lock(client: &Client, who: &str, secs: u64) -> LeaseLock {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "db");
+    LeaseLock::new(api, "db", "orders-writer", who, Duration::from_secs(secs))
+}
+
+/// Makes the stored lease look last renewed `ago` in the past (its holder went silent).
+fn age(state: &Arc<Mutex<Server>>, ago: Duration) {
+    let mut s = state.lock().unwrap();
+    let spec = s.lease.as_mut().unwrap().spec.as_mut().unwrap();
+    let t = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(t));
+}
+
+#[tokio::test]
+async fn take_over_raises_the_epoch_and_the_old_holder_learns_it() {
+    let (state, client) = server();
+    let (a, b) = (lock(&client, "a", 10), lock(&client, "b", 10));
+    assert_eq!(
+        a.try_acquire_or_renew().await.unwrap(),
+        Attempt::Held {
+            epoch: 1,
+            acquired: true
+        }
+    );
+    assert_eq!(
+        a.try_acquire_or_renew().await.unwrap(),
+        Attempt::Held {
+            epoch: 1,
+            acquired: false
+        },
+        "a renewal keeps the epoch"
+    );
+    match b.try_acquire_or_renew().await.unwrap() {
+        Attempt::HeldBy(h) => assert_eq!((h.identity.as_str(), h.epoch), ("a", 1)),
+        other => panic!("b took a live lease: {other:?}"),
+    }
+    age(&state, Duration::from_secs(11));
+    assert_eq!(
+        b.try_acquire_or_renew().await.unwrap(),
+        Attempt::Held {
+            epoch: 2,
+            acquired: true
+        },
+        "an expired lease is taken over with a higher epoch"
+    );
+    match a.try_acquire_or_renew().await.unwrap() {
+        Attempt::HeldBy(h) => assert_eq!((h.identity.as_str(), h.epoch), ("b", 2)),
+        other => panic!("the old holder still thinks it holds the lease: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_write_that_loses_the_race_reports_the_winner() {
+    let (state, client) = server();
+    let (a, b) = (lock(&client, "a", 10), lock(&client, "b", 10));
+    a.try_acquire_or_renew().await.unwrap();
+    age(&state, Duration::from_secs(11));
+    // Both see an expired lease; c's take-over lands between b's read and b's write.
+    state.lock().unwrap().before_next_write = Some(Box::new(|l: &mut Lease| {
+        let spec = l.spec.as_mut().unwrap();
+        spec.holder_identity = Some("c".into());
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            jiff::Timestamp::now(),
+        ));
+        spec.lease_transitions = Some(2);
+    }));
+    match b.try_acquire_or_renew().await.unwrap() {
+        Attempt::HeldBy(h) => assert_eq!((h.identity.as_str(), h.epoch), ("c", 2)),
+        other => panic!("b won a race the server refused: {other:?}"),
+    }
+    let stored = holder_of(state.lock().unwrap().lease.as_ref().unwrap()).unwrap();
+    assert_eq!(stored.identity, "c", "the loser's write must not land");
+}
+
+#[tokio::test]
+async fn release_frees_the_lease_and_keeps_the_epoch() {
+    let (state, client) = server();
+    let (a, b) = (lock(&client, "a", 10), lock(&client, "b", 10));
+    a.try_acquire_or_renew().await.unwrap();
+    assert!(a.release().await.unwrap());
+    let stored = state.lock().unwrap().lease.clone().unwrap();
+    assert!(holder_of(&stored).is_none(), "released: no holder");
+    assert_eq!(
+        stored.spec.unwrap().lease_transitions,
+        Some(1),
+        "epoch kept"
+    );
+    assert_eq!(
+        b.try_acquire_or_renew().await.unwrap(),
+        Attempt::Held {
+            epoch: 2,
+            acquired: true
+        },
+        "the successor takes it at once, with the next epoch"
+    );
+    assert!(!a.release().await.unwrap(), "a no longer holds it");
+    assert_eq!(
+        holder_of(state.lock().unwrap().lease.as_ref().unwrap())
+            .unwrap()
+            .identity,
+        "b"
+    );
+}
+
+#[test]
+fn a_holder_acts_only_for_80_percent_of_the_lease() {
+    let (_, client) = {
+        // Client::new needs a runtime for its service buffer.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _g = rt.enter();
+        server()
+    };
+    let l = lock(&client, "a", 10);
+    let t = std::time::Instant::now();
+    assert_eq!(l.safe_until(t) - t, Duration::from_secs(8));
+}

@@ -1,0 +1,107 @@
+//! The webhook resolves a pod's database in the pod's own namespace only: a pod in `b`
+//! naming a database that exists only in `a` is refused, and nothing of `a`'s database
+//! (its URL, its credentials Secret) reaches the answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::api::core::v1::Pod;
+use kube::client::Body;
+use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use kube::runtime::{reflector, watcher};
+use kube::Client;
+use serde_json::json;
+
+use crds::SqliteDatabase;
+use operator::metrics::Metrics;
+use operator::webhook::inject::InjectConfig;
+use operator::webhook::{decide, WebhookState};
+
+fn database_in_a() -> SqliteDatabase {
+    serde_json::from_value(json!({
+        "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+        "metadata": {"name": "orders", "namespace": "a", "resourceVersion": "1", "uid": "u-a"},
+        "spec": {"replica": {"s3": {"bucket": "secret-bucket-of-a", "path": "p",
+                                    "endpoint": "http://store-of-a:9000",
+                                    "credentialsSecretRef": {"name": "creds-of-a"}}}}
+    }))
+    .unwrap()
+}
+
+fn admission(ns: &str) -> AdmissionRequest<Pod> {
+    let review: AdmissionReview<Pod> = serde_json::from_value(json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "r-1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE", "namespace": ns, "name": "app-0",
+            "userInfo": {"username": "someone-in-b"},
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "app-0", "namespace": ns,
+                                    "annotations": {"sqlitekube.dev/database": "orders"}},
+                       "spec": {"containers": [{"name": "app", "image": "app:1"}]}}
+        }
+    }))
+    .unwrap();
+    review.try_into().unwrap()
+}
+
+#[tokio::test]
+async fn a_database_in_another_namespace_is_never_injected() {
+    // The cache (as the watch fills it, all namespaces) holds a's database only.
+    let (cache, mut writer) = reflector::store::<SqliteDatabase>();
+    writer.apply_watcher_event(&watcher::Event::Apply(database_in_a()));
+    // The API fallback: record every path asked for, answer 404.
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            seen.lock().unwrap().push(req.uri().path().to_string());
+            let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                              "reason": "NotFound", "code": 404, "message": "not found"});
+            send.send_response(
+                Response::builder()
+                    .status(404)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    let state = WebhookState {
+        client: Client::new(svc, "default"),
+        config: InjectConfig {
+            hydrator_image: "hydrator:test".into(),
+            native_sidecar: false,
+        },
+        metrics: Arc::new(Metrics::default()),
+        cache: Some(cache),
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(10), decide(&state, &admission("b")))
+        .await
+        .expect("admission answered");
+    assert!(!resp.allowed, "a pod in b got a's database");
+    let text = serde_json::to_string(&resp.into_review()).unwrap();
+    assert!(
+        text.contains("b/orders"),
+        "the refusal names b/orders: {text}"
+    );
+    for leaked in ["secret-bucket-of-a", "store-of-a", "creds-of-a"] {
+        assert!(
+            !text.contains(leaked),
+            "{leaked} leaked into the answer: {text}"
+        );
+    }
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        asked.iter().all(|p| p.contains("/namespaces/b/")),
+        "the webhook looked outside the pod's namespace: {asked:?}"
+    );
+
+    // The same database is injected for a pod in a (the test would pass vacuously if the
+    // webhook refused everything).
+    let resp = decide(&state, &admission("a")).await;
+    assert!(resp.allowed, "a pod in a must get a's database");
+    assert!(resp.patch.is_some(), "and a patch injecting it");
+}
