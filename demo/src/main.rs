@@ -4,6 +4,9 @@
 //!   sqlitekube-demo write DB REPLICA_URL [N]   insert N rows (default: forever), one per
 //!                                              transaction, printing each id once committed
 //!   sqlitekube-demo count DB REPLICA_URL       print "rows max_id integrity"
+//!   sqlitekube-demo follow DB REPLICA_URL SECS read-only: for SECS seconds, scan the whole
+//!                                              table again and again, printing
+//!                                              "rows max_id bytes" per scan; any error fails
 //!   sqlitekube-demo probe DB REPLICA_URL       read-only: time the first point query, wait for
 //!                                              hydration, scan everything; print JSON with the
 //!                                              object-store GETs at each step
@@ -75,6 +78,11 @@ fn main() -> std::process::ExitCode {
     let res = match args[1].as_str() {
         "write" => write(db, url, args.get(4).and_then(|n| n.parse().ok())),
         "count" => count(db, url),
+        "follow" => follow(
+            db,
+            url,
+            args.get(4).and_then(|n| n.parse().ok()).unwrap_or(5),
+        ),
         "probe" => probe(db, url),
         other => {
             eprintln!("unknown command {other}");
@@ -228,6 +236,23 @@ fn count(db: &str, url: &str) -> rusqlite::Result<()> {
     })?;
     let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     println!("{n} {} {ok}", max.unwrap_or(0));
+    Ok(())
+}
+
+/// Full scans in a loop while the writer moves on (and its maintenance deletes files the
+/// follower's page map may still point at): every scan must succeed.
+fn follow(db: &str, url: &str, secs: u64) -> rusqlite::Result<()> {
+    let c = open(db, url, false)?;
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut out = std::io::stdout().lock();
+    while std::time::Instant::now() < end {
+        let (n, max, bytes): (i64, Option<i64>, Option<i64>) =
+            c.query_row("SELECT count(*), max(id), sum(length(v)) FROM t", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        writeln!(out, "{n} {} {}", max.unwrap_or(0), bytes.unwrap_or(0)).ok();
+        out.flush().ok();
+    }
     Ok(())
 }
 

@@ -13,13 +13,16 @@ use kube::Client;
 use lease::{holder_of, Attempt, LeaseLock};
 use serde_json::json;
 
+/// Another contender's edit, applied to the stored Lease.
+type Edit = Box<dyn FnOnce(&mut Lease) + Send>;
+
 /// The stored Lease, and a hook run between a client's GET and its PUT (another
 /// contender's write landing in between).
 #[derive(Default)]
 struct Server {
     lease: Option<Lease>,
     version: u64,
-    before_next_write: Option<Box<dyn FnOnce(&mut Lease) + Send>>,
+    before_next_write: Option<Edit>,
 }
 
 fn status(code: u16, reason: &str) -> Response<Body> {

@@ -155,3 +155,96 @@ async fn bad_urls_and_unreachable_store() {
     assert!(matches!(e, ReplicaError::Store { .. }), "{e:?}");
     assert!(e.to_string().contains("s3://bkt/p"), "{e}");
 }
+
+/// `n` writers publish different bytes at the same TXID at the same moment: exactly one
+/// wins, every other gets `AlreadyExists`, and the stored object is the winner's.
+async fn concurrent_create_only(url: &str, n: usize) {
+    let r = Replica::open(url).unwrap();
+    let key = LtxKey::new(0, 7, 7);
+    let files: Vec<Bytes> = (0..n)
+        .map(|i| file_with(2 + i as u32, 4096, 7, 7, 1_764_000_000_000 + i as i64))
+        .collect();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let mut tasks = Vec::new();
+    for f in files.clone() {
+        let (r, b) = (r.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            r.write(&key, f, 1, true).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(()) => winners.push(i),
+            Err(ReplicaError::AlreadyExists { .. }) => {}
+            Err(e) => panic!("writer {i}: {e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "create-only let {winners:?} all win");
+    assert_eq!(r.read(&key).await.unwrap(), files[winners[0]]);
+}
+
+/// The same through the streamed (multipart on S3) path snapshots use: files larger than
+/// the single-PUT limit.
+async fn concurrent_create_only_streamed(url: &str, dir: &std::path::Path) {
+    let r = Replica::open(url).unwrap();
+    let key = LtxKey::new(9, 1, 3);
+    let mut paths = Vec::new();
+    for i in 0..3u8 {
+        // ~20 MiB of incompressible-ish bytes: above the 16 MiB multipart threshold.
+        let p = dir.join(format!("big{i}.ltx"));
+        let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ i as u64;
+        let data: Vec<u8> = (0..20 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(&p, data).unwrap();
+        paths.push(p);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(paths.len()));
+    let mut tasks = Vec::new();
+    for p in paths.clone() {
+        let (r, b) = (r.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            b.wait().await;
+            r.write_file(&key, &p, 1, true).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(()) => winners.push(i),
+            Err(ReplicaError::AlreadyExists { .. }) => {}
+            Err(e) => panic!("writer {i}: {e}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "streamed create-only let {winners:?} all win"
+    );
+    let stored = r.read(&key).await.unwrap();
+    assert_eq!(stored, std::fs::read(&paths[winners[0]]).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_create_only_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().join("r").display());
+    concurrent_create_only(&url, 8).await;
+    concurrent_create_only_streamed(&url, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_create_only_s3() {
+    let s3 = S3Server::shared();
+    s3.export_env();
+    let dir = tempfile::tempdir().unwrap();
+    concurrent_create_only(&s3.replica_url("dbs/race"), 8).await;
+    concurrent_create_only_streamed(&s3.replica_url("dbs/race-multipart"), dir.path()).await;
+}

@@ -224,13 +224,13 @@ impl Database {
             }
             Lookup::Remote(loc) => loc,
         };
-        let ps = st.pages.page_size();
+        let (ps, at) = (st.pages.page_size(), st.pages.txid());
         drop(st);
-        let (data, reloaded) = crate::pages::fetch(&self.store, &loc, ps)?;
+        let (data, reloaded) = crate::pages::fetch(&self.store, &loc, ps, at)?;
         let data = Arc::new(data);
         let mut st = self.state();
         if let Some(v) = reloaded {
-            st.pages.adopt_newer_locations(&v);
+            st.pages.adopt_reloaded(v);
         }
         st.pages.fetched(pgno, &loc, &data);
         Ok((st, data))

@@ -45,6 +45,11 @@ pub enum VfsError {
     /// Hydration's restore failed (reads stay remote).
     #[error("hydration: {0}")]
     Restore(#[from] ltx::restore::RestoreError),
+    /// A reader's snapshot is gone: retention deleted the files that held TXID `txid` before
+    /// the reader moved past it (it fell behind by more than `l0_retention`). The read
+    /// fails; the next read transaction starts from the latest TXID.
+    #[error("the replica no longer holds TXID {txid} (retention deleted its files while this reader was still reading it); retry the transaction")]
+    SnapshotGone { txid: u64 },
     /// A bug caught at the boundary (a panicked task), reported instead of crashing the app.
     #[error("internal error: {0}")]
     Internal(String),

@@ -14,7 +14,7 @@ use ltx::replica::{LtxKey, ReplicaError};
 
 use crate::error::VfsError;
 use crate::hydration::LocalCopy;
-use crate::remote::{PageLoc, RemoteView};
+use crate::remote::{PageLoc, RemoteError, RemoteView};
 use crate::store::Store;
 
 pub type Page = Arc<Vec<u8>>;
@@ -121,14 +121,12 @@ impl PageView {
         }
     }
 
-    /// A freshly loaded map where the page's file was gone: adopt its newer locations.
-    pub fn adopt_newer_locations(&mut self, view: &RemoteView) {
-        for (p, l) in &view.pages {
-            if let Some(cur) = self.remote.pages.get_mut(p) {
-                if cur.key.max_txid <= l.key.max_txid {
-                    *cur = *l;
-                }
-            }
+    /// A map reloaded at this view's own TXID (a file was gone): its locations are as
+    /// valid as ours and point at files that exist, so it replaces the map; cached pages
+    /// stay (same TXID, same content).
+    pub fn adopt_reloaded(&mut self, view: RemoteView) {
+        if view.txid == self.remote.txid {
+            self.remote.pages = view.pages;
         }
     }
 
@@ -202,19 +200,29 @@ impl PageView {
     }
 }
 
-/// Fetches a page from the store. When retention removed its file, the page map is
-/// reloaded and the page read from its new home; the reloaded map is returned so the
-/// caller can adopt it.
+/// Fetches a page from the store as of the view's TXID `at`. When retention removed its
+/// file, the page map *at that TXID* is reloaded (never the latest: pages of a newer TXID
+/// mixed into a read transaction at `at` corrupt what SQLite sees) and the page read from
+/// there; the reloaded map is returned for the caller to adopt. If the replica no longer
+/// holds TXID `at`, the read fails with [`VfsError::SnapshotGone`].
 pub fn fetch(
     store: &Store,
     loc: &PageLoc,
     page_size: u32,
+    at: u64,
 ) -> Result<(Vec<u8>, Option<RemoteView>), VfsError> {
     match store.read_page(loc, page_size) {
         Ok(p) => Ok((p, None)),
         Err(VfsError::Store(ReplicaError::NotFound { path })) => {
-            tracing::info!(%path, "page's file is gone (compacted); reloading the replica's page map");
-            let view = store.load_view()?;
+            tracing::info!(%path, txid = at, "page's file is gone (compacted); reloading the page map at this TXID");
+            let view = match store.load_view_at(at) {
+                Ok(v) if v.txid == at => v,
+                // Nothing (or not all) of the history up to `at` is left.
+                Ok(_) | Err(VfsError::Remote(RemoteError::Plan(_))) => {
+                    return Err(VfsError::SnapshotGone { txid: at })
+                }
+                Err(e) => return Err(e),
+            };
             let Some(newloc) = view.pages.get(&loc.entry.pgno).copied() else {
                 return Err(ReplicaError::NotFound { path }.into());
             };
@@ -234,15 +242,16 @@ fn capacity(cache_bytes: u64, page_size: u32) -> NonZeroUsize {
 mod tests {
     use super::*;
     use crate::testutil::*;
+    use crate::transaction::Committed;
 
     fn read(store: &Store, pv: &mut PageView, pgno: u32) -> Page {
         match pv.lookup(pgno) {
             Lookup::Found(p) => p,
             Lookup::Zeros => Arc::new(vec![0; PS as usize]),
             Lookup::Remote(loc) => {
-                let (d, reloaded) = fetch(store, &loc, PS).unwrap();
+                let (d, reloaded) = fetch(store, &loc, PS, pv.txid()).unwrap();
                 if let Some(v) = reloaded {
-                    pv.adopt_newer_locations(&v);
+                    pv.adopt_reloaded(v);
                 }
                 let d = Arc::new(d);
                 pv.fetched(pgno, &loc, &d);
@@ -305,5 +314,42 @@ mod tests {
         }
         assert_eq!(*read(&f.store, &mut r, 2), page(2));
         assert_eq!(*read(&f.store, &mut r, 1), page(1));
+    }
+
+    /// A reader still at TXID 1 when the files of TXID 1 are compacted away must never be
+    /// handed a page of TXID 2 (a read transaction mixing two TXIDs is a corrupt database
+    /// to SQLite): its read fails with SnapshotGone instead.
+    #[test]
+    fn reader_behind_retention_gets_an_error_not_newer_pages() {
+        let f = Fixture::new();
+        let (mut p, view) = f.writer("a");
+        let mut pv = PageView::new(view, 1 << 20, false);
+        p.record(commit(2, &[1, 2])).unwrap();
+        publish(&f.store, &mut p, &mut pv).unwrap();
+        let mut r = PageView::new(f.store.load_view().unwrap(), 1 << 20, false);
+        assert_eq!(r.txid(), 1);
+        p.record(Committed {
+            size: 2,
+            pages: vec![(2, page(0xee))],
+            durable: true,
+        })
+        .unwrap();
+        publish(&f.store, &mut p, &mut pv).unwrap();
+        f.store.compact_l0().unwrap().expect("compacted");
+        for t in 1..=2 {
+            let (rr, k) = (
+                f.store.replica().clone(),
+                ltx::replica::LtxKey::new(0, t, t),
+            );
+            crate::runtime::block_on(async move { rr.delete(&k).await }).unwrap();
+        }
+        let Lookup::Remote(loc) = r.lookup(2) else {
+            panic!("page 2 is remote")
+        };
+        match fetch(&f.store, &loc, PS, r.txid()) {
+            Err(VfsError::SnapshotGone { txid: 1 }) => {}
+            Ok((d, _)) => panic!("a reader at TXID 1 got page 2 = {:#x}..", d[0]),
+            Err(e) => panic!("{e}"),
+        }
     }
 }

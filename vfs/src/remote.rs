@@ -36,11 +36,17 @@ pub enum RemoteError {
 impl RemoteView {
     /// Loads the latest state: the restore plan's files, indexes fetched in parallel.
     pub async fn load(replica: &Replica) -> Result<RemoteView, RemoteError> {
+        Self::load_at(replica, Target::Latest).await
+    }
+
+    /// Loads the state at `target` (for `Target::Txid(t)`, the view's `txid` is below `t`
+    /// when the files that led to `t` are gone).
+    pub async fn load_at(replica: &Replica, target: Target) -> Result<RemoteView, RemoteError> {
         let files = replica.list_all().await?;
         if files.is_empty() {
             return Ok(RemoteView::default());
         }
-        let chosen = plan(&files, Target::Latest)?;
+        let chosen = plan(&files, target)?;
         let mut view = RemoteView::default();
         let idx = futures_join(replica, &chosen).await?;
         for (info, fi) in chosen.iter().zip(idx) {

@@ -98,6 +98,15 @@ impl Store {
         })
     }
 
+    /// The page map as of `txid` (what a reader in the middle of a read transaction at
+    /// that TXID needs when one of its files is gone).
+    pub fn load_view_at(&self, txid: u64) -> Result<RemoteView, VfsError> {
+        let r = self.replica.clone();
+        self.call(format!("loading the page map at TXID {txid}"), async move {
+            RemoteView::load_at(&r, ltx::restore::Target::Txid(txid)).await
+        })
+    }
+
     /// One page, with a ranged GET of its frame. Transient failures are retried.
     pub fn read_page(&self, loc: &PageLoc, page_size: u32) -> Result<Vec<u8>, VfsError> {
         let mut attempt = 0;
