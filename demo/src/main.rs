@@ -15,7 +15,9 @@
 //!                                              (SQLITE_KUBE_DB_PATH, LITESTREAM_*,
 //!                                              SQLITE_KUBE_LEASE …). Write mode inserts a row
 //!                                              every SQLITE_KUBE_DEMO_INTERVAL_MS (default 10)
-//!                                              and prints each id once committed; read mode
+//!                                              and prints each id once committed (with
+//!                                              SQLITE_KUBE_DEMO_TIMESTAMPS=1: "id unix_ms",
+//!                                              the time COMMIT returned); read mode
 //!                                              prints "rows max_id" every 500 ms. SIGTERM:
 //!                                              close cleanly (final sync, lease hand-over).
 //! Other settings come from the environment (LITESTREAM_* as documented).
@@ -186,11 +188,27 @@ fn app() -> Result<(), String> {
         if write { "write" } else { "read" }
     );
     let mut last_err = String::new();
+    let timestamps = std::env::var("SQLITE_KUBE_DEMO_TIMESTAMPS").is_ok_and(|v| v == "1");
+    // Who wrote each row, so tests can tell writers apart in a restored replica.
+    let row = format!(
+        "from {}",
+        std::env::var("SQLITE_KUBE_POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default()
+    );
     while !term_requested() {
         if write {
-            match c.execute("INSERT INTO t(v) VALUES (?1)", ["demo row"]) {
+            match c.execute("INSERT INTO t(v) VALUES (?1)", [&row]) {
                 Ok(_) => {
-                    writeln!(out, "{}", c.last_insert_rowid()).ok();
+                    if timestamps {
+                        // When the commit returned, for tests that time the lease bound.
+                        let ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis());
+                        writeln!(out, "{} {ms}", c.last_insert_rowid()).ok();
+                    } else {
+                        writeln!(out, "{}", c.last_insert_rowid()).ok();
+                    }
                     out.flush().ok();
                     last_err.clear();
                 }

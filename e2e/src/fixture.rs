@@ -174,6 +174,17 @@ impl Fixture {
     /// Restores the latest state of `url` with the real `litestream restore` into `out`;
     /// returns its `integrity_check` result and the ids in table `t`.
     pub fn litestream_rows(&self, url: &str, out: &Path) -> Result<(String, BTreeSet<i64>)> {
+        let (integrity, rows) = self.litestream_rows_by_writer(url, out)?;
+        Ok((integrity, rows.into_iter().map(|(id, _)| id).collect()))
+    }
+
+    /// [`Fixture::litestream_rows`] with each row's value (the demo app writes
+    /// `from <pod>`), to tell whose rows the replica holds.
+    pub fn litestream_rows_by_writer(
+        &self,
+        url: &str,
+        out: &Path,
+    ) -> Result<(String, BTreeSet<(i64, String)>)> {
         let o = testkit::litestream::command(&self.s3_env())
             .args(["restore", "-o"])
             .arg(out)
@@ -186,10 +197,10 @@ impl Fixture {
         );
         let integrity = testkit::sqlite::integrity(out);
         let c = rusqlite::Connection::open(out)?;
-        let mut s = c.prepare("SELECT id FROM t ORDER BY id")?;
+        let mut s = c.prepare("SELECT id, v FROM t ORDER BY id")?;
         let rows = s
-            .query_map([], |r| r.get::<_, i64>(0))?
-            .collect::<rusqlite::Result<BTreeSet<i64>>>()?;
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<BTreeSet<(i64, String)>>>()?;
         Ok((integrity, rows))
     }
 }

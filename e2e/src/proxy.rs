@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Result};
@@ -11,6 +12,8 @@ use tokio::task::JoinHandle;
 
 pub struct Proxy {
     pub port: u16,
+    /// False while cut: new connections are dropped at once.
+    open: Arc<AtomicBool>,
     accept: JoinHandle<()>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -20,9 +23,14 @@ impl Proxy {
         let l = TcpListener::bind("127.0.0.1:0").await?;
         let port = l.local_addr()?.port();
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let c = conns.clone();
+        let open = Arc::new(AtomicBool::new(true));
+        let (c, o) = (conns.clone(), open.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut down, _)) = l.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    drop(down);
+                    continue;
+                }
                 let h = tokio::spawn(async move {
                     if let Ok(mut up) = TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
@@ -33,17 +41,23 @@ impl Proxy {
         });
         Ok(Proxy {
             port,
+            open,
             accept,
             conns,
         })
     }
 
-    /// Closes the listener and every open connection: the API server is unreachable.
+    /// Drops every open connection and refuses new ones: the API server is unreachable.
     pub fn cut(&self) {
-        self.accept.abort();
+        self.open.store(false, Ordering::SeqCst);
         for h in self.conns.lock().unwrap().drain(..) {
             h.abort();
         }
+    }
+
+    /// Lets connections through again after [`Proxy::cut`].
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
     }
 
     /// Writes a copy of the kubeconfig at `src` whose server is this proxy.
@@ -70,6 +84,7 @@ fn server_line(cfg: &str) -> Option<String> {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        self.accept.abort();
         self.cut();
     }
 }

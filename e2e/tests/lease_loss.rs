@@ -1,15 +1,21 @@
-//! A writer that loses its lease stops writing within the lease duration, and a stale
-//! writer's later publish is refused by the object store itself.
+//! A writer that loses its lease stops writing in time, resumes when the API server comes
+//! back, and a stale writer's later publish is refused by the object store itself.
 //!
 //! 1. Writer A reaches the API server through a proxy; the proxy is cut, so A cannot
-//!    renew. A must stop committing within the lease duration; writer B takes over once
-//!    the lease has run out.
-//! 2. Writer B is frozen (SIGSTOP, like a long GC pause or a hung node) with committed but
-//!    unpublished transactions; C takes over. B is thawed and tries to publish: the store
-//!    refuses (C's fence file holds that TXID) and B reports itself fenced.
+//!    renew. A's last commit lands at 80 % of the lease after its last successful renewal
+//!    began (within 300 ms after, 1 s before), measured from the commits' own times; its
+//!    writes then fail with `database is locked` (SQLITE_BUSY). The API server comes back:
+//!    A writes again.
+//! 2. The proxy is cut again and B takes over once A's lease has run out. Every row A
+//!    acknowledged is in the replica (its store was reachable all along).
+//! 3. Writer B is frozen (SIGSTOP, like a long GC pause or a hung node) while it holds
+//!    acknowledged but unpublished commits (checked: they are not in the replica at the
+//!    freeze). C takes over. B is thawed and tries to publish: the store refuses (C's fence
+//!    file holds that TXID), B reports itself fenced, and those commits never reach the
+//!    replica.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{ensure, Result};
 use e2e::proxy::{api_server_addr, Proxy};
@@ -18,29 +24,44 @@ use serde_json::json;
 
 const LEASE: Duration = Duration::from_secs(5);
 
-fn ids(p: &LocalPod) -> Vec<(Instant, i64)> {
+/// (id, when its COMMIT returned) as the app printed them.
+fn commits(p: &LocalPod) -> Vec<(i64, SystemTime)> {
     p.containers[0]
         .lines
         .lock()
         .unwrap()
         .iter()
-        .filter_map(|(t, l)| l.trim().parse().ok().map(|i| (*t, i)))
+        .filter_map(|(_, l)| {
+            let mut it = l.split_whitespace();
+            let id = it.next()?.parse().ok()?;
+            let ms: u64 = it.next()?.parse().ok()?;
+            Some((id, SystemTime::UNIX_EPOCH + Duration::from_millis(ms)))
+        })
         .collect()
 }
 
-async fn wait_ids(p: &LocalPod, n: usize) -> Result<()> {
-    let end = Instant::now() + Duration::from_secs(30);
-    while ids(p).len() < n {
+fn ids(p: &LocalPod) -> BTreeSet<i64> {
+    commits(p).into_iter().map(|(i, _)| i).collect()
+}
+
+async fn wait_commits(p: &LocalPod, n: usize, within: Duration) -> Result<()> {
+    let end = Instant::now() + within;
+    while commits(p).len() < n {
         ensure!(
             Instant::now() < end,
-            "pod {} wrote {} rows in 30 s:\n{}",
+            "pod {} committed {} rows in {within:?} (wanted {n}):\n{}",
             p.name,
-            ids(p).len(),
+            commits(p).len(),
             p.containers[0].stderr()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
+}
+
+/// The app's env: timestamps on every commit.
+fn env() -> serde_json::Value {
+    json!([{"name": "SQLITE_KUBE_DEMO_TIMESTAMPS", "value": "1"}])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -55,7 +76,7 @@ async fn lost_lease_stops_writes_and_the_store_refuses_the_stale_writer() -> Res
         )
         .await?;
 
-    // 1. API server unreachable for A.
+    // 1. API server unreachable for A, then back.
     let kubeconfig = std::path::PathBuf::from(std::env::var("KUBECONFIG")?);
     let proxy = Proxy::start(api_server_addr(&kubeconfig)?).await?;
     let proxied = f.work.path().join("kubeconfig-a");
@@ -66,42 +87,92 @@ async fn lost_lease_stops_writes_and_the_store_refuses_the_stale_writer() -> Res
         work: f.work.path().to_path_buf(),
         extra_env: vec![("KUBECONFIG".into(), proxied.display().to_string())],
     };
-    let pod = f.create_pod("stock-a", "stock", "write", json!([])).await?;
+    let pod = f.create_pod("stock-a", "stock", "write", env()).await?;
     let mut a = kubelet_a.run(&pod).await?;
-    wait_ids(&a, 5).await?;
-    let cut = Instant::now();
+    wait_commits(&a, 5, Duration::from_secs(30)).await?;
+    let cut = SystemTime::now();
     proxy.cut();
-    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
-    let a_ids = ids(&a);
-    let (last_t, _) = *a_ids.last().unwrap();
-    let stopped_after = last_t.saturating_duration_since(cut);
+    tokio::time::sleep(LEASE.mul_f64(0.8) + Duration::from_secs(2)).await;
+    let before = commits(&a);
+    let last = before.iter().map(|(_, t)| *t).max().unwrap();
+    let stopped_after = last.duration_since(cut).unwrap_or_default();
+    // The bound, exactly: writes are accepted until 80 % of the lease after the last
+    // successful renewal began (A's status says when that was).
+    let status: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        a.volumes["sqlite-kube-data"].join("stock.db-status.json"),
+    )?)?;
+    let renewed: jiff::Timestamp = status["lease"]["renewal_started_at"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no renewal time in A's status: {status}"))?
+        .parse()?;
+    let renewed = SystemTime::from(renewed);
+    ensure!(renewed <= cut, "A renewed after the cut: {status}");
+    let bound = renewed + LEASE.mul_f64(0.8);
+    // One commit may straddle the bound (it took its lock just before): 300 ms slack.
     ensure!(
-        stopped_after < LEASE,
-        "A kept committing {stopped_after:?} after losing the API server (lease {LEASE:?})"
+        last <= bound + Duration::from_millis(300),
+        "A committed {:?} past 80 % of its lease after its last renewal",
+        last.duration_since(bound).unwrap_or_default()
     );
+    // And it wrote right up to it (every 10 ms): it did not stop early.
     ensure!(
-        a.containers[0].stderr().contains("not renewed in time"),
-        "A does not say why writes stopped:\n{}",
-        a.containers[0].stderr()
+        last + Duration::from_secs(1) >= bound,
+        "A stopped {:?} before its lease bound",
+        bound.duration_since(last).unwrap_or_default()
     );
-    // B takes over once A's lease has run out.
-    let mut b = f.start_pod("stock-b", "stock", "write", json!([])).await?;
-    wait_ids(&b, 5).await?;
+    let a_err = a.containers[0].stderr();
     ensure!(
-        ids(&a).len() == a_ids.len(),
-        "A wrote again after B took over"
+        a_err.contains("not renewed in time") && a_err.contains("database is locked"),
+        "A's writes must fail with SQLITE_BUSY (database is locked) and say why:\n{a_err}"
     );
+    proxy.restore();
+    let resumed = Instant::now();
+    wait_commits(&a, before.len() + 5, Duration::from_secs(15)).await?;
     eprintln!(
-        "A stopped committing {stopped_after:?} after the API server became unreachable (lease {LEASE:?})"
+        "A stopped committing {stopped_after:?} after the API server became unreachable (lease {LEASE:?}); resumed {:?} after it came back",
+        resumed.elapsed()
     );
 
-    // 2. B frozen with unpublished commits; C takes over; B thawed is refused by the store.
-    wait_ids(&b, ids(&b).len() + 3).await?;
-    b.app().signal(libc::SIGSTOP);
-    let frozen_at = ids(&b).len();
+    // 2. Cut again: B takes over once A's lease has run out.
+    proxy.cut();
+    let mut b = f.start_pod("stock-b", "stock", "write", env()).await?;
+    wait_commits(&b, 5, Duration::from_secs(30)).await?;
+    let a_final = ids(&a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(ids(&a) == a_final, "A wrote again after B took over");
+
+    // 3. B frozen with acknowledged, unpublished commits; C takes over; B thawed is refused.
+    let restore_to = |n: &str| f.work.path().join(format!("{n}-{}", testkit::unique("r")));
+    let of = |rows: &BTreeSet<(i64, String)>, pod: &str| -> BTreeSet<i64> {
+        let tag = format!("from {pod}");
+        rows.iter()
+            .filter(|(_, v)| *v == tag)
+            .map(|(i, _)| *i)
+            .collect()
+    };
+    let mut published_b = BTreeSet::new();
+    let mut unpublished = BTreeSet::new();
+    for attempt in 0..5 {
+        wait_commits(&b, commits(&b).len() + 20, Duration::from_secs(30)).await?;
+        b.app().signal(libc::SIGSTOP);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, rows) = f.litestream_rows_by_writer(&url, &restore_to("frozen"))?;
+        published_b = of(&rows, "stock-b");
+        unpublished = ids(&b).difference(&published_b).copied().collect();
+        if !unpublished.is_empty() {
+            break;
+        }
+        // Frozen right after a publish: thaw and try again.
+        eprintln!("attempt {attempt}: B had published everything when frozen; retrying");
+        b.app().signal(libc::SIGCONT);
+    }
+    ensure!(
+        !unpublished.is_empty(),
+        "could not freeze B with unpublished commits in 5 attempts"
+    );
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
-    let mut c = f.start_pod("stock-c", "stock", "write", json!([])).await?;
-    wait_ids(&c, 5).await?;
+    let mut c = f.start_pod("stock-c", "stock", "write", env()).await?;
+    wait_commits(&c, 5, Duration::from_secs(30)).await?;
     b.app().signal(libc::SIGCONT);
     let status_file = b.volumes["sqlite-kube-data"].join("stock.db-status.json");
     let end = Instant::now() + Duration::from_secs(15);
@@ -124,13 +195,12 @@ async fn lost_lease_stops_writes_and_the_store_refuses_the_stale_writer() -> Res
         fenced.contains("already published TXID") && fenced.contains("epoch"),
         "B's fencing does not come from the store's refusal: {fenced}"
     );
-    ensure!(
-        ids(&b).len() <= frozen_at + 1,
-        "B kept committing after it was thawed"
+    eprintln!(
+        "stale writer with {} unpublished commits refused by the store: {fenced}",
+        unpublished.len()
     );
-    eprintln!("stale writer refused by the store: {fenced}");
 
-    // Everything C committed is in the replica; it is intact.
+    // The replica: everything A and C acknowledged, none of B's unpublished commits, intact.
     c.delete();
     ensure!(
         c.app().exited().is_some_and(|s| s.success()),
@@ -139,13 +209,29 @@ async fn lost_lease_stops_writes_and_the_store_refuses_the_stale_writer() -> Res
     for p in [&mut a, &mut b] {
         p.delete();
     }
-    let (integrity, rows) = f.litestream_rows(&url, &f.work.path().join("restored.db"))?;
+    let (integrity, rows) = f.litestream_rows_by_writer(&url, &restore_to("final"))?;
     ensure!(
         integrity == "ok",
         "restored replica is not intact: {integrity}"
     );
-    let c_ids: BTreeSet<i64> = ids(&c).into_iter().map(|(_, i)| i).collect();
-    ensure!(c_ids.is_subset(&rows), "rows C committed are missing");
+    let a_rows = of(&rows, "stock-a");
+    let lost_a: Vec<_> = a_final.difference(&a_rows).take(5).collect();
+    ensure!(
+        lost_a.is_empty(),
+        "rows A acknowledged are missing: {lost_a:?}"
+    );
+    let c_rows = of(&rows, "stock-c");
+    let lost_c: Vec<_> = ids(&c).difference(&c_rows).copied().take(5).collect();
+    ensure!(
+        lost_c.is_empty(),
+        "rows C acknowledged are missing: {lost_c:?}"
+    );
+    ensure!(
+        of(&rows, "stock-b") == published_b,
+        "the fenced writer's rows in the replica changed after it was frozen: {} unpublished \
+         commits must have stayed out",
+        unpublished.len()
+    );
     f.operator.unwrap().stop().await;
     Ok(())
 }

@@ -50,6 +50,17 @@ async fn s3_database(
     policy: &str,
 ) -> (S3Server, String) {
     let s3 = S3Server::shared();
+    let url = s3_database_on(&s3, client, ns, name, policy).await;
+    (s3, url)
+}
+
+async fn s3_database_on(
+    s3: &S3Server,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    policy: &str,
+) -> String {
     let bucket = testkit::unique("op").to_lowercase();
     s3.create_bucket(&bucket);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -79,11 +90,10 @@ async fn s3_database(
     )
     .await
     .unwrap();
-    let url = format!(
+    format!(
         "s3://{bucket}/dbs/{name}?endpoint={}&region=us-east-1&forcePathStyle=true",
         s3.endpoint
-    );
-    (s3, url)
+    )
 }
 
 async fn status_when<F>(
@@ -206,6 +216,74 @@ async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_rep
     assert!(
         reasons.contains(&"ReplicaDeleted".to_string()),
         "{reasons:?}\n{}",
+        op.log_tail()
+    );
+}
+
+/// `deletionPolicy: Delete` while the store is down: the finalizer stays (the object is not
+/// gone while its replica is), a Warning Event says why, the operator retries, and the
+/// deletion completes once the store is back, with the replica empty.
+#[tokio::test]
+async fn delete_policy_waits_for_an_unreachable_store() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let ns = namespace(&client, "op-del-down").await;
+    let mut s3 = S3Server::start();
+    let url = s3_database_on(&s3, &client, &ns, "orders", "Delete").await;
+    let replica = seed_replica(&url, 3).await;
+    let op = OperatorProcess::spawn(&ns, &[]);
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    status_when(&dbs, "orders", 60, "Ready", |s| {
+        s.phase == Some(crds::Phase::Ready)
+    })
+    .await;
+
+    s3.stop();
+    dbs.delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let failed = wait_for(90, "a ReplicaDeleteFailed event", || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("ReplicaDeleteFailed"))
+    })
+    .await;
+    assert_eq!(failed.type_.as_deref(), Some("Warning"));
+    assert!(
+        failed
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains(crds::FINALIZER),
+        "the event says how to give up: {:?}",
+        failed.note
+    );
+    let db = dbs
+        .get_opt("orders")
+        .await
+        .unwrap()
+        .expect("kept while its replica is");
+    assert!(db.metadata.deletion_timestamp.is_some());
+    assert!(db
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .contains(&crds::FINALIZER.to_string()));
+    assert_eq!(db.status.and_then(|s| s.phase), Some(crds::Phase::Deleting));
+
+    s3.resume();
+    wait_for(120, "the object deleted once the store is back", || async {
+        matches!(dbs.get_opt("orders").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(
+        replica.list_all().await.unwrap().is_empty(),
+        "replica not cleaned:\n{}",
         op.log_tail()
     );
 }

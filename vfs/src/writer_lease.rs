@@ -72,6 +72,8 @@ pub struct WriterLease {
     /// The TXID the previous holder reported on release, if any.
     pub released_txid: Option<u64>,
     valid_until: Mutex<Instant>,
+    /// When the last successful acquisition or renewal began (wall clock, for status).
+    renewal_started: Mutex<std::time::SystemTime>,
     lost: Mutex<Option<String>>,
     stop: AtomicBool,
     renewal: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -102,6 +104,7 @@ impl WriterLease {
         let mut errors = 0u32;
         loop {
             let started = Instant::now();
+            let started_wall = std::time::SystemTime::now();
             let l = lock.clone();
             let prior = {
                 let l = lock.clone();
@@ -117,6 +120,7 @@ impl WriterLease {
                     tracing::info!(lease = %settings.name, epoch, fresh = acquired, released_txid, "writer lease acquired");
                     let wl = Arc::new(WriterLease {
                         valid_until: Mutex::new(lock.safe_until(started)),
+                        renewal_started: Mutex::new(started_wall),
                         lock,
                         client,
                         epoch: AtomicI64::new(epoch),
@@ -190,7 +194,6 @@ impl WriterLease {
         Ok(())
     }
 
-    /// Starts renewing in the background.
     /// `Some(rc)` (an SQLite result code) when the lease does not allow writing now:
     /// BUSY while a renewal is overdue (transient), READONLY once the lease is lost.
     pub fn write_gate(&self) -> Option<i32> {
@@ -207,6 +210,7 @@ impl WriterLease {
         }
     }
 
+    /// Starts renewing in the background.
     pub fn start_renewal(self: &Arc<Self>) {
         let me = self.clone();
         let h = std::thread::Builder::new()
@@ -231,6 +235,7 @@ impl WriterLease {
                 continue;
             }
             let started = Instant::now();
+            let started_wall = std::time::SystemTime::now();
             let l = self.lock.clone();
             // A black-holed API server must not stall renewals past the lease.
             let limit = every.max(Duration::from_millis(500));
@@ -241,6 +246,7 @@ impl WriterLease {
             match res {
                 Ok(Ok(Attempt::Held { epoch, acquired: false })) if epoch == self.epoch() => {
                     *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = self.lock.safe_until(started);
+                    *self.renewal_started.lock().unwrap_or_else(|e| e.into_inner()) = started_wall;
                     if failing {
                         tracing::info!("writer lease renewed again; writes accepted");
                         failing = false;
@@ -346,6 +352,12 @@ impl WriterLease {
             "identity": self.settings.identity,
             "epoch": self.epoch(),
             "valid": self.check().is_ok(),
+            // Writes are accepted until 80 % of the lease after the last renewal began.
+            "renewal_started_at": jiff::Timestamp::try_from(
+                *self.renewal_started.lock().unwrap_or_else(|e| e.into_inner())
+            )
+            .ok()
+            .map(|t| format!("{t:.3}")),
             "lost": self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
     }
