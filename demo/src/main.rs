@@ -17,7 +17,7 @@
 //!                                              every SQLITE_KUBE_DEMO_INTERVAL_MS (default 10)
 //!                                              and prints each id once committed (with
 //!                                              SQLITE_KUBE_DEMO_TIMESTAMPS=1: "id unix_ms",
-//!                                              the time COMMIT returned); read mode
+//!                                              when its transaction began); read mode
 //!                                              prints "rows max_id" every 500 ms. SIGTERM:
 //!                                              close cleanly (final sync, lease hand-over).
 //! Other settings come from the environment (LITESTREAM_* as documented).
@@ -198,14 +198,14 @@ fn app() -> Result<(), String> {
     );
     while !term_requested() {
         if write {
+            // When the transaction began, for tests that time the lease bound.
+            let began = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
             match c.execute("INSERT INTO t(v) VALUES (?1)", [&row]) {
                 Ok(_) => {
                     if timestamps {
-                        // When the commit returned, for tests that time the lease bound.
-                        let ms = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis());
-                        writeln!(out, "{} {ms}", c.last_insert_rowid()).ok();
+                        writeln!(out, "{} {began}", c.last_insert_rowid()).ok();
                     } else {
                         writeln!(out, "{}", c.last_insert_rowid()).ok();
                     }

@@ -596,6 +596,16 @@ fn kill_9_during_buffer_cuts_loses_nothing() {
     let mut rng = rand::rng();
     for run in 0..8 {
         let w = Writer::start(&db, &url, &env);
+        // Start the clock at the first commit: on a loaded machine the process can take
+        // longer than the shortest run to open the database at all.
+        let t = Instant::now();
+        while w.committed() == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "run {run}: no commit in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let end = Instant::now() + Duration::from_millis(rng.random_range(800..2000));
         while Instant::now() < end {
             let len = std::fs::metadata(dir.path().join("app.db-buffer")).map_or(0, |m| m.len());
