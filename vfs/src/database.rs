@@ -39,7 +39,7 @@ use crate::error::VfsError;
 use crate::ffi::*;
 use crate::locks::{is_exclusive_level, LockTable, BACKPRESSURE_WAIT};
 use crate::pages::{Lookup, Page, PageView};
-use crate::publisher::{Publisher, PutOutcome};
+use crate::publisher::{Publisher, PutOutcome, Taken};
 use crate::status::SyncStats;
 use crate::store::Store;
 use crate::transaction::Transaction;
@@ -364,6 +364,20 @@ impl Database {
     /// Returns the TXID published, if any.
     pub fn publish(&self) -> Result<Option<u64>, VfsError> {
         let _turn = self.publish_turn()?;
+        // A second round only after finding our own earlier object at the TXID.
+        for _ in 0..3 {
+            if let Some(done) = self.publish_once()? {
+                return Ok(done);
+            }
+        }
+        Err(VfsError::Internal(
+            "publishing kept finding its own earlier objects".into(),
+        ))
+    }
+
+    /// One publish attempt; `None` when the TXID held our own earlier object (a PUT that
+    /// landed but whose response was lost) and the batch must go out again after it.
+    fn publish_once(&self) -> Result<Option<Option<u64>>, VfsError> {
         let started = Instant::now();
         let batch = {
             let mut st = self.state();
@@ -372,7 +386,7 @@ impl Database {
         };
         let Some(batch) = batch else {
             self.space.notify_all();
-            return Ok(None);
+            return Ok(Some(None));
         };
         match crate::publisher::put(&self.store, &batch) {
             Ok(PutOutcome::Published(enc)) => {
@@ -389,9 +403,16 @@ impl Database {
                     ms = started.elapsed().as_millis() as u64,
                     "published"
                 );
-                Ok(Some(batch.txid))
+                Ok(Some(Some(batch.txid)))
             }
             Ok(PutOutcome::Taken(path)) => {
+                if let Taken::Ours { seq, view } = crate::publisher::whose(&self.store, &batch)? {
+                    tracing::warn!(txid = batch.txid, %path, "this TXID already holds our own earlier publish (its response was lost); continuing after it");
+                    let mut st = self.state();
+                    st.publisher.adopt_own(batch.txid, seq)?;
+                    st.pages.advance_to(view);
+                    return Ok(None);
+                }
                 let detail = self.lease.as_ref().and_then(|l| {
                     let e = self.store.latest_epoch().ok()??;
                     Some(format!(

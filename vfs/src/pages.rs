@@ -167,6 +167,13 @@ impl PageView {
         }
     }
 
+    /// Moves to a newer map whose new TXIDs are all this process's own writes (every page
+    /// they changed is still in the unpublished overlay, which takes precedence): the
+    /// cache and the local copy stay valid.
+    pub fn advance_to(&mut self, view: RemoteView) {
+        self.remote = view;
+    }
+
     /// Starts over from a freshly loaded map (history we cannot follow file by file).
     pub fn replace(&mut self, view: RemoteView) {
         self.cache.clear();

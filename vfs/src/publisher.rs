@@ -19,6 +19,7 @@ use ltx::replica::{LtxKey, ReplicaError};
 use crate::buffer::{save_state, PublishState, TxRecord, WriteBuffer};
 use crate::error::{Fenced, VfsError};
 use crate::pages::Page;
+use crate::remote::RemoteView;
 use crate::store::Store;
 use crate::transaction::Committed;
 
@@ -236,6 +237,18 @@ impl Publisher {
         f
     }
 
+    /// TXID `txid` turned out to hold our own earlier publish, of the buffer records up to
+    /// `seq`. They are published; every page stays in the overlay (a later commit may have
+    /// changed it again, and republishing an unchanged page in the next TXID is harmless).
+    pub fn adopt_own(&mut self, txid: u64, seq: u64) -> Result<(), VfsError> {
+        self.state.published_txid = txid;
+        self.state.published_seq = self.state.published_seq.max(seq);
+        save_state(&self.buffer_path, &self.state)
+            .map_err(|e| VfsError::buffer(&self.buffer_path, e))?;
+        self.last_error = None;
+        Ok(())
+    }
+
     /// Starts over at a replica that moved on (the fence TXID was taken): whatever was
     /// unpublished was only our own fence page.
     pub fn reset_to(&mut self, txid: u64) {
@@ -319,6 +332,31 @@ pub enum PutOutcome {
     Taken(String),
 }
 
+/// Whose object holds the TXID a create-only PUT found taken.
+pub enum Taken {
+    /// Ours: a PUT of ours landed although we never saw the answer (a lost response, then
+    /// retries gave up). It holds our buffer records up to `seq`; `view` is the replica
+    /// with it. Adopt it and publish the rest as the next TXID.
+    Ours { seq: u64, view: RemoteView },
+    /// Another writer's: this writer is fenced.
+    Theirs,
+}
+
+/// Tells our own earlier object from another writer's: same writer id, records we still
+/// hold, and the replica ends exactly there.
+pub fn whose(store: &Store, batch: &Batch) -> Result<Taken, VfsError> {
+    let h = store.read_header(LtxKey::new(0, batch.txid, batch.txid))?;
+    let seq = h.wal_offset.max(0) as u64;
+    if h.node_id != batch.writer_id || seq > batch.last_seq {
+        return Ok(Taken::Theirs);
+    }
+    let view = store.load_view()?;
+    if view.txid != batch.txid {
+        return Ok(Taken::Theirs);
+    }
+    Ok(Taken::Ours { seq, view })
+}
+
 /// Encodes and PUTs `batch` create-only. Called without any lock held.
 pub fn put(store: &Store, batch: &Batch) -> Result<PutOutcome, VfsError> {
     let enc = batch.encode()?;
@@ -364,6 +402,36 @@ mod tests {
         assert_eq!((v.txid, v.commit), (1, 2));
         let got = f.store.read_page(&v.pages[&2], PS).unwrap();
         assert_eq!(got, page(2));
+    }
+
+    /// A PUT that landed but whose answer was lost (then retries gave up): the next publish
+    /// rebuilds that TXID with more records, finds it taken, recognises its own object and
+    /// carries on with the next TXID. Before, the writer fenced itself with no other writer
+    /// around, and nothing it committed afterwards reached the replica.
+    #[test]
+    fn own_object_from_a_lost_response_is_adopted_not_fenced() {
+        let f = Fixture::new();
+        let (mut p, view) = f.writer("a");
+        let mut pv = PageView::new(view, 1 << 20, false);
+        p.record(commit(2, &[1, 2])).unwrap();
+        // The PUT lands; the writer never hears back (an error, as after retries gave up).
+        let b = p.take_batch(0, PS, 2).unwrap().unwrap();
+        assert!(matches!(put(&f.store, &b).unwrap(), PutOutcome::Published(_)));
+        p.set_last_error(&VfsError::Misuse("response lost".into()));
+        // More commits, then the next publish: TXID 1 again, with different bytes.
+        p.record(commit(3, &[3])).unwrap();
+        assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 2);
+        assert!(p.fenced().is_none(), "fenced by its own object");
+        assert_eq!(p.unpublished_pages(), 0);
+        assert_eq!(p.state().published_txid, 2);
+        let v = f.store.load_view().unwrap();
+        assert_eq!((v.txid, v.commit), (2, 3));
+        for n in 1..=3 {
+            assert_eq!(f.store.read_page(&v.pages[&n], PS).unwrap(), page(n as u8));
+        }
+        // And the replica at TXID 1 is the first commit exactly.
+        let v1 = f.store.load_view_at(1).unwrap();
+        assert_eq!((v1.txid, v1.commit), (1, 2));
     }
 
     /// A TXID another writer published fences this one (and only that does).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::error::VfsError;
 use crate::pages::PageView;
-use crate::publisher::{put, Publisher, PutOutcome};
+use crate::publisher::{put, whose, Publisher, PutOutcome, Taken};
 use crate::recovery::recover;
 use crate::remote::RemoteView;
 use crate::store::Store;
@@ -62,22 +62,31 @@ pub fn commit(size: u32, pgnos: &[u32]) -> Committed {
     }
 }
 
-/// One publish as the coordinator runs it. Returns the TXID, or the store error.
+/// One publish as the coordinator runs it (`Database::publish`). Returns the TXID, or the
+/// store error.
 pub fn publish(store: &Store, p: &mut Publisher, view: &mut PageView) -> Result<u64, VfsError> {
-    let size = p.size().unwrap_or(view.size());
-    let b = p
-        .take_batch(view.txid(), view.page_size(), size)?
-        .expect("something to publish");
-    match put(store, &b) {
-        Ok(PutOutcome::Published(enc)) => {
-            p.published(&b)?;
-            view.published(enc.key, &enc.header, &enc.entries, &b.pages);
-            Ok(b.txid)
-        }
-        Ok(PutOutcome::Taken(path)) => Err(p.taken(&b, &path, None).into()),
-        Err(e) => {
-            p.set_last_error(&e);
-            Err(e)
+    loop {
+        let size = p.size().unwrap_or(view.size());
+        let b = p
+            .take_batch(view.txid(), view.page_size(), size)?
+            .expect("something to publish");
+        match put(store, &b) {
+            Ok(PutOutcome::Published(enc)) => {
+                p.published(&b)?;
+                view.published(enc.key, &enc.header, &enc.entries, &b.pages);
+                return Ok(b.txid);
+            }
+            Ok(PutOutcome::Taken(path)) => match whose(store, &b)? {
+                Taken::Ours { seq, view: v } => {
+                    p.adopt_own(b.txid, seq)?;
+                    view.advance_to(v);
+                }
+                Taken::Theirs => return Err(p.taken(&b, &path, None).into()),
+            },
+            Err(e) => {
+                p.set_last_error(&e);
+                return Err(e);
+            }
         }
     }
 }

@@ -104,4 +104,29 @@ mod tests {
         assert_eq!(parse_txid("000000000000000a"), Some(10));
         assert_eq!(parse_txid("10"), Some(10));
     }
+
+    /// Object names come from the store, written by anyone: no name may panic the parser
+    /// (a panic here would abort the host application through the VFS).
+    #[test]
+    fn odd_names_are_refused_not_panicked_on() {
+        // 37 bytes, '-' at 16, a two-byte character across byte 33.
+        let name = "0000000000000001-000000000000000\u{e9}ltx";
+        assert_eq!(name.len(), 37);
+        assert_eq!(parse_file_name(name), None);
+        assert_eq!(parse_file_name("\u{e9}000000000000000-0000000000000001.ltx"), None);
+        assert_eq!(parse_txid("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn names_never_panic(s in "\\PC{0,40}") {
+            let _ = parse_file_name(&s);
+            let _ = parse_txid(&s);
+        }
+
+        #[test]
+        fn near_names_never_panic(a in "[0-9a-f\u{e9}\u{4e2d}]{14,17}", b in "[0-9a-f\u{e9}.-]{14,22}") {
+            let _ = parse_file_name(&format!("{a}-{b}"));
+        }
+    }
 }
