@@ -54,8 +54,9 @@ pub fn format_file_name(min: Txid, max: Txid) -> String {
 /// Parses a file name; anything else (temp files, uppercase hex) is not an LTX object,
 /// matching Litestream's `^[0-9a-f]{16}-[0-9a-f]{16}\.ltx$`.
 pub fn parse_file_name(name: &str) -> Option<(Txid, Txid)> {
+    // `get` ranges, never slicing: names come from the store and may hold any UTF-8.
     let b = name.as_bytes();
-    if b.len() != 37 || b[16] != b'-' || &name[33..] != ".ltx" {
+    if b.len() != 37 || b[16] != b'-' || name.get(33..) != Some(".ltx") {
         return None;
     }
     let hex = |s: &str| -> Option<Txid> {
@@ -67,7 +68,7 @@ pub fn parse_file_name(name: &str) -> Option<(Txid, Txid)> {
             None
         }
     };
-    Some((hex(&name[0..16])?, hex(&name[17..33])?))
+    Some((hex(name.get(0..16)?)?, hex(name.get(17..33)?)?))
 }
 
 /// Formats a TXID the way Litestream prints and accepts it (16 hex digits).
