@@ -17,14 +17,35 @@ use crate::database::Database;
 use crate::error::VfsError;
 use crate::hydration::{HydrationState, Hydrator};
 
-/// Starts the threads `db` needs.
+/// How often a panicked background thread is restarted before the database gives up on
+/// it (and says so in its status and log).
+const RESTARTS: u32 = 10;
+
+/// Starts the threads `db` needs. A thread that panics is restarted (its panic logged and
+/// put in the status as `last_error`), so background work never vanishes silently.
 pub fn start(db: &Arc<Database>) {
-    let spawn = |name: &str, f: fn(Arc<Database>)| {
+    let spawn = |name: &'static str, f: fn(Arc<Database>)| {
         let me = db.clone();
-        match std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || f(me))
-        {
+        let run = move || {
+            for attempt in 1..=RESTARTS + 1 {
+                let d = me.clone();
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || f(d))) {
+                    Ok(()) => return,
+                    Err(p) => {
+                        let msg =
+                            format!("the {name} thread panicked: {}", crate::panic_message(&*p));
+                        me.state().publisher.set_last_error_text(&msg);
+                        if me.stop.load(Ordering::Relaxed) || attempt > RESTARTS {
+                            tracing::error!("{msg}; not restarting it");
+                            return;
+                        }
+                        tracing::error!("{msg}; restarting it ({attempt} of {RESTARTS})");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+        };
+        match std::thread::Builder::new().name(name.into()).spawn(run) {
             Ok(h) => db.threads.lock().unwrap_or_else(|e| e.into_inner()).push(h),
             Err(e) => tracing::error!(error = %e, thread = name, "cannot start a VFS thread"),
         }
@@ -57,6 +78,7 @@ fn sync_loop(db: Arc<Database>) {
         if db.stop.load(Ordering::Relaxed) {
             break;
         }
+        crate::fault("sync-thread");
         let res = if db.cfg.write_enabled {
             db.publish().map(|_| ())
         } else {

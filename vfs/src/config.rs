@@ -223,6 +223,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Why a second database in this process cannot open with these settings next to
+    /// `other`'s: two databases on one replica, buffer, local copy or lease would fork
+    /// each other's history.
+    pub fn conflicts_with(&self, other: &Config) -> Option<String> {
+        let same = |what: &str, v: String| {
+            Some(format!(
+                "its {what} {v} is already used by the database open at the same time in this process"
+            ))
+        };
+        if self.replica_url == other.replica_url {
+            return same("replica", self.replica_url.clone());
+        }
+        if self.buffer_path == other.buffer_path {
+            return same("write buffer", self.buffer_path.display().to_string());
+        }
+        if self.hydration_enabled && self.hydration_path == other.hydration_path {
+            return same("hydrated copy", self.hydration_path.display().to_string());
+        }
+        match (&self.lease, &other.lease) {
+            (Some(a), Some(b)) if a.namespace == b.namespace && a.name == b.name => {
+                same("writer lease", format!("{}/{}", a.namespace, a.name))
+            }
+            _ => None,
+        }
+    }
+}
+
 pub fn parse_bool(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),

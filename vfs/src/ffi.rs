@@ -17,6 +17,13 @@ pub const SQLITE_CANTOPEN: c_int = 14;
 pub const SQLITE_IOERR_READ: c_int = SQLITE_IOERR | (1 << 8);
 pub const SQLITE_IOERR_SHORT_READ: c_int = SQLITE_IOERR | (2 << 8);
 pub const SQLITE_IOERR_WRITE: c_int = SQLITE_IOERR | (3 << 8);
+pub const SQLITE_IOERR_FSYNC: c_int = SQLITE_IOERR | (4 << 8);
+pub const SQLITE_IOERR_TRUNCATE: c_int = SQLITE_IOERR | (6 << 8);
+pub const SQLITE_IOERR_FSTAT: c_int = SQLITE_IOERR | (7 << 8);
+pub const SQLITE_IOERR_UNLOCK: c_int = SQLITE_IOERR | (8 << 8);
+pub const SQLITE_IOERR_CHECKRESERVEDLOCK: c_int = SQLITE_IOERR | (14 << 8);
+pub const SQLITE_IOERR_LOCK: c_int = SQLITE_IOERR | (15 << 8);
+pub const SQLITE_IOERR_CLOSE: c_int = SQLITE_IOERR | (16 << 8);
 pub const SQLITE_OK_LOAD_PERMANENTLY: c_int = 1 << 8;
 
 pub const SQLITE_OPEN_READONLY: c_int = 0x1;

@@ -97,6 +97,33 @@ fn libc_atexit(f: extern "C" fn()) {
     }
 }
 
+/// Test builds only (debug assertions): `SQLITE_KUBE_FAULT=panic-in-<place>` panics at that
+/// place every time, `panic-in-<place>-once` the first time, so tests can prove that no panic
+/// reaches SQLite and that background threads come back.
+pub(crate) fn fault(place: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    if !cfg!(debug_assertions) {
+        return;
+    }
+    let Ok(f) = std::env::var("SQLITE_KUBE_FAULT") else {
+        return;
+    };
+    let always = f == format!("panic-in-{place}");
+    let once = f == format!("panic-in-{place}-once") && !FIRED.swap(true, Ordering::SeqCst);
+    if always || once {
+        panic!("injected fault in {place}");
+    }
+}
+
+/// The message of a caught panic, for the log.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 /// `LITESTREAM_LOG_LEVEL`: a level (`debug`, `info`, …) for the VFS and LTX code, or full
 /// tracing directives when it contains `=` (`sqlite_kube_vfs::buffer=debug,warn`).
 fn init_logging() {

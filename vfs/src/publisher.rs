@@ -164,6 +164,10 @@ impl Publisher {
         self.last_error = Some(e.to_string());
     }
 
+    pub fn set_last_error_text(&mut self, e: &str) {
+        self.last_error = Some(e.to_string());
+    }
+
     /// Everything unpublished, as TXID `view_txid + 1` at `size` pages; `None` when there
     /// is nothing new (then records already published are dropped from the buffer: after a
     /// crash before its truncation, back-pressure would count them forever).
@@ -416,7 +420,10 @@ mod tests {
         p.record(commit(2, &[1, 2])).unwrap();
         // The PUT lands; the writer never hears back (an error, as after retries gave up).
         let b = p.take_batch(0, PS, 2).unwrap().unwrap();
-        assert!(matches!(put(&f.store, &b).unwrap(), PutOutcome::Published(_)));
+        assert!(matches!(
+            put(&f.store, &b).unwrap(),
+            PutOutcome::Published(_)
+        ));
         p.set_last_error(&VfsError::Misuse("response lost".into()));
         // More commits, then the next publish: TXID 1 again, with different bytes.
         p.record(commit(3, &[3])).unwrap();

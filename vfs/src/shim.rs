@@ -19,6 +19,22 @@ struct MainFile {
     lock: c_int,
 }
 
+/// Runs a callback's body so that a panic never unwinds into SQLite's C frames (which
+/// aborts the host application): it is logged and SQLite gets `on_panic`, an error code.
+fn guard<T>(callback: &'static str, on_panic: T, body: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(v) => v,
+        Err(p) => {
+            tracing::error!(
+                callback,
+                panic = crate::panic_message(&*p),
+                "a VFS callback panicked; SQLite gets an error instead"
+            );
+            on_panic
+        }
+    }
+}
+
 /// Open databases by path, shared by every connection of this process.
 fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<Database>>> {
     static R: OnceLock<Mutex<HashMap<PathBuf, Arc<Database>>>> = OnceLock::new();
@@ -101,59 +117,74 @@ pub(crate) unsafe extern "C" fn x_open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let def = default_vfs();
-    if flags & SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
-        let rc = ((*def).xOpen.unwrap())(def, name, file, flags, out_flags);
-        if rc == SQLITE_OK && flags & SQLITE_OPEN_MAIN_JOURNAL != 0 && !(*file).pMethods.is_null() {
-            (*file).pMethods = journal_methods((*file).pMethods);
+    guard("open", SQLITE_CANTOPEN, || {
+        crate::fault("open");
+        let def = default_vfs();
+        if flags & SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
+            let rc = ((*def).xOpen.unwrap())(def, name, file, flags, out_flags);
+            if rc == SQLITE_OK
+                && flags & SQLITE_OPEN_MAIN_JOURNAL != 0
+                && !(*file).pMethods.is_null()
+            {
+                (*file).pMethods = journal_methods((*file).pMethods);
+            }
+            return rc;
         }
-        return rc;
-    }
-    let _ = vfs;
-    let path = PathBuf::from(CStr::from_ptr(name).to_string_lossy().into_owned());
-    let params = uri_params(name);
-    let db = {
-        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-        match reg.get(&path) {
-            Some(d) => d.clone(),
-            None => {
-                let cfg = match Config::load(&path, &params) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot open {}", path.display());
+        let _ = vfs;
+        let path = PathBuf::from(CStr::from_ptr(name).to_string_lossy().into_owned());
+        let params = uri_params(name);
+        let db = {
+            let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+            match reg.get(&path) {
+                Some(d) => d.clone(),
+                None => {
+                    let cfg = match Config::load(&path, &params) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot open {}", path.display());
+                            return SQLITE_CANTOPEN;
+                        }
+                    };
+                    // An ATTACHed database (any second database in the process) must never
+                    // share the first one's replica, buffer, local copy or lease.
+                    if let Some(why) = reg.values().find_map(|d| cfg.conflicts_with(&d.cfg)) {
+                        tracing::error!(
+                            "cannot open {}: {why}; give it its own replica (URI parameter replica_url) and paths",
+                            path.display()
+                        );
                         return SQLITE_CANTOPEN;
                     }
-                };
-                match Database::open(&path, cfg) {
-                    Ok(d) => {
-                        reg.insert(path.clone(), d.clone());
-                        d
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot open {}", path.display());
-                        return SQLITE_CANTOPEN;
+                    match Database::open(&path, cfg) {
+                        Ok(d) => {
+                            reg.insert(path.clone(), d.clone());
+                            d
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot open {}", path.display());
+                            return SQLITE_CANTOPEN;
+                        }
                     }
                 }
             }
-        }
-    };
-    let handle = db.new_handle();
-    let f = file as *mut MainFile;
-    std::ptr::write(
-        f,
-        MainFile {
-            base: sqlite3_file {
-                pMethods: &IO_METHODS,
+        };
+        let handle = db.new_handle();
+        let f = file as *mut MainFile;
+        std::ptr::write(
+            f,
+            MainFile {
+                base: sqlite3_file {
+                    pMethods: &IO_METHODS,
+                },
+                db: Arc::into_raw(db),
+                handle,
+                lock: SQLITE_LOCK_NONE,
             },
-            db: Arc::into_raw(db),
-            handle,
-            lock: SQLITE_LOCK_NONE,
-        },
-    );
-    if !out_flags.is_null() {
-        *out_flags = flags;
-    }
-    SQLITE_OK
+        );
+        if !out_flags.is_null() {
+            *out_flags = flags;
+        }
+        SQLITE_OK
+    })
 }
 
 /// The rollback journal never needs to be durable here: the database cannot be left
@@ -181,30 +212,36 @@ unsafe fn db<'a>(f: *mut sqlite3_file) -> &'a Database {
 }
 
 unsafe extern "C" fn x_close(f: *mut sqlite3_file) -> c_int {
-    let mf = f as *mut MainFile;
-    let db = Arc::from_raw((*mf).db);
-    if db.close_handle() {
-        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-        if reg.get(&db.path).is_some_and(|d| Arc::ptr_eq(d, &db)) {
-            reg.remove(&db.path);
-            drop(reg);
-            db.shutdown();
+    guard("close", SQLITE_IOERR_CLOSE, || {
+        crate::fault("close");
+        let mf = f as *mut MainFile;
+        let db = Arc::from_raw((*mf).db);
+        if db.close_handle() {
+            let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+            if reg.get(&db.path).is_some_and(|d| Arc::ptr_eq(d, &db)) {
+                reg.remove(&db.path);
+                drop(reg);
+                db.shutdown();
+            }
         }
-    }
-    (*mf).base.pMethods = std::ptr::null();
-    SQLITE_OK
+        (*mf).base.pMethods = std::ptr::null();
+        SQLITE_OK
+    })
 }
 
 unsafe extern "C" fn x_read(f: *mut sqlite3_file, buf: *mut c_void, n: c_int, off: i64) -> c_int {
-    let out = std::slice::from_raw_parts_mut(buf as *mut u8, n as usize);
-    match db(f).read(out, off as u64) {
-        Ok(true) => SQLITE_OK,
-        Ok(false) => SQLITE_IOERR_SHORT_READ,
-        Err(e) => {
-            tracing::error!(error = %e, "read failed");
-            SQLITE_IOERR_READ
+    guard("read", SQLITE_IOERR_READ, || {
+        crate::fault("read");
+        let out = std::slice::from_raw_parts_mut(buf as *mut u8, n as usize);
+        match db(f).read(out, off as u64) {
+            Ok(true) => SQLITE_OK,
+            Ok(false) => SQLITE_IOERR_SHORT_READ,
+            Err(e) => {
+                tracing::error!(error = %e, "read failed");
+                SQLITE_IOERR_READ
+            }
         }
-    }
+    })
 }
 
 unsafe extern "C" fn x_write(
@@ -213,75 +250,99 @@ unsafe extern "C" fn x_write(
     n: c_int,
     off: i64,
 ) -> c_int {
-    let d = db(f);
-    if !d.cfg.write_enabled {
-        return SQLITE_READONLY;
-    }
-    match d.write(
-        std::slice::from_raw_parts(buf as *const u8, n as usize),
-        off as u64,
-    ) {
-        Ok(()) => SQLITE_OK,
-        Err(e) => {
-            tracing::error!(error = %e, "write failed");
-            SQLITE_IOERR_WRITE
+    guard("write", SQLITE_IOERR_WRITE, || {
+        crate::fault("write");
+        let d = db(f);
+        if !d.cfg.write_enabled {
+            return SQLITE_READONLY;
         }
-    }
+        match d.write(
+            std::slice::from_raw_parts(buf as *const u8, n as usize),
+            off as u64,
+        ) {
+            Ok(()) => SQLITE_OK,
+            Err(e) => {
+                tracing::error!(error = %e, "write failed");
+                SQLITE_IOERR_WRITE
+            }
+        }
+    })
 }
 
 unsafe extern "C" fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
-    db(f).truncate(size as u64);
-    SQLITE_OK
+    guard("truncate", SQLITE_IOERR_TRUNCATE, || {
+        crate::fault("truncate");
+        db(f).truncate(size as u64);
+        SQLITE_OK
+    })
 }
 
 unsafe extern "C" fn x_sync(f: *mut sqlite3_file, _flags: c_int) -> c_int {
-    db(f).sync();
-    SQLITE_OK
+    guard("sync", SQLITE_IOERR_FSYNC, || {
+        crate::fault("sync");
+        db(f).sync();
+        SQLITE_OK
+    })
 }
 
 unsafe extern "C" fn x_file_size(f: *mut sqlite3_file, out: *mut i64) -> c_int {
-    *out = db(f).file_size() as i64;
-    SQLITE_OK
+    guard("file_size", SQLITE_IOERR_FSTAT, || {
+        crate::fault("file_size");
+        *out = db(f).file_size() as i64;
+        SQLITE_OK
+    })
 }
 
 unsafe extern "C" fn x_lock(f: *mut sqlite3_file, level: c_int) -> c_int {
-    let mf = f as *mut MainFile;
-    if (*mf).lock >= level {
-        return SQLITE_OK;
-    }
-    let rc = db(f).lock((*mf).handle, (*mf).lock, level);
-    if rc == SQLITE_OK {
-        (*mf).lock = level;
-    }
-    rc
+    guard("lock", SQLITE_IOERR_LOCK, || {
+        crate::fault("lock");
+        let mf = f as *mut MainFile;
+        if (*mf).lock >= level {
+            return SQLITE_OK;
+        }
+        let rc = db(f).lock((*mf).handle, (*mf).lock, level);
+        if rc == SQLITE_OK {
+            (*mf).lock = level;
+        }
+        rc
+    })
 }
 
 unsafe extern "C" fn x_unlock(f: *mut sqlite3_file, level: c_int) -> c_int {
-    let mf = f as *mut MainFile;
-    if (*mf).lock <= level {
-        return SQLITE_OK;
-    }
-    db(f).unlock((*mf).handle, (*mf).lock, level);
-    (*mf).lock = level;
-    SQLITE_OK
+    guard("unlock", SQLITE_IOERR_UNLOCK, || {
+        crate::fault("unlock");
+        let mf = f as *mut MainFile;
+        if (*mf).lock <= level {
+            return SQLITE_OK;
+        }
+        db(f).unlock((*mf).handle, (*mf).lock, level);
+        (*mf).lock = level;
+        SQLITE_OK
+    })
 }
 
 unsafe extern "C" fn x_check_reserved(f: *mut sqlite3_file, out: *mut c_int) -> c_int {
-    *out = db(f).check_reserved() as c_int;
-    SQLITE_OK
+    guard("check_reserved", SQLITE_IOERR_CHECKRESERVEDLOCK, || {
+        crate::fault("check_reserved");
+        *out = db(f).check_reserved() as c_int;
+        SQLITE_OK
+    })
 }
 
 unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, _arg: *mut c_void) -> c_int {
-    match op {
-        SQLITE_FCNTL_COMMIT_PHASETWO => match db(f).commit() {
-            Ok(()) => SQLITE_OK,
-            Err(e) => {
-                tracing::error!(error = %e, "commit could not be recorded in the write buffer");
-                SQLITE_IOERR_WRITE
-            }
-        },
-        _ => SQLITE_NOTFOUND,
-    }
+    guard("file_control", SQLITE_IOERR, || {
+        crate::fault("file_control");
+        match op {
+            SQLITE_FCNTL_COMMIT_PHASETWO => match db(f).commit() {
+                Ok(()) => SQLITE_OK,
+                Err(e) => {
+                    tracing::error!(error = %e, "commit could not be recorded in the write buffer");
+                    SQLITE_IOERR_WRITE
+                }
+            },
+            _ => SQLITE_NOTFOUND,
+        }
+    })
 }
 
 unsafe extern "C" fn x_sector_size(_f: *mut sqlite3_file) -> c_int {

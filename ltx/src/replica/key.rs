@@ -114,8 +114,14 @@ mod tests {
         let name = "0000000000000001-000000000000000\u{e9}ltx";
         assert_eq!(name.len(), 37);
         assert_eq!(parse_file_name(name), None);
-        assert_eq!(parse_file_name("\u{e9}000000000000000-0000000000000001.ltx"), None);
-        assert_eq!(parse_txid("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"), None);
+        assert_eq!(
+            parse_file_name("\u{e9}000000000000000-0000000000000001.ltx"),
+            None
+        );
+        assert_eq!(
+            parse_txid("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"),
+            None
+        );
     }
 
     proptest::proptest! {
