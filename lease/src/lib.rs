@@ -6,12 +6,15 @@
 //! of holder and serves as the *epoch*: a number that only grows, which writers also record
 //! at the object store so that a holder who missed losing its lease is fenced there too.
 //!
-//! Time is the holder's own clock against `renewTime`, as client-go's leader election does;
-//! a holder stops acting before its lease can have expired for anyone else (see
-//! [`LeaseLock::safe_until`]).
+//! Time never crosses machines. A contender judges expiry as client-go's leader election
+//! does: by how long, on its own monotonic clock, the record has gone unchanged since it
+//! last saw it change — never by comparing the holder's `renewTime` (another node's clock)
+//! with its own. A holder stops acting before its lease can have expired for anyone else
+//! (see [`LeaseLock::safe_until`]), also measured on its own clock.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -71,6 +74,27 @@ pub struct LeaseLock {
     duration: Duration,
     /// Labels and owner references for a Lease this lock has to create.
     template: ObjectMeta,
+    /// The holder's record as last seen, and when it last changed on our clock.
+    observed: Arc<Mutex<Option<(Record, Instant)>>>,
+}
+
+/// The parts of a Lease that change when its holder renews or changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Record {
+    holder: Option<String>,
+    renew: Option<String>,
+    transitions: Option<i32>,
+}
+
+impl Record {
+    fn of(lease: &Lease) -> Record {
+        let spec = lease.spec.clone().unwrap_or_default();
+        Record {
+            holder: spec.holder_identity,
+            renew: spec.renew_time.map(|t| t.0.to_string()),
+            transitions: spec.lease_transitions,
+        }
+    }
 }
 
 impl LeaseLock {
@@ -88,7 +112,24 @@ impl LeaseLock {
             identity: identity.to_string(),
             duration,
             template: ObjectMeta::default(),
+            observed: Arc::default(),
         }
+    }
+
+    /// Whether `holder`'s lease has run out for us: its record (`lease`) has not changed for
+    /// the lease duration, on our own clock since we first saw it that way.
+    fn expired_for_us(&self, lease: &Lease, holder: &Holder) -> bool {
+        let rec = Record::of(lease);
+        let mut seen = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let since = match &*seen {
+            Some((r, at)) if *r == rec => *at,
+            _ => {
+                *seen = Some((rec, now));
+                now
+            }
+        };
+        now.duration_since(since) >= holder.duration
     }
 
     /// Metadata (labels, owner references) used if the Lease has to be created.
@@ -129,8 +170,20 @@ impl LeaseLock {
         Ok(lease.as_ref().and_then(holder_of))
     }
 
-    /// Takes the lease if it is free or expired, renews it if we hold it.
+    /// Takes the lease if it is free or expired, renews it if we hold it. A write refused
+    /// with 409 because someone else edited the Lease (a label, an annotation) is re-read
+    /// and retried; only a real change of holder is reported as lost.
     pub async fn try_acquire_or_renew(&self) -> Result<Attempt, LeaseError> {
+        for _ in 0..3 {
+            if let Some(a) = self.attempt().await? {
+                return Ok(a);
+            }
+        }
+        self.contended().await
+    }
+
+    /// One read-modify-write; `None` after a 409 (the Lease changed under us).
+    async fn attempt(&self) -> Result<Option<Attempt>, LeaseError> {
         let now = jiff::Timestamp::now();
         let secs = self.duration.as_secs().clamp(1, i32::MAX as u64) as i32;
         let Some(mut lease) = self
@@ -153,24 +206,29 @@ impl LeaseLock {
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(Attempt::Held {
+                Ok(_) => Ok(Some(Attempt::Held {
                     epoch: 1,
                     acquired: true,
-                }),
-                Err(kube::Error::Api(s)) if s.code == 409 => self.contended().await,
+                })),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
                 Err(e) => Err(self.err(e)),
             };
         };
         let current = holder_of(&lease);
-        let spec = lease.spec.get_or_insert_with(Default::default);
-        let transitions = spec.lease_transitions.unwrap_or(0) as i64;
         let ours = current
             .as_ref()
             .is_some_and(|h| h.identity == self.identity);
-        let (epoch, acquired) = match &current {
-            Some(h) if !ours && !h.expired(now) => return Ok(Attempt::HeldBy(h.clone())),
-            _ if ours => (transitions, false),
-            _ => (transitions + 1, true),
+        if let Some(h) = current.as_ref().filter(|_| !ours) {
+            if !self.expired_for_us(&lease, h) {
+                return Ok(Some(Attempt::HeldBy(h.clone())));
+            }
+        }
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let transitions = spec.lease_transitions.unwrap_or(0) as i64;
+        let (epoch, acquired) = if ours {
+            (transitions, false)
+        } else {
+            (transitions + 1, true)
         };
         spec.holder_identity = Some(self.identity.clone());
         spec.lease_duration_seconds = Some(secs);
@@ -184,8 +242,8 @@ impl LeaseLock {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
         {
-            Ok(_) => Ok(Attempt::Held { epoch, acquired }),
-            Err(kube::Error::Api(s)) if s.code == 409 => self.contended().await,
+            Ok(_) => Ok(Some(Attempt::Held { epoch, acquired })),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
             Err(e) => Err(self.err(e)),
         }
     }

@@ -106,18 +106,21 @@ fn lock(client: &Client, who: &str, secs: u64) -> LeaseLock {
     LeaseLock::new(api, "db", "orders-writer", who, Duration::from_secs(secs))
 }
 
-/// Makes the stored lease look last renewed `ago` in the past (its holder went silent).
-fn age(state: &Arc<Mutex<Server>>, ago: Duration) {
+/// Sets the stored lease's renewTime to `offset` from now, as a holder whose clock is
+/// that far off would write it.
+fn skew(state: &Arc<Mutex<Server>>, offset: jiff::SignedDuration) {
     let mut s = state.lock().unwrap();
     let spec = s.lease.as_mut().unwrap().spec.as_mut().unwrap();
-    let t = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+    let t = jiff::Timestamp::now() + offset;
     spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(t));
 }
 
+const SHORT: u64 = 1;
+
 #[tokio::test]
 async fn take_over_raises_the_epoch_and_the_old_holder_learns_it() {
-    let (state, client) = server();
-    let (a, b) = (lock(&client, "a", 10), lock(&client, "b", 10));
+    let (_state, client) = server();
+    let (a, b) = (lock(&client, "a", SHORT), lock(&client, "b", SHORT));
     assert_eq!(
         a.try_acquire_or_renew().await.unwrap(),
         Attempt::Held {
@@ -137,7 +140,8 @@ async fn take_over_raises_the_epoch_and_the_old_holder_learns_it() {
         Attempt::HeldBy(h) => assert_eq!((h.identity.as_str(), h.epoch), ("a", 1)),
         other => panic!("b took a live lease: {other:?}"),
     }
-    age(&state, Duration::from_secs(11));
+    // a goes silent: after a lease duration of no change (on b's clock), b takes over.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         b.try_acquire_or_renew().await.unwrap(),
         Attempt::Held {
@@ -152,12 +156,78 @@ async fn take_over_raises_the_epoch_and_the_old_holder_learns_it() {
     }
 }
 
+/// A holder whose clock runs an hour behind writes renewTimes an hour in the past; one whose
+/// clock runs ahead writes them in the future. Neither may change who holds the lease: a
+/// contender goes by whether the record changes, on its own clock.
+#[tokio::test]
+async fn expiry_is_judged_on_the_contenders_clock_not_the_holders() {
+    let (state, client) = server();
+    let (a, b) = (lock(&client, "a", SHORT), lock(&client, "b", SHORT));
+    a.try_acquire_or_renew().await.unwrap();
+    // a's clock an hour behind, and a keeps renewing: b must never take over.
+    for _ in 0..6 {
+        a.try_acquire_or_renew().await.unwrap();
+        skew(&state, jiff::SignedDuration::from_hours(-1));
+        match b.try_acquire_or_renew().await.unwrap() {
+            Attempt::HeldBy(h) => assert_eq!(h.identity, "a"),
+            other => panic!("b took a lease that is being renewed: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // a's clock an hour ahead, and a stops: b takes over one lease duration later, not in
+    // an hour.
+    a.try_acquire_or_renew().await.unwrap();
+    skew(&state, jiff::SignedDuration::from_hours(1));
+    assert!(matches!(
+        b.try_acquire_or_renew().await.unwrap(),
+        Attempt::HeldBy(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(
+        b.try_acquire_or_renew().await.unwrap(),
+        Attempt::Held { acquired: true, .. }
+    ));
+}
+
+/// Someone adds a label to the Lease between the holder's read and its renewal: the API
+/// server answers 409. The holder re-reads and renews; it has not lost anything.
+#[tokio::test]
+async fn a_409_from_someone_elses_edit_is_retried_not_lost() {
+    let (state, client) = server();
+    let a = lock(&client, "a", 10);
+    a.try_acquire_or_renew().await.unwrap();
+    state.lock().unwrap().before_next_write = Some(Box::new(|l: &mut Lease| {
+        l.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("team".into(), "payments".into());
+    }));
+    assert_eq!(
+        a.try_acquire_or_renew().await.unwrap(),
+        Attempt::Held {
+            epoch: 1,
+            acquired: false
+        },
+        "a label edit cost the writer its lease"
+    );
+    let stored = state.lock().unwrap().lease.clone().unwrap();
+    assert_eq!(
+        stored.metadata.labels.unwrap()["team"],
+        "payments",
+        "the edit is kept"
+    );
+}
+
 #[tokio::test]
 async fn a_write_that_loses_the_race_reports_the_winner() {
     let (state, client) = server();
-    let (a, b) = (lock(&client, "a", 10), lock(&client, "b", 10));
+    let (a, b) = (lock(&client, "a", SHORT), lock(&client, "b", SHORT));
     a.try_acquire_or_renew().await.unwrap();
-    age(&state, Duration::from_secs(11));
+    assert!(matches!(
+        b.try_acquire_or_renew().await.unwrap(),
+        Attempt::HeldBy(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     // Both see an expired lease; c's take-over lands between b's read and b's write.
     state.lock().unwrap().before_next_write = Some(Box::new(|l: &mut Lease| {
         let spec = l.spec.as_mut().unwrap();
