@@ -209,11 +209,13 @@ impl Config {
                             "must be at least 1s",
                         ));
                     }
+                    let pod_uid = env(env::POD_UID);
                     Some(LeaseSettings {
                         namespace,
                         name,
+                        holder: holder_identity(&identity, pod_uid.as_deref()),
                         identity,
-                        pod_uid: env(env::POD_UID),
+                        pod_uid,
                         database: env(env::DATABASE),
                         duration,
                     })
@@ -221,6 +223,17 @@ impl Config {
             },
         })
     }
+}
+
+/// The Lease holder identity: unique per pod incarnation and process, so a pod that comes
+/// back with the same name (a StatefulSet) is a new holder that must take the lease over
+/// and fence, never "the same holder renewing". Outside Kubernetes (no pod UID) a random
+/// nonce stands in for it.
+pub fn holder_identity(pod: &str, pod_uid: Option<&str>) -> String {
+    let incarnation = pod_uid
+        .map(|u| u.chars().take(8).collect::<String>())
+        .unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
+    format!("{pod}_{incarnation}_{}", std::process::id())
 }
 
 impl Config {
@@ -279,6 +292,34 @@ mod tests {
         assert_eq!(c.snapshot_retention, Duration::from_secs(5400));
         assert_eq!(c.cache_size, 64 << 20);
         assert_eq!(c.buffer_limit, 1 << 20);
+    }
+
+    /// Two incarnations of a pod with the same name (a StatefulSet's web-0, recreated) are
+    /// different Lease holders; the pod name stays what people see.
+    #[test]
+    fn same_pod_name_new_incarnation_is_a_new_holder() {
+        let mut p = HashMap::new();
+        p.insert("replica_url".to_string(), "file:///r".to_string());
+        let lease = |uid: &'static str| {
+            let e = move |k: &str| match k {
+                env::LEASE => Some("db-writer".to_string()),
+                env::NAMESPACE => Some("shop".to_string()),
+                env::POD_NAME => Some("web-0".to_string()),
+                env::POD_UID => Some(uid.to_string()),
+                _ => None,
+            };
+            Config::from_lookup(Path::new("/d/app.db"), &p, e)
+                .unwrap()
+                .lease
+                .unwrap()
+        };
+        let (a, b) = (lease("1111aaaa-x"), lease("2222bbbb-y"));
+        assert_eq!(
+            (a.identity.as_str(), b.identity.as_str()),
+            ("web-0", "web-0")
+        );
+        assert_ne!(a.holder, b.holder);
+        assert!(a.holder.starts_with("web-0_1111aaaa_"), "{}", a.holder);
     }
 
     #[test]

@@ -111,7 +111,9 @@ impl Database {
         } else {
             Publisher::new(&cfg.buffer_path, cfg.buffer_limit, PublishState::default())
         };
-        if let Some(l) = lease.as_ref().filter(|l| l.fresh) {
+        // Every acquisition records its epoch and fences, including a re-acquisition by
+        // the same holder (a restarted container): nothing may write on an old fence.
+        if let Some(l) = lease.as_ref() {
             crate::fencing::claim_epoch(&store, l, view.txid)?;
         }
         let st = State {
@@ -137,9 +139,7 @@ impl Database {
             cfg,
         });
         if let Some(l) = &db.lease {
-            if l.fresh {
-                db.fence_store()?;
-            }
+            db.fence_store()?;
             l.start_renewal();
         }
         crate::background::start(&db);

@@ -51,7 +51,7 @@ pub fn claim_epoch(store: &Store, lease: &WriterLease, txid: u64) -> Result<(), 
     for _ in 0..5 {
         let rec = EpochRecord {
             epoch: lease.epoch().max(0) as u64,
-            holder: lease.settings.identity.clone(),
+            holder: lease.settings.holder.clone(),
             txid,
             claimed_at: jiff::Timestamp::now(),
         };

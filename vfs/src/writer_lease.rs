@@ -35,8 +35,11 @@ use crate::runtime::block_on;
 pub struct LeaseSettings {
     pub namespace: String,
     pub name: String,
-    /// The pod name: the holder identity.
+    /// The pod name: what Events, hand-over notes and messages show.
     pub identity: String,
+    /// The Lease holder identity: the pod name plus its incarnation and process
+    /// ([`crate::config::holder_identity`]).
+    pub holder: String,
     pub pod_uid: Option<String>,
     pub database: Option<String>,
     pub duration: Duration,
@@ -95,7 +98,7 @@ impl WriterLease {
             api,
             &settings.namespace,
             &settings.name,
-            &settings.identity,
+            &settings.holder,
             settings.duration,
         );
         let poll =
@@ -350,6 +353,7 @@ impl WriterLease {
             "name": self.settings.name,
             "namespace": self.settings.namespace,
             "identity": self.settings.identity,
+            "holder": self.settings.holder,
             "epoch": self.epoch(),
             "valid": self.check().is_ok(),
             // Writes are accepted until 80 % of the lease after the last renewal began.
