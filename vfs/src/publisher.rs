@@ -85,6 +85,9 @@ impl Publisher {
             self.apply(size, pages);
         }
         self.buffer = Some(buf);
+        // Records a crash left behind after their publish go now, not at the next publish:
+        // commits in between would otherwise grow the file past its bound.
+        self.release_buffer(self.state.published_seq)?;
         Ok(n)
     }
 
