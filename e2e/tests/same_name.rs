@@ -76,7 +76,10 @@ async fn a_pod_back_with_the_same_name_takes_over_and_fences() -> Result<()> {
         "the new web-0 recorded no epoch of its own: {epochs:?}"
     );
     let (was, now) = (epochs_before.last().unwrap(), epochs.last().unwrap());
-    ensure!(now.epoch > was.epoch, "epoch did not move on: {was:?} → {now:?}");
+    ensure!(
+        now.epoch > was.epoch,
+        "epoch did not move on: {was:?} → {now:?}"
+    );
     ensure!(
         now.holder != was.holder && now.holder.starts_with("web-0_"),
         "the new incarnation must be a different holder: {} then {}",
@@ -95,8 +98,14 @@ async fn a_pod_back_with_the_same_name_takes_over_and_fences() -> Result<()> {
     );
     let (integrity, rows) = f.litestream_rows(&url, &f.work.path().join("final.db"))?;
     ensure!(integrity == "ok", "integrity_check: {integrity}");
-    let lost: Vec<_> = ids(&new).into_iter().filter(|i| !rows.contains(i)).collect();
-    ensure!(lost.is_empty(), "rows the new web-0 acknowledged are missing: {lost:?}");
+    let lost: Vec<_> = ids(&new)
+        .into_iter()
+        .filter(|i| !rows.contains(i))
+        .collect();
+    ensure!(
+        lost.is_empty(),
+        "rows the new web-0 acknowledged are missing: {lost:?}"
+    );
     eprintln!(
         "same name: epoch {} ({}) → {} ({}), fenced from TXID {:x}",
         was.epoch,

@@ -161,7 +161,10 @@ mod tests {
             pv.published(enc.key, &enc.header, &enc.entries, &b.pages);
         }
         let before = std::fs::metadata(&buf).unwrap().len();
-        assert!(before > 40 * PS as u64, "the crash left the records ({before} bytes)");
+        assert!(
+            before > 40 * PS as u64,
+            "the crash left the records ({before} bytes)"
+        );
         let (p, _) = f.writer("a");
         assert_eq!(p.unpublished_pages(), 0);
         assert_eq!(p.buffer_bytes(), 0, "published records are cut at open");
