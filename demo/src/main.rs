@@ -119,11 +119,21 @@ fn write(db: &str, url: &str, n: Option<u64>) -> rusqlite::Result<()> {
     });
     let mut out = std::io::stdout().lock();
     let mut i = 0u64;
+    // SQLITE_KUBE_DEMO_KEEP_GOING=1: a failed commit prints "error <message>" and the loop
+    // goes on (tests of faults that fail some commits).
+    let keep_going = std::env::var("SQLITE_KUBE_DEMO_KEEP_GOING").is_ok_and(|v| v == "1");
     while n.is_none_or(|n| i < n) && !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        c.execute(
+        let r = c.execute(
             "INSERT INTO t(v) VALUES (?1)",
             [format!("row {i} {}", "x".repeat((i % 64) as usize))],
-        )?;
+        );
+        if let (Err(e), true) = (&r, keep_going) {
+            writeln!(out, "error {e}").ok();
+            out.flush().ok();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        r?;
         let id = c.last_insert_rowid();
         writeln!(out, "{id}").ok();
         out.flush().ok();
