@@ -54,7 +54,10 @@ fn a_full_disk_fails_the_commit_and_loses_nothing_acknowledged() {
         // Nothing is published during the test: the buffer only grows.
         ("LITESTREAM_SYNC_INTERVAL", "1h".to_string()),
         ("LITESTREAM_BUFFER_PATH", buffer.display().to_string()),
-        ("SQLITE_KUBE_STATUS_PATH", dir.path().join("status.json").display().to_string()),
+        (
+            "SQLITE_KUBE_STATUS_PATH",
+            dir.path().join("status.json").display().to_string(),
+        ),
         ("LITESTREAM_LOG_LEVEL", "warn".to_string()),
     ];
     let mut child = Command::new(demo())
@@ -75,7 +78,10 @@ fn a_full_disk_fails_the_commit_and_loses_nothing_acknowledged() {
             let _ = tx.send(l);
         }
     });
-    let next = || rx.recv_timeout(Duration::from_secs(30)).expect("the writer went quiet");
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the writer went quiet")
+    };
     let mut acked: Vec<i64> = Vec::new();
     let failed = loop {
         let l = next();

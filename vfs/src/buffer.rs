@@ -48,6 +48,8 @@ pub struct WriteBuffer {
     /// (seq, end offset) of every record in the file, oldest first: how many bytes are
     /// still unpublished, and where the published prefix ends.
     ends: VecDeque<(u64, u64)>,
+    /// Set when a failed append could not be undone: no further appends.
+    broken: Option<String>,
 }
 
 impl WriteBuffer {
@@ -121,6 +123,7 @@ impl WriteBuffer {
             len: valid_end,
             next_seq: max_seq + 1,
             ends,
+            broken: None,
         };
         Ok((wb, records))
     }
@@ -146,9 +149,30 @@ impl WriteBuffer {
         let mut rec = Vec::with_capacity(4 + body.len());
         rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
         rec.extend_from_slice(&body);
-        self.file.write_all(&rec)?;
-        if durable {
-            self.file.sync_data()?;
+        if let Some(why) = &self.broken {
+            return Err(std::io::Error::other(why.clone()));
+        }
+        // At the known end, never the file position: a failed write must not shift later ones.
+        let written = self.file.write_all_at(&rec, self.len).and_then(|()| {
+            if durable {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // Cut the partial record (ENOSPC, EIO): the buffer is exactly as before it, so
+            // the commits after this failed one are not hidden behind a torn record. If even
+            // that fails, every later commit fails too, loudly, rather than risk it.
+            if let Err(cut) = self.file.set_len(self.len) {
+                let why = format!(
+                    "{}: a failed append ({e}) could not be cut back ({cut}); refusing further commits",
+                    self.path.display()
+                );
+                tracing::error!("{why}");
+                self.broken = Some(why);
+            }
+            return Err(e);
         }
         self.len += rec.len() as u64;
         self.next_seq += 1;

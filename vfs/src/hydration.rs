@@ -172,3 +172,31 @@ impl Hydrator {
         Ok((file, restored))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A published page that cannot be written into the local copy (disk full, I/O error)
+    /// makes that page stale: it is never served from the copy again, so reads take the
+    /// remote path instead of returning the old bytes.
+    #[test]
+    fn a_failed_write_makes_the_page_stale_not_silently_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("copy.db");
+        std::fs::write(&path, vec![1u8; 2 * 512]).unwrap();
+        let mut c = LocalCopy::new(true);
+        // Opened read-only: every write fails, as on a full or failing disk.
+        c.complete(std::fs::File::open(&path).unwrap(), [], 2, 512);
+        assert_eq!(c.read(2, 512), Some(vec![1u8; 512]));
+        c.published(&[(2, Arc::new(vec![9u8; 512]))], 2, 512);
+        assert_eq!(c.read(2, 512), None, "the old page 2 must not be served");
+        assert_eq!(
+            c.read(1, 512),
+            Some(vec![1u8; 512]),
+            "untouched pages still are"
+        );
+        assert_eq!(c.stale_pages(), 1);
+    }
+}
