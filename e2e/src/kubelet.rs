@@ -164,6 +164,15 @@ pub struct LocalPod {
 }
 
 impl LocalPod {
+    /// The ids the app container printed (the demo app prints each once committed).
+    pub fn printed_ids(&self) -> Vec<i64> {
+        self.containers[0]
+            .output()
+            .iter()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
     pub fn app(&mut self) -> &mut Proc {
         &mut self.containers[0]
     }

@@ -12,12 +12,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
 use serde_json::json;
 
+/// Ids a writer printed (each after its COMMIT returned).
 fn ids(p: &LocalPod) -> Vec<i64> {
-    p.containers[0]
-        .output()
-        .iter()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    p.printed_ids()
 }
 
 async fn wait_ids(p: &LocalPod, n: usize) -> Result<()> {

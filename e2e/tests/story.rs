@@ -12,12 +12,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::json;
 
+/// Ids a writer printed (each after its COMMIT returned).
 fn ids(p: &LocalPod) -> Vec<i64> {
-    p.containers[0]
-        .output()
-        .iter()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    p.printed_ids()
 }
 
 async fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) -> Result<()> {

@@ -27,11 +27,7 @@ const SPEC: &str =
 
 /// Ids a writer printed (each after its COMMIT returned).
 fn ids(p: &LocalPod) -> Vec<i64> {
-    p.containers[0]
-        .output()
-        .iter()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
+    p.printed_ids()
 }
 
 async fn wait_ids(p: &LocalPod, n: usize, secs: u64) -> Result<()> {

@@ -156,6 +156,20 @@ async fn bad_urls_and_unreachable_store() {
     assert!(e.to_string().contains("s3://bkt/p"), "{e}");
 }
 
+/// Which of the racing create-only writes succeeded; the others must have been refused as
+/// `AlreadyExists`.
+async fn winners(tasks: Vec<tokio::task::JoinHandle<Result<(), ReplicaError>>>) -> Vec<usize> {
+    let mut won = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(()) => won.push(i),
+            Err(ReplicaError::AlreadyExists { .. }) => {}
+            Err(e) => panic!("writer {i}: {e}"),
+        }
+    }
+    won
+}
+
 /// `n` writers publish different bytes at the same TXID at the same moment: exactly one
 /// wins, every other gets `AlreadyExists`, and the stored object is the winner's.
 async fn concurrent_create_only(url: &str, n: usize) {
@@ -173,14 +187,7 @@ async fn concurrent_create_only(url: &str, n: usize) {
             r.write(&key, f, 1, true).await
         }));
     }
-    let mut winners = Vec::new();
-    for (i, t) in tasks.into_iter().enumerate() {
-        match t.await.unwrap() {
-            Ok(()) => winners.push(i),
-            Err(ReplicaError::AlreadyExists { .. }) => {}
-            Err(e) => panic!("writer {i}: {e}"),
-        }
-    }
+    let winners = winners(tasks).await;
     assert_eq!(winners.len(), 1, "create-only let {winners:?} all win");
     assert_eq!(r.read(&key).await.unwrap(), files[winners[0]]);
 }
@@ -219,14 +226,7 @@ async fn concurrent_create_only_streamed(url: &str, dir: &std::path::Path) {
             r.write_file(&key, &p, 1, true).await
         }));
     }
-    let mut winners = Vec::new();
-    for (i, t) in tasks.into_iter().enumerate() {
-        match t.await.unwrap() {
-            Ok(()) => winners.push(i),
-            Err(ReplicaError::AlreadyExists { .. }) => {}
-            Err(e) => panic!("writer {i}: {e}"),
-        }
-    }
+    let winners = winners(tasks).await;
     assert_eq!(
         winners.len(),
         1,

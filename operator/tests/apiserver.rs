@@ -54,15 +54,8 @@ async fn s3_database(
     (s3, url)
 }
 
-async fn s3_database_on(
-    s3: &S3Server,
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-    policy: &str,
-) -> String {
-    let bucket = testkit::unique("op").to_lowercase();
-    s3.create_bucket(&bucket);
+/// The `s3-creds` Secret with the test server's keys.
+async fn s3_secret(client: &kube::Client, ns: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets
         .patch(
@@ -73,6 +66,18 @@ async fn s3_database_on(
         )
         .await
         .unwrap();
+}
+
+async fn s3_database_on(
+    s3: &S3Server,
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    policy: &str,
+) -> String {
+    let bucket = testkit::unique("op").to_lowercase();
+    s3.create_bucket(&bucket);
+    s3_secret(client, ns).await;
     let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), ns);
     dbs.patch(
         name,
@@ -333,16 +338,7 @@ async fn invalid_spec_missing_secret_and_unreachable_store_each_get_their_condit
     .await
     .unwrap();
     // A valid Secret, a store that does not answer (nothing listens on the port).
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .patch(
-            "s3-creds",
-            &PatchParams::apply("tests"),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
-                "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}})),
-        )
-        .await
-        .unwrap();
+    s3_secret(&client, &ns).await;
     let closed = free_port();
     dbs.patch(
         "unreachable",

@@ -44,7 +44,7 @@ pub fn view_after_handover(
     Ok(view)
 }
 
-/// Records a fresh lease's epoch at the store (create-only). If the store has seen this
+/// Records this acquisition's epoch at the store (create-only). If the store has seen this
 /// epoch or a higher one (a Lease deleted and created again), the Lease's epoch is raised
 /// past it first.
 pub fn claim_epoch(store: &Store, lease: &WriterLease, txid: u64) -> Result<(), VfsError> {

@@ -69,9 +69,6 @@ pub struct WriterLease {
     lock: LeaseLock,
     client: kube::Client,
     epoch: AtomicI64,
-    /// True when this process took the lease from someone else / from free (not a restart
-    /// of the same pod that still held it): it must fence the store.
-    pub fresh: bool,
     /// The TXID the previous holder reported on release, if any.
     pub released_txid: Option<u64>,
     valid_until: Mutex<Instant>,
@@ -127,7 +124,6 @@ impl WriterLease {
                         lock,
                         client,
                         epoch: AtomicI64::new(epoch),
-                        fresh: acquired,
                         released_txid,
                         lost: Mutex::new(None),
                         stop: AtomicBool::new(false),
