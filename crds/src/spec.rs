@@ -268,6 +268,12 @@ pub struct WriterSpec {
     #[serde(default = "default_drain_timeout")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     pub drain_timeout: String,
+    /// Let writers start on a store that does not honour create-only writes (each writer
+    /// probes its store at start and refuses such a store by default). Fencing at the store
+    /// is then off: only the Lease keeps a stale writer out, so a writer paused past its
+    /// lease can overwrite its successor's commits. See docs/durability.md.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unfenced_store: bool,
 }
 
 impl Default for WriterSpec {
@@ -275,6 +281,7 @@ impl Default for WriterSpec {
         WriterSpec {
             lease_duration: default_lease_duration(),
             drain_timeout: default_drain_timeout(),
+            allow_unfenced_store: false,
         }
     }
 }

@@ -267,3 +267,34 @@ async fn concurrent_create_only_s3() {
     concurrent_create_only(&s3.replica_url("dbs/race"), 8).await;
     sequential_create_only_streamed(&s3.replica_url("dbs/race-multipart"), dir.path()).await;
 }
+
+/// The create-only probe: SeaweedFS refuses a second `If-None-Match: *` PUT (honoured);
+/// the same server behind a proxy that answers such a refusal with 200 OK, as a store that
+/// ignores the header does, is found out (ignored). Either way no probe object is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_only_probe_tells_a_fencing_store_from_one_that_is_not() {
+    use ltx::replica::CreateOnly;
+    use testkit::s3_proxy::{Fault, S3Proxy};
+    let s3 = S3Server::shared();
+    s3.export_env();
+    let url = s3.replica_url("dbs/probe");
+    let direct = Replica::open(&url).unwrap();
+    assert_eq!(
+        direct.probe_create_only("pod-a_1234abcd_7").await.unwrap(),
+        CreateOnly::Honoured
+    );
+    let proxy = S3Proxy::start(&s3.endpoint);
+    proxy.set(Fault::AcceptRefusedCreateOnly, true);
+    let lying = Replica::open(&proxy.url(&url)).unwrap();
+    match lying.probe_create_only("pod-b_1234abcd_7").await.unwrap() {
+        CreateOnly::Ignored { detail } => assert!(detail.contains("second"), "{detail}"),
+        other => panic!("a store that accepts a second create-only write was {other:?}"),
+    }
+    assert_eq!(
+        proxy.accepted_refusals(),
+        1,
+        "the proxy hid exactly the second write's refusal"
+    );
+    let left = direct.leftover_probes().await.unwrap();
+    assert!(left.is_empty(), "probe objects left behind: {left:?}");
+}

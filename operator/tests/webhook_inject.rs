@@ -143,6 +143,7 @@ fn vfs_opens_with_the_injected_settings() {
     d.spec.snapshot_interval = "2h30m".into();
     d.spec.writer.lease_duration = "4m45s".into();
     d.spec.writer.drain_timeout = "2m30s".into();
+    d.spec.writer.allow_unfenced_store = true;
     let errors = crds::validate(&d.spec);
     assert!(errors.is_empty(), "the spec is valid: {errors:?}");
     let p = pod(json!({"sqlitekube.dev/database": "orders"}));
@@ -178,6 +179,10 @@ fn vfs_opens_with_the_injected_settings() {
     assert_eq!(c.snapshot_interval, Duration::from_secs(9000));
     assert_eq!(c.drain_timeout, Duration::from_secs(150));
     assert!(c.write_enabled);
+    assert!(
+        c.allow_unfenced_store,
+        "spec.writer.allowUnfencedStore reaches the VFS"
+    );
     let lease = c.lease.expect("a write-mode pod is lease-gated");
     assert_eq!(lease.duration, Duration::from_secs(285));
     assert_eq!(

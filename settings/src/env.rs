@@ -35,6 +35,12 @@ pub const L0_RETENTION: &str = "SQLITE_KUBE_L0_RETENTION";
 pub const SNAPSHOT_RETENTION: &str = "SQLITE_KUBE_SNAPSHOT_RETENTION";
 /// Writer: how long the final sync on close may take.
 pub const DRAIN_TIMEOUT: &str = "SQLITE_KUBE_DRAIN_TIMEOUT";
+/// How many times a failed store request is retried (with backoff) before the operation
+/// fails and is tried again at the next sync.
+pub const STORE_RETRIES: &str = "SQLITE_KUBE_STORE_RETRIES";
+/// Writer: accept a store that does not honour create-only writes (no fencing at the
+/// store; only the Lease keeps a second writer out). Off by default.
+pub const ALLOW_UNFENCED_STORE: &str = "SQLITE_KUBE_ALLOW_UNFENCED_STORE";
 /// Writer: the Kubernetes Lease to hold while writing; enables lease-gated writes.
 pub const LEASE: &str = "SQLITE_KUBE_LEASE";
 /// The Lease's namespace (default: the service account's).

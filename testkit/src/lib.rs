@@ -3,6 +3,7 @@
 //! `.deps/` (or named by `WEED_BIN` / `LITESTREAM_BIN`).
 
 pub mod litestream;
+pub mod s3_proxy;
 pub mod seaweed;
 pub mod sqlite;
 

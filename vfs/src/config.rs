@@ -18,6 +18,8 @@
 //! | `snapshot_interval` | `SQLITE_KUBE_SNAPSHOT_INTERVAL` | `1h` | writer: full snapshot to L9 |
 //! | `l0_retention` | `SQLITE_KUBE_L0_RETENTION` | `5m` | keep L0 files this long after L1 covers them |
 //! | `snapshot_retention` | `SQLITE_KUBE_SNAPSHOT_RETENTION` | `24h` | keep older snapshots this long |
+//! | `store_retries` | `SQLITE_KUBE_STORE_RETRIES` | `4` | retries of a failed store request (backoff 1 s, doubling) before that sync fails and the next one tries again |
+//! | `allow_unfenced_store` | `SQLITE_KUBE_ALLOW_UNFENCED_STORE` | `false` | writer: accept a store that ignores create-only writes (see `docs/durability.md`) |
 //! | `drain_timeout` | `SQLITE_KUBE_DRAIN_TIMEOUT` | `30s` | writer: how long the final sync on close may take |
 //! | — | `SQLITE_KUBE_LEASE` | (none) | writer: the Kubernetes Lease to hold while writing (`<db>-writer`); enables lease-gated writes |
 //! | — | `SQLITE_KUBE_NAMESPACE` | the service account's namespace | the Lease's namespace |
@@ -52,6 +54,10 @@ pub struct Config {
     pub l0_retention: Duration,
     pub snapshot_retention: Duration,
     pub drain_timeout: Duration,
+    /// Retries of one store request before it fails.
+    pub store_retries: usize,
+    /// Write even if the store's create-only probe fails (no fencing at the store).
+    pub allow_unfenced_store: bool,
     /// Lease-gated writes (Kubernetes); `None` outside Kubernetes.
     pub lease: Option<LeaseSettings>,
 }
@@ -175,6 +181,20 @@ impl Config {
                 "drain_timeout",
                 &[env::DRAIN_TIMEOUT],
                 Duration::from_secs(30),
+            )?,
+            store_retries: match get("store_retries", &[env::STORE_RETRIES]) {
+                None => 4,
+                Some(kv) => {
+                    kv.1.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n <= 20)
+                        .ok_or_else(|| err(kv, "expected a whole number from 0 to 20"))?
+                }
+            },
+            allow_unfenced_store: boolean(
+                "allow_unfenced_store",
+                &[env::ALLOW_UNFENCED_STORE],
+                false,
             )?,
             lease: match get("lease", &[env::LEASE]) {
                 None => None,

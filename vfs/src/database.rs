@@ -31,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ltx::format::{Header, PageIndexEntry};
-use ltx::replica::LtxKey;
+use ltx::replica::{CreateOnly, LtxKey};
 
 use crate::buffer::PublishState;
 use crate::config::Config;
@@ -86,6 +86,8 @@ pub struct Database {
     pub(crate) publish_soon: AtomicBool,
     /// The Kubernetes writer lease, when writes are lease-gated.
     pub(crate) lease: Option<Arc<WriterLease>>,
+    /// What the writer's create-only probe found (`None` for readers).
+    pub(crate) create_only: Option<CreateOnly>,
 }
 
 impl Database {
@@ -98,7 +100,13 @@ impl Database {
             }
             std::fs::File::create(path).map_err(|e| VfsError::buffer(path, e))?;
         }
-        let store = Store::open(&cfg.replica_url)?;
+        let store = Store::open(&cfg.replica_url, cfg.store_retries)?;
+        // Proof that the store can fence, before the lease or any write.
+        let create_only = if cfg.write_enabled {
+            Some(crate::fencing::check_create_only(&store, &cfg)?)
+        } else {
+            None
+        };
         // A lease-gated writer waits for the lease before it looks at the replica, so the
         // view it starts from includes the previous writer's final sync.
         let lease = match (&cfg.lease, cfg.write_enabled) {
@@ -136,6 +144,7 @@ impl Database {
             next_handle: AtomicU64::new(1),
             publish_soon: AtomicBool::new(false),
             lease,
+            create_only,
             cfg,
         });
         if let Some(l) = &db.lease {

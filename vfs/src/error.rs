@@ -53,6 +53,10 @@ pub enum VfsError {
     /// A bug caught at the boundary (a panicked task), reported instead of crashing the app.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The store accepted a second create-only write of one object: it cannot fence a
+    /// stale writer, so this writer refuses to start unless the user opted in.
+    #[error("the replica store {url} does not honour create-only writes ({detail}): a stale writer could overwrite this writer's commits there. Use a store with conditional writes (If-None-Match: * on S3 and Azure, ifGenerationMatch=0 on GCS), or accept the risk with allow_unfenced_store=true / SQLITE_KUBE_ALLOW_UNFENCED_STORE=true (spec.writer.allowUnfencedStore)")]
+    UnfencedStore { url: String, detail: String },
     #[error(transparent)]
     Lease(#[from] crate::writer_lease::LeaseFailure),
 }

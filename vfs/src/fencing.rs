@@ -5,8 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use ltx::replica::{EpochRecord, ReplicaError};
+use ltx::replica::{CreateOnly, EpochRecord, ReplicaError};
 
+use crate::config::Config;
 use crate::database::Database;
 use crate::error::{Fenced, VfsError};
 use crate::remote::RemoteView;
@@ -42,6 +43,35 @@ pub fn view_after_handover(
         );
     }
     Ok(view)
+}
+
+/// Before a writer accepts writes: proof that the store refuses a second create-only write,
+/// since every fence below rests on that. A store that ignores it is refused unless the
+/// settings allow an unfenced store, in which case the writer runs with a loud warning and
+/// its status says so. Returns what the probe found.
+pub fn check_create_only(store: &Store, cfg: &Config) -> Result<CreateOnly, VfsError> {
+    let who = match &cfg.lease {
+        Some(l) => l.holder.clone(),
+        None => crate::config::holder_identity(
+            &std::env::var("HOSTNAME").unwrap_or_else(|_| "writer".into()),
+            None,
+        ),
+    };
+    let found = store.probe_create_only(&who)?;
+    if let CreateOnly::Ignored { detail } = &found {
+        if !cfg.allow_unfenced_store {
+            return Err(VfsError::UnfencedStore {
+                url: cfg.replica_url.clone(),
+                detail: detail.clone(),
+            });
+        }
+        tracing::warn!(
+            replica = %cfg.replica_url,
+            detail,
+            "the store does not honour create-only writes and allow_unfenced_store is set: a stale writer is NOT fenced at the store; only the Lease keeps a second writer out"
+        );
+    }
+    Ok(found)
 }
 
 /// Records this acquisition's epoch at the store (create-only). If the store has seen this

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use ltx::replica::CreateOnly;
+
 use crate::database::Database;
 
 /// Counters of the sync path.
@@ -65,6 +67,11 @@ impl Database {
             "cache_hit_ratio": if total == 0 { 0.0 } else { cache.hits as f64 / total as f64 },
             "remote_gets": cache.remote_gets,
             "hydration": format!("{:?}", st.pages.local().state()),
+            "store_create_only": match &self.create_only {
+                None => serde_json::Value::Null,
+                Some(CreateOnly::Honoured) => "honoured".into(),
+                Some(CreateOnly::Ignored { detail }) => format!("ignored, allowed by allow_unfenced_store: {detail}").into(),
+            },
             "fenced": st.publisher.fenced().map(|f| f.reason.clone()),
             "last_error": st.publisher.last_error(),
             "lease": self.lease.as_ref().map(|l| l.status_json()),

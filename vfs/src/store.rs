@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ltx::format::Header;
-use ltx::replica::{EpochRecord, FileIndex, LtxFileInfo, LtxKey, Replica, ReplicaError};
+use ltx::replica::{
+    CreateOnly, EpochRecord, FileIndex, LtxFileInfo, LtxKey, Replica, ReplicaError,
+};
 
 use crate::error::VfsError;
 use crate::remote::{PageLoc, RemoteView};
@@ -37,8 +39,16 @@ impl Store {
         }
     }
 
-    pub fn open(url: &str) -> Result<Self, VfsError> {
-        Ok(Self::new(Replica::open(url)?))
+    /// Opens the replica at `url`; each failed request is retried `retries` times.
+    pub fn open(url: &str, retries: usize) -> Result<Self, VfsError> {
+        let opts = ltx::replica::ReplicaOptions {
+            retries,
+            ..Default::default()
+        };
+        Ok(Self::new(Replica::open_with(
+            ltx::replica::ReplicaUrl::parse(url)?,
+            &opts,
+        )?))
     }
 
     #[cfg(test)]
@@ -167,6 +177,14 @@ impl Store {
         let r = self.replica.clone();
         self.call("reading the writer epochs".into(), async move {
             r.latest_epoch().await
+        })
+    }
+
+    /// Whether the store refuses a second create-only write (see [`ltx::replica::probe`]).
+    pub fn probe_create_only(&self, who: &str) -> Result<CreateOnly, VfsError> {
+        let (r, who) = (self.replica.clone(), who.to_string());
+        self.call("probing create-only writes".into(), async move {
+            r.probe_create_only(&who).await
         })
     }
 

@@ -326,6 +326,9 @@ pub fn inject(
             set_env(env::LEASE_DURATION, &spec.writer.lease_duration),
             set_env(env::DRAIN_TIMEOUT, &spec.writer.drain_timeout),
         ]);
+        if spec.writer.allow_unfenced_store {
+            app_env.push(set_env(env::ALLOW_UNFENCED_STORE, "true"));
+        }
     }
     app_env.extend(cred_env);
     let mut app_mounts = vec![
