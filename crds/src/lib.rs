@@ -8,6 +8,7 @@
 //! ranges, and CEL rules for servers ≥ 1.25) and [`validate`], which the operator runs on
 //! every reconcile so that servers ignoring CEL still get a clear condition and Event.
 
+mod replica_root;
 mod replica_url;
 mod spec;
 mod status;
@@ -19,6 +20,7 @@ pub use settings::{
 };
 mod reference;
 pub use reference::reference_markdown;
+pub use replica_root::ReplicaRoot;
 pub use spec::*;
 pub use status::*;
 pub use validate::{validate, validation_message, FieldError};

@@ -15,7 +15,7 @@ pub struct SqliteDatabaseStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, SpecValid, ReplicaReachable, WriterHeld.
+    /// Ready, SpecValid, ReplicaExclusive, ReplicaReachable, WriterHeld.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The pod holding the writer lease, if any.
@@ -88,4 +88,6 @@ pub mod condition {
     pub const SPEC_VALID: &str = "SpecValid";
     pub const REPLICA_REACHABLE: &str = "ReplicaReachable";
     pub const WRITER_HELD: &str = "WriterHeld";
+    /// False when another database created earlier has an equal or nested replica root.
+    pub const REPLICA_EXCLUSIVE: &str = "ReplicaExclusive";
 }

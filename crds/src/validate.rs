@@ -52,7 +52,13 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
             format!("exactly one of s3, gcs, azure or file must be set (found: {found})"),
         );
     }
-    let prefix_ok = |p: &str| !p.is_empty() && !p.starts_with('/');
+    // A prefix names a place of its own: no leading slash, no `..` (which would climb into
+    // another database's prefix), and not only `.` and slashes (the whole bucket).
+    let prefix_ok = |p: &str| {
+        !p.starts_with('/')
+            && !p.split('/').any(|s| s == "..")
+            && p.split('/').any(|s| !s.is_empty() && s != ".")
+    };
     if let Some(s3) = &r.s3 {
         if !(3..=63).contains(&s3.bucket.len()) {
             err(
@@ -63,7 +69,7 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
         if !prefix_ok(&s3.path) {
             err(
                 "spec.replica.s3.path",
-                "must be a non-empty prefix without a leading slash".into(),
+                "must be a non-empty prefix without a leading slash or `..`".into(),
             );
         }
         if let Some(e) = &s3.endpoint {
@@ -93,7 +99,7 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
         if !prefix_ok(&g.path) {
             err(
                 "spec.replica.gcs.path",
-                "must be a non-empty prefix without a leading slash".into(),
+                "must be a non-empty prefix without a leading slash or `..`".into(),
             );
         }
     }
@@ -113,15 +119,15 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
         if !prefix_ok(&a.path) {
             err(
                 "spec.replica.azure.path",
-                "must be a non-empty prefix without a leading slash".into(),
+                "must be a non-empty prefix without a leading slash or `..`".into(),
             );
         }
     }
     if let Some(f) = &r.file {
-        if !f.path.starts_with('/') {
+        if !f.path.starts_with('/') || f.path.split('/').any(|s| s == "..") {
             err(
                 "spec.replica.file.path",
-                format!("{:?} must be an absolute path", f.path),
+                format!("{:?} must be an absolute path without `..`", f.path),
             );
         }
     }

@@ -40,6 +40,18 @@ fn each_rule_names_its_field() {
             "spec.replica.s3.path",
         ),
         (
+            serde_json::json!({"replica": {"s3": {"bucket": "bkt", "path": "apps/../other"}}}),
+            "spec.replica.s3.path",
+        ),
+        (
+            serde_json::json!({"replica": {"s3": {"bucket": "bkt", "path": "./"}}}),
+            "spec.replica.s3.path",
+        ),
+        (
+            serde_json::json!({"replica": {"file": {"path": "/data/../etc"}}}),
+            "spec.replica.file.path",
+        ),
+        (
             serde_json::json!({"replica": {"s3": {"bucket": "bkt", "path": "p", "endpoint": "ftp://x"}}}),
             "spec.replica.s3.endpoint",
         ),

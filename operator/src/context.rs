@@ -1,11 +1,15 @@
 //! State shared by every reconcile.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::Client;
+
+use crds::SqliteDatabase;
 
 use crate::metrics::Metrics;
 
@@ -40,6 +44,8 @@ pub struct Context {
     pub settings: Settings,
     /// Consecutive failures per object (`namespace/name`), for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The controller's cache of every watched `SqliteDatabase` (set when it starts).
+    databases: OnceLock<Store<SqliteDatabase>>,
 }
 
 impl Context {
@@ -54,7 +60,44 @@ impl Context {
             metrics,
             settings,
             failures: Mutex::new(HashMap::new()),
+            databases: OnceLock::new(),
         }
+    }
+
+    /// Gives reconciles the controller's cache of all watched databases.
+    pub fn set_databases(&self, store: Store<SqliteDatabase>) {
+        let _ = self.databases.set(store);
+    }
+
+    /// Every watched database, from the controller's cache once it has synced; `None`
+    /// when reconcile runs without a controller (tests calling it directly).
+    pub async fn cached_databases(&self) -> Option<Vec<Arc<SqliteDatabase>>> {
+        let store = self.databases.get()?;
+        // The cache fills with the controller's first listing; until then it is empty,
+        // which would hide an overlap.
+        if tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready())
+            .await
+            .is_err()
+        {
+            return None;
+        }
+        Some(store.state())
+    }
+
+    /// Every database, from the cache or (without one) a listing of the whole cluster:
+    /// for decisions that must not miss one, such as deleting a replica.
+    pub async fn all_databases(&self) -> crate::Result<Vec<Arc<SqliteDatabase>>> {
+        if let Some(all) = self.cached_databases().await {
+            return Ok(all);
+        }
+        let api: Api<SqliteDatabase> = Api::all(self.client.clone());
+        Ok(api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect())
     }
 
     /// Records one more failure of `key` and returns how long to wait before retrying.

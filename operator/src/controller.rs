@@ -57,7 +57,9 @@ pub async fn run(
     ready.store(true, Ordering::Relaxed);
     info!(?scope, concurrency, "controller started");
     let label = format!("{}={}", crate::MANAGED_BY.0, crate::MANAGED_BY.1);
-    Controller::new(dbs, watcher::Config::default().any_semantic())
+    let controller = Controller::new(dbs, watcher::Config::default().any_semantic());
+    ctx.set_databases(controller.store());
+    controller
         .owns(leases, watcher::Config::default().labels(&label))
         .with_config(controller::Config::default().concurrency(concurrency))
         .run(reconcile, error_policy, ctx)

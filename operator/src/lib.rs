@@ -7,6 +7,7 @@
 //! - [`metrics`], [`http`]: Prometheus metrics and health endpoints.
 
 pub mod conditions;
+pub mod conflict;
 pub mod context;
 pub mod controller;
 pub mod credentials;

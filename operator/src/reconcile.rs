@@ -15,7 +15,7 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crds::condition::{READY, REPLICA_REACHABLE, SPEC_VALID, WRITER_HELD};
+use crds::condition::{READY, REPLICA_EXCLUSIVE, REPLICA_REACHABLE, SPEC_VALID, WRITER_HELD};
 use crds::{
     parse_duration, DeletionPolicy, HandoffStatus, Phase, SqliteDatabase, SqliteDatabaseStatus,
     WriterStatus, FINALIZER,
@@ -118,6 +118,48 @@ async fn apply(
         .url()
         .ok_or(Error::MissingField("spec.replica"))?;
     st.replica_url = Some(url.clone());
+
+    // One root, one database: a later database on an equal or nested root is refused
+    // (no Lease, and the webhook denies its pods) until the root is free.
+    if let Some(all) = ctx.cached_databases().await {
+        let mine = db
+            .spec
+            .replica
+            .root()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        match crate::conflict::refused_by(db, all.iter().map(|d| d.as_ref())) {
+            Some(o) => {
+                let msg = o.message(&mine, ns);
+                let changed = conditions::get(&old.conditions, REPLICA_EXCLUSIVE)
+                    .is_none_or(|c| c.status != "False" || c.message != msg);
+                let conds = &mut st.conditions;
+                conditions::set(
+                    conds,
+                    REPLICA_EXCLUSIVE,
+                    false,
+                    "ReplicaInUse",
+                    &msg,
+                    generation,
+                );
+                conditions::set(conds, READY, false, "ReplicaInUse", &msg, generation);
+                st.phase = Some(Phase::Failed);
+                if changed {
+                    publish(ctx, db, EventType::Warning, "ReplicaInUse", &msg).await;
+                }
+                write_status(ctx, api, &name, &old, &st).await?;
+                return Ok(Action::requeue(ctx.settings.resync));
+            }
+            None => conditions::set(
+                &mut st.conditions,
+                REPLICA_EXCLUSIVE,
+                true,
+                "Exclusive",
+                format!("no other database uses replica root {mine}"),
+                generation,
+            ),
+        }
+    }
 
     // The writer Lease: created here, held by writer pods.
     let lease_secs = parse_duration(&db.spec.writer.lease_duration)
@@ -287,6 +329,19 @@ async fn cleanup(
     let valid = crds::validate(&db.spec).is_empty();
     match (db.spec.deletion_policy, valid, db.spec.replica.url()) {
         (DeletionPolicy::Delete, true, Some(url)) => {
+            // Never delete objects another database may own: any overlap, earlier or later.
+            let all = ctx.all_databases().await?;
+            let others = crate::conflict::overlaps(db, all.iter().map(|d| d.as_ref()));
+            if !others.is_empty() {
+                let names: Vec<_> = others.iter().map(|o| o.describe(ns)).collect();
+                let msg = format!(
+                    "deletionPolicy is Delete, but the replica root is the same as or nested with that of {}; nothing was deleted from {url}",
+                    names.join(", ")
+                );
+                warn!(database = %name, %msg);
+                publish(ctx, db, EventType::Warning, "ReplicaRetained", &msg).await;
+                return remove_lease(ctx, ns, &name).await;
+            }
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
             let res = async {
                 let creds = credentials::load(&secrets, ns, &db.spec.replica).await?;
@@ -341,11 +396,15 @@ async fn cleanup(
             .await;
         }
     }
-    // Owned Leases are garbage-collected by the cluster; deleting it here as well makes
-    // the hand-off state go away at once and works where no garbage collector runs.
+    remove_lease(ctx, ns, &name).await
+}
+
+/// Owned Leases are garbage-collected by the cluster; deleting it here as well makes the
+/// hand-off state go away at once and works where no garbage collector runs.
+async fn remove_lease(ctx: &Context, ns: &str, name: &str) -> Result<Action> {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
     match leases
-        .delete(&writer_lease::lease_name(&name), &DeleteParams::default())
+        .delete(&writer_lease::lease_name(name), &DeleteParams::default())
         .await
     {
         Ok(_) => {}

@@ -532,3 +532,90 @@ async fn kubectl_explain_shows_the_field_descriptions() {
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(s.contains("stops") && s.contains("accepting writes"), "{s}");
 }
+
+/// A second database naming the same replica root (spelled differently) is refused with a
+/// condition and an Event, and deleting it with `deletionPolicy: Delete` leaves the first
+/// database's objects alone; once it is gone, the first one's own deletion cleans up.
+#[tokio::test]
+async fn a_second_database_on_the_same_root_is_refused_and_cannot_delete_it() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let ns = namespace(&client, "op-overlap").await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("r");
+    let url = format!("file://{}", root.display());
+    let replica = seed_replica(&url, 2).await;
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    let create = |name: &'static str, path: String| {
+        let dbs = dbs.clone();
+        async move {
+            dbs.patch(
+                name,
+                &PatchParams::apply("tests"),
+                &Patch::Apply(json!({
+                    "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+                    "metadata": {"name": name},
+                    "spec": {"replica": {"file": {"path": path}}, "deletionPolicy": "Delete"}
+                })),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let _op = OperatorProcess::spawn(&ns, &[]);
+    create("first", root.display().to_string()).await;
+    status_when(&dbs, "first", 60, "first Ready", |s| {
+        s.phase == Some(crds::Phase::Ready)
+    })
+    .await;
+    // The same directory: a doubled slash and a trailing one.
+    create("second", format!("{}//r/", dir.path().display())).await;
+    let st = status_when(&dbs, "second", 60, "second refused", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "ReplicaExclusive" && c.status == "False")
+    })
+    .await;
+    let c = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ReplicaInUse")
+    );
+    assert!(c.message.contains("SqliteDatabase first"), "{}", c.message);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    wait_for(30, "ReplicaInUse event", || async {
+        let evs = events.list(&ListParams::default()).await.ok()?;
+        evs.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ReplicaInUse"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        dbs.get("first").await.unwrap().status.unwrap().phase == Some(crds::Phase::Ready),
+        "the first database must stay Ready"
+    );
+
+    dbs.delete("second", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(30, "second deleted", || async {
+        matches!(dbs.get_opt("second").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        replica.list_all().await.unwrap().len(),
+        1,
+        "deleting the refused database removed the first one's replica"
+    );
+
+    dbs.delete("first", &DeleteParams::default()).await.unwrap();
+    wait_for(30, "first deleted", || async {
+        matches!(dbs.get_opt("first").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert!(
+        replica.list_all().await.unwrap().is_empty(),
+        "with no overlap left, Delete removes the replica"
+    );
+}

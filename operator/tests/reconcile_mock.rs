@@ -319,7 +319,13 @@ fn fake_ltx_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-async fn run_deletion(policy: &str) -> (tempfile::TempDir, Vec<std::path::PathBuf>, Value) {
+/// Deletes a database whose replica holds two LTX files; with `Delete`, the cluster's
+/// listing of databases also holds `others` (placed at the same replica root when
+/// `share_root`).
+async fn run_deletion_among(
+    policy: &str,
+    share_root: bool,
+) -> (tempfile::TempDir, Vec<std::path::PathBuf>, Value) {
     let replica = tempfile::tempdir().unwrap();
     let files = fake_ltx_files(replica.path());
     let (ctx, mut h) = context();
@@ -329,6 +335,16 @@ async fn run_deletion(policy: &str) -> (tempfile::TempDir, Vec<std::path::PathBu
         true,
     );
     let echo = serde_json::to_value(&obj).unwrap();
+    let mut other = echo.clone();
+    other["metadata"]["name"] = json!("orders-copy");
+    other["metadata"]["namespace"] = json!("elsewhere");
+    if share_root {
+        // The same directory, spelled differently.
+        other["spec"]["replica"]["file"]["path"] = json!(format!("{}//", replica.path().display()));
+    } else {
+        other["spec"]["replica"]["file"]["path"] = json!("/somewhere/else");
+    }
+    let delete = policy == "Delete";
     let server = tokio::spawn(async move {
         let st = expect(
             &mut h,
@@ -339,6 +355,18 @@ async fn run_deletion(policy: &str) -> (tempfile::TempDir, Vec<std::path::PathBu
         )
         .await;
         assert_eq!(st["status"]["phase"], "Deleting");
+        if delete {
+            let list = json!({"apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabaseList",
+                              "metadata": {}, "items": [echo.clone(), other]});
+            expect(
+                &mut h,
+                Method::GET,
+                "/apis/sqlitekube.dev/v1alpha1/sqlitedatabases",
+                200,
+                list,
+            )
+            .await;
+        }
         let ev = expect(&mut h, Method::POST, EVENTS, 201, echo_event()).await;
         expect(
             &mut h,
@@ -357,6 +385,28 @@ async fn run_deletion(policy: &str) -> (tempfile::TempDir, Vec<std::path::PathBu
     // The finalizer removal is a JSON patch on metadata.finalizers.
     assert!(fin.to_string().contains("/metadata/finalizers"), "{fin}");
     (replica, files, ev)
+}
+
+async fn run_deletion(policy: &str) -> (tempfile::TempDir, Vec<std::path::PathBuf>, Value) {
+    run_deletion_among(policy, false).await
+}
+
+/// Another database (in another namespace) names the same replica root: deleting this one
+/// with `deletionPolicy: Delete` must not remove the objects the other one reads.
+#[tokio::test]
+async fn deletion_with_delete_keeps_a_replica_another_database_shares() {
+    let (_dir, files, ev) = run_deletion_among("Delete", true).await;
+    assert_eq!(ev["reason"], "ReplicaRetained");
+    let note = ev["note"].as_str().unwrap();
+    assert!(note.contains("another namespace"), "{note}");
+    assert!(
+        !note.contains("elsewhere"),
+        "another namespace's database is not named: {note}"
+    );
+    assert!(
+        files.iter().all(|f| f.exists()),
+        "a shared replica was deleted"
+    );
 }
 
 #[tokio::test]

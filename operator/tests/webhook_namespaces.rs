@@ -105,3 +105,43 @@ async fn a_database_in_another_namespace_is_never_injected() {
     assert!(resp.allowed, "a pod in a must get a's database");
     assert!(resp.patch.is_some(), "and a patch injecting it");
 }
+
+/// A pod of a database whose replica root another database (created earlier) already
+/// uses is refused, and the refusal does not name a database of another namespace. The
+/// earlier database's pods are still injected.
+#[tokio::test]
+async fn pods_of_a_database_on_a_taken_replica_root_are_refused() {
+    let db = |ns: &str, created: &str| -> SqliteDatabase {
+        serde_json::from_value(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+            "metadata": {"name": "orders", "namespace": ns, "resourceVersion": "1",
+                         "uid": format!("u-{ns}"), "creationTimestamp": created},
+            "spec": {"replica": {"s3": {"bucket": "shared", "path": "apps/orders",
+                                        "endpoint": "http://store:9000"}}}
+        }))
+        .unwrap()
+    };
+    let (cache, mut writer) = reflector::store::<SqliteDatabase>();
+    writer.apply_watcher_event(&watcher::Event::Apply(db("a", "2026-01-01T00:00:00Z")));
+    writer.apply_watcher_event(&watcher::Event::Apply(db("b", "2026-02-01T00:00:00Z")));
+    let (svc, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let state = WebhookState {
+        client: Client::new(svc, "default"),
+        config: InjectConfig {
+            hydrator_image: "hydrator:test".into(),
+            native_sidecar: false,
+        },
+        metrics: Arc::new(Metrics::default()),
+        cache: Some(cache),
+    };
+    let resp = decide(&state, &admission("b")).await;
+    assert!(!resp.allowed, "b's database shares a's replica root");
+    let text = serde_json::to_string(&resp.into_review()).unwrap();
+    assert!(text.contains("another namespace"), "{text}");
+    assert!(
+        !text.contains("namespace a") && !text.contains("a/orders"),
+        "{text}"
+    );
+    let resp = decide(&state, &admission("a")).await;
+    assert!(resp.allowed, "the first claim keeps its root");
+}

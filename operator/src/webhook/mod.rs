@@ -153,6 +153,22 @@ pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionR
             opt.database
         ));
     }
+    if let Some(cache) = &s.cache {
+        let all = cache.state();
+        if let Some(o) = crate::conflict::refused_by(&db, all.iter().map(|d| d.as_ref())) {
+            let mine = db
+                .spec
+                .replica
+                .root()
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            return resp.deny(format!(
+                "SqliteDatabase {ns}/{} cannot be used: {}",
+                opt.database,
+                o.message(&mine, &ns)
+            ));
+        }
+    }
     let mutated = match inject::inject(pod, &db, &opt, &s.config) {
         Ok(p) => p,
         Err(msg) => return resp.deny(msg),
