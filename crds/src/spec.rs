@@ -110,6 +110,13 @@ pub struct ReplicaSpec {
     /// A directory on a filesystem every pod of the database mounts (single node, dev).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileReplica>,
+    /// Without a `credentialsSecretRef`, let the operator use its own identity (its
+    /// environment, web identity or instance profile) to observe this replica and, with
+    /// `deletionPolicy: Delete`, delete it. Honoured only when the operator runs with
+    /// `--allow-operator-identity`: otherwise anyone who may create a SqliteDatabase could
+    /// reach every bucket the operator can. Pods always use their own identity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_operator_identity: bool,
 }
 
 /// An S3 bucket and prefix.
@@ -223,6 +230,10 @@ pub struct HydrationSpec {
     #[serde(default = "default_cache_size")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
     pub cache_size: String,
+    /// Resources of the injected hydrator container. Default: requests 50m CPU and 64Mi
+    /// memory, limit 256Mi memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 impl Default for HydrationSpec {
@@ -231,6 +242,7 @@ impl Default for HydrationSpec {
             mode: HydrationMode::default(),
             path: default_hydration_path(),
             cache_size: default_cache_size(),
+            resources: None,
         }
     }
 }

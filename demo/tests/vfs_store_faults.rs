@@ -155,3 +155,22 @@ fn a_store_that_ignores_create_only_writes_is_refused_unless_allowed() {
     assert_eq!(sqlite::integrity(&out), "ok");
     assert_eq!(ids_in(&out).len(), 10);
 }
+
+/// A Secret made from a file (`kubectl create secret --from-file`) ends in a newline; the
+/// operator trims what it reads, and so must the VFS reading the same Secret as env.
+#[test]
+fn credentials_with_a_trailing_newline_work() {
+    let s3 = S3Server::shared();
+    let url = s3.replica_url("vfs/trimmed");
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(&str, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k, format!("{v}\n")))
+        .collect();
+    let (ok, err) = write_rows(&dir.path().join("app.db"), &url, 5, &env);
+    assert!(ok, "credentials ending in a newline were refused:\n{err}");
+    let out = dir.path().join("restored.db");
+    litestream::restore(&url, &out, &[], &s3.env());
+    assert_eq!(ids_in(&out).len(), 5);
+}

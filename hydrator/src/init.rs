@@ -49,7 +49,7 @@ pub struct InitConfig {
     pub hydration: Hydration,
     pub shared_dir: PathBuf,
     pub vfs_source: PathBuf,
-    /// Extra VFS settings passed through to `vfs.env` (LITESTREAM_* / SQLITE_KUBE_VFS_*).
+    /// Extra VFS settings for `vfs.env`, from an allow-list ([`passthrough`]).
     pub passthrough: Vec<(String, String)>,
 }
 
@@ -89,15 +89,7 @@ impl InitConfig {
             })?);
         let vfs_source =
             PathBuf::from(var(env::INIT_VFS_SOURCE).unwrap_or_else(|| DEFAULT_VFS_SOURCE.into()));
-        let passthrough = std::env::vars()
-            .filter(|(k, _)| {
-                k.starts_with(env::VFS_PASSTHROUGH_PREFIX)
-                    || (k.starts_with("LITESTREAM_")
-                        && !k.contains("SECRET")
-                        && !k.contains("ACCESS_KEY"))
-            })
-            .filter(|(k, _)| k != env::INIT_VFS_SOURCE)
-            .collect();
+        let passthrough = passthrough(std::env::vars());
         Ok(InitConfig {
             replica_url,
             db_path,
@@ -128,6 +120,29 @@ impl InitConfig {
         }
         lines.join("\n") + "\n"
     }
+}
+
+/// The VFS settings among `vars` for `vfs.env`: names on the allow-list
+/// ([`env::VFS_SETTINGS`]), as they are or behind [`env::VFS_PASSTHROUGH_PREFIX`]. Anything
+/// else that looks meant for the VFS is dropped with a warning naming the variable (never
+/// its value): a credential must not land in a file every container of the pod can read.
+pub fn passthrough(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in vars {
+        if k == env::INIT_VFS_SOURCE {
+            continue;
+        }
+        let name = k.strip_prefix(env::VFS_PASSTHROUGH_PREFIX).unwrap_or(&k);
+        if env::VFS_SETTINGS.contains(&name) && !v.contains('\n') {
+            out.push((name.to_string(), v));
+        } else if k.starts_with(env::VFS_PASSTHROUGH_PREFIX) || k.starts_with("LITESTREAM_") {
+            tracing::warn!(
+                variable = %k,
+                "not a VFS setting: left out of vfs.env (credentials reach the app from its own environment)"
+            );
+        }
+    }
+    out
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -190,6 +205,21 @@ async fn setup(cfg: &InitConfig) -> Result<()> {
     }
 }
 
+/// The app container may run as another user than this one (Pod Security "restricted"
+/// makes the hydrator non-root; the app's user is its own): the local copy and its record
+/// must be writable by it. They live in the pod's own volume, shared only by its containers.
+fn share_with_app(db: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = ltx::restore::hydrated::meta_path(db);
+    for p in [db, meta.as_path()] {
+        if p.exists() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666))
+                .with_context(|| format!("make {} writable by the app", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Restores the replica's latest state to `db` unless it already holds it.
 async fn hydrate(replica: &Replica, db: &Path) -> Result<()> {
     let remote = replica.latest_txid().await?;
@@ -212,6 +242,7 @@ async fn hydrate(replica: &Replica, db: &Path) -> Result<()> {
             progress.finish();
             ltx::restore::hydrated::write_meta(db, s.db.txid)
                 .with_context(|| format!("record the hydrated TXID beside {}", db.display()))?;
+            share_with_app(db)?;
             tracing::info!(txid = s.db.txid, path = %db.display(), elapsed_ms = s.elapsed.as_millis() as u64, "hydrated");
             Ok(())
         }

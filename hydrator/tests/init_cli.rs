@@ -1,5 +1,6 @@
 //! `hydrator init` as the init container runs it: environment only.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use rusqlite::Connection;
@@ -134,6 +135,13 @@ fn blocking_hydrates_before_the_app_and_installs_the_vfs() {
         std::fs::read_to_string(format!("{}.meta", db.display())).unwrap(),
         "1\n"
     );
+    // The app may run as another user than the (non-root) hydrator: it must be able to
+    // write the copy and its record.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [db.clone(), PathBuf::from(format!("{}.meta", db.display()))] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666, "{} is {mode:o}", p.display());
+    }
 
     // A restarted pod whose volume survived: nothing to download.
     let before = std::fs::metadata(&db).unwrap().modified().unwrap();
@@ -159,4 +167,46 @@ fn background_starts_at_once() {
     assert!(std::fs::read_to_string(shared.join("vfs.env"))
         .unwrap()
         .contains("LITESTREAM_HYDRATION_ENABLED=true"));
+}
+
+/// `vfs.env` is readable by every container of the pod: only allow-listed VFS settings go
+/// there, never a credential, whatever the variable is called.
+#[test]
+fn vfs_env_holds_settings_never_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = replica_with_db(dir.path());
+    let shared = dir.path().join("shared");
+    let secrets = [
+        ("AWS_SECRET_ACCESS_KEY", "s3cr3t-aws"),
+        ("AWS_SESSION_TOKEN", "s3cr3t-token"),
+        ("LITESTREAM_SECRET_ACCESS_KEY", "s3cr3t-ls"),
+        ("LITESTREAM_AZURE_ACCOUNT_KEY", "s3cr3t-azure"),
+        ("SQLITE_KUBE_VFS_AZURE_STORAGE_KEY", "s3cr3t-prefixed"),
+        ("LITESTREAM_SOMETHING_NEW", "s3cr3t-unknown"),
+    ];
+    let mut env: Vec<(&str, String)> = vec![
+        ("SQLITE_KUBE_REPLICA_URL", url),
+        ("SQLITE_KUBE_SHARED_DIR", shared.display().to_string()),
+        ("SQLITE_KUBE_HYDRATION", "Disabled".into()),
+        ("LITESTREAM_SYNC_INTERVAL", "2s".into()),
+        ("SQLITE_KUBE_VFS_SQLITE_KUBE_BUFFER_LIMIT", "8MiB".into()),
+    ];
+    env.extend(secrets.iter().map(|(k, v)| (*k, v.to_string())));
+    let o = init(&env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = std::fs::read_to_string(shared.join("vfs.env")).unwrap();
+    for (k, v) in secrets {
+        assert!(!cfg.contains(v), "{k} leaked into vfs.env:\n{cfg}");
+    }
+    assert!(cfg.contains("LITESTREAM_SYNC_INTERVAL=2s\n"), "{cfg}");
+    assert!(
+        cfg.contains("SQLITE_KUBE_BUFFER_LIMIT=8MiB\n"),
+        "a prefixed setting is passed on under its own name:\n{cfg}"
+    );
+    let log = stderr(&o);
+    assert!(
+        log.contains("LITESTREAM_SOMETHING_NEW"),
+        "the dropped name is logged: {log}"
+    );
+    assert!(!log.contains("s3cr3t"), "a value reached the log: {log}");
 }

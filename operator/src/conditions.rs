@@ -12,6 +12,18 @@ pub fn set(
     generation: Option<i64>,
 ) {
     let status = if ok { "True" } else { "False" };
+    set_status(conds, type_, status, reason, message, generation)
+}
+
+/// [`set`] with the status spelled out (`"Unknown"` where nothing could be observed).
+pub fn set_status(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) {
     let message = message.into();
     let now = Time(jiff::Timestamp::now());
     match conds.iter_mut().find(|c| c.type_ == type_) {

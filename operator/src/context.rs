@@ -24,6 +24,9 @@ pub struct Settings {
     pub backoff_base: Duration,
     /// Longest retry delay.
     pub backoff_max: Duration,
+    /// Whether a database may ask for the operator's own cloud identity
+    /// (`spec.replica.useOperatorIdentity`).
+    pub allow_operator_identity: bool,
 }
 
 impl Default for Settings {
@@ -33,6 +36,7 @@ impl Default for Settings {
             replica_timeout: Duration::from_secs(10),
             backoff_base: Duration::from_secs(2),
             backoff_max: Duration::from_secs(300),
+            allow_operator_identity: false,
         }
     }
 }

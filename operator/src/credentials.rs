@@ -7,8 +7,69 @@ use ltx::replica::Credentials;
 use crate::{Error, Result};
 use crds::ReplicaSpec;
 
+/// The Secret key of an S3 session token (temporary credentials), optional.
+pub const SESSION_TOKEN_KEY: &str = "AWS_SESSION_TOKEN";
+
+/// What the operator may use to reach a database's replica.
+#[derive(Debug)]
+pub enum Access {
+    /// Credentials from the database's Secret (or none needed: a `file` replica), and
+    /// whether the operator's own identity may fill in (only when the database asks and
+    /// the operator allows it).
+    Given {
+        credentials: Credentials,
+        ambient: bool,
+    },
+    /// Nothing the operator may use: the replica is not observed (the reason says why).
+    NotAllowed(String),
+}
+
+/// Decides how the operator reaches `replica`: its Secret, its own identity (both the
+/// database and `allow_own_identity` must say so), or not at all.
+pub async fn access(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    replica: &ReplicaSpec,
+    allow_own_identity: bool,
+) -> Result<Access> {
+    let has_ref = replica
+        .s3
+        .as_ref()
+        .is_some_and(|s| s.credentials_secret_ref.is_some())
+        || replica
+            .gcs
+            .as_ref()
+            .is_some_and(|g| g.credentials_secret_ref.is_some())
+        || replica
+            .azure
+            .as_ref()
+            .is_some_and(|a| a.credentials_secret_ref.is_some());
+    if has_ref || replica.file.is_some() {
+        return Ok(Access::Given {
+            credentials: load(secrets, namespace, replica).await?,
+            ambient: false,
+        });
+    }
+    match (replica.use_operator_identity, allow_own_identity) {
+        (true, true) => Ok(Access::Given {
+            credentials: Credentials::default(),
+            ambient: true,
+        }),
+        (true, false) => Ok(Access::NotAllowed(
+            "spec.replica.useOperatorIdentity is set, but the operator does not lend its identity \
+             (it runs without --allow-operator-identity); give a credentialsSecretRef"
+                .into(),
+        )),
+        (false, _) => Ok(Access::NotAllowed(
+            "no credentialsSecretRef: the operator does not use its own identity for a replica \
+             (pods use theirs); give a credentialsSecretRef for the operator to observe it"
+                .into(),
+        )),
+    }
+}
+
 /// Reads the referenced Secret (if any) from `namespace`. A missing Secret or key is an
-/// error naming both; no reference means ambient credentials (workload identity).
+/// error naming both.
 pub async fn load(
     secrets: &Api<Secret>,
     namespace: &str,
@@ -23,7 +84,7 @@ pub async fn load(
         let s = get(secrets, namespace, &r.name).await?;
         c.access_key_id = Some(key(&s, namespace, &r.name, &r.access_key_id_key)?);
         c.secret_access_key = Some(key(&s, namespace, &r.name, &r.secret_access_key_key)?);
-        c.session_token = key(&s, namespace, &r.name, "AWS_SESSION_TOKEN").ok();
+        c.session_token = key(&s, namespace, &r.name, SESSION_TOKEN_KEY).ok();
     }
     if let Some(r) = replica
         .gcs

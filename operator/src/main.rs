@@ -46,6 +46,12 @@ struct Args {
     /// How often a healthy database's status is refreshed from its replica.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     resync: std::time::Duration,
+    /// Let databases that set `spec.replica.useOperatorIdentity` be observed (and deleted)
+    /// with the operator's own cloud identity. Off: a database without a credentials Secret
+    /// is not observed, since any user who may create one could otherwise reach every
+    /// bucket the operator can.
+    #[arg(long, env = "ALLOW_OPERATOR_IDENTITY", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_operator_identity: bool,
     /// Reconciles running at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
@@ -128,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
 
     let settings = Settings {
         resync: args.resync,
+        allow_operator_identity: args.allow_operator_identity,
         ..Settings::default()
     };
     let ctx = Arc::new(Context::new(

@@ -15,8 +15,16 @@ pub struct Observation {
     pub files: u64,
 }
 
-/// Opens the replica at `url` with explicit credentials (never the operator's own env).
-pub fn open(url: &str, credentials: Credentials, timeout: Duration) -> Result<Replica> {
+/// Opens the replica at `url` with the credentials the database's Secret gave. The
+/// operator's own (environment, web identity, instance profile) only with `ambient`, which
+/// [`crate::credentials::access`] grants: otherwise anyone who may create a
+/// `SqliteDatabase` could list or delete any bucket the operator can reach.
+pub fn open(
+    url: &str,
+    credentials: Credentials,
+    ambient: bool,
+    timeout: Duration,
+) -> Result<Replica> {
     let parsed = ReplicaUrl::parse(url).map_err(|e| Error::Replica {
         url: url.to_string(),
         source: Box::new(e),
@@ -26,6 +34,7 @@ pub fn open(url: &str, credentials: Credentials, timeout: Duration) -> Result<Re
         io_timeout: timeout,
         retries: 1,
         credentials,
+        ambient,
     };
     Replica::open_with(parsed, &opts).map_err(|e| Error::Replica {
         url: url.to_string(),

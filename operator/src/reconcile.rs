@@ -22,6 +22,7 @@ use crds::{
 };
 
 use crate::conditions;
+use crate::credentials::Access;
 use crate::observe::{self, Observation};
 use crate::{credentials, writer_lease, Context, Error, Result};
 
@@ -203,7 +204,37 @@ async fn apply(
     }
 
     match check_replica(db, ctx, ns, &url).await {
-        Ok(o) => {
+        Ok(Err(why)) => {
+            let changed = conditions::get(&old.conditions, REPLICA_REACHABLE)
+                .is_none_or(|c| c.status != "Unknown" || c.message != why);
+            conditions::set_status(
+                &mut st.conditions,
+                REPLICA_REACHABLE,
+                "Unknown",
+                "NotObserved",
+                &why,
+                generation,
+            );
+            conditions::set(
+                &mut st.conditions,
+                READY,
+                true,
+                "Ready",
+                format!("ready; the operator does not observe the replica: {why}"),
+                generation,
+            );
+            st.phase = Some(Phase::Ready);
+            st.last_synced_txid = None;
+            st.last_synced_time = None;
+            st.replica_size_bytes = None;
+            st.replica_files = None;
+            if changed {
+                publish(ctx, db, EventType::Normal, "ReplicaNotObserved", &why).await;
+            }
+            write_status(ctx, api, &name, &old, &st).await?;
+            Ok(Action::requeue(ctx.settings.resync))
+        }
+        Ok(Ok(o)) => {
             let was_ok = conditions::is_true(&old.conditions, REPLICA_REACHABLE);
             conditions::set(
                 &mut st.conditions,
@@ -302,16 +333,39 @@ async fn record_handoff(
     st.last_handoff = Some(now);
 }
 
+/// The replica as the operator may reach it, or `Err(why)` inside `Ok` when it may not.
+async fn open_replica(
+    db: &SqliteDatabase,
+    ctx: &Context,
+    ns: &str,
+    url: &str,
+) -> Result<std::result::Result<ltx::replica::Replica, String>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let allow = ctx.settings.allow_operator_identity;
+    match credentials::access(&secrets, ns, &db.spec.replica, allow).await? {
+        Access::Given {
+            credentials,
+            ambient,
+        } => Ok(Ok(observe::open(
+            url,
+            credentials,
+            ambient,
+            ctx.settings.replica_timeout,
+        )?)),
+        Access::NotAllowed(why) => Ok(Err(why)),
+    }
+}
+
 async fn check_replica(
     db: &SqliteDatabase,
     ctx: &Context,
     ns: &str,
     url: &str,
-) -> Result<Observation> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let creds = credentials::load(&secrets, ns, &db.spec.replica).await?;
-    let replica = observe::open(url, creds, ctx.settings.replica_timeout)?;
-    observe::observe(&replica, ctx.settings.replica_timeout).await
+) -> Result<std::result::Result<Observation, String>> {
+    match open_replica(db, ctx, ns, url).await? {
+        Ok(r) => Ok(Ok(observe::observe(&r, ctx.settings.replica_timeout).await?)),
+        Err(why) => Ok(Err(why)),
+    }
 }
 
 async fn cleanup(
@@ -342,18 +396,29 @@ async fn cleanup(
                 publish(ctx, db, EventType::Warning, "ReplicaRetained", &msg).await;
                 return remove_lease(ctx, ns, &name).await;
             }
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
             let res = async {
-                let creds = credentials::load(&secrets, ns, &db.spec.replica).await?;
-                let replica = observe::open(&url, creds, ctx.settings.replica_timeout)?;
-                replica.delete_all().await.map_err(|e| Error::Replica {
-                    url: url.clone(),
-                    source: Box::new(e),
-                })
+                match open_replica(db, ctx, ns, &url).await? {
+                    Ok(replica) => replica
+                        .delete_all()
+                        .await
+                        .map(Ok)
+                        .map_err(|e| Error::Replica {
+                            url: url.clone(),
+                            source: Box::new(e),
+                        }),
+                    Err(why) => Ok(Err(why)),
+                }
             }
             .await;
             match res {
-                Ok(n) => {
+                Ok(Err(why)) => {
+                    let msg = format!(
+                        "deletionPolicy is Delete, but the operator may not reach the replica: {why}; nothing was deleted from {url}"
+                    );
+                    warn!(database = %name, %msg);
+                    publish(ctx, db, EventType::Warning, "ReplicaRetained", &msg).await;
+                }
+                Ok(Ok(n)) => {
                     info!(database = %name, files = n, %url, "replica deleted");
                     publish(
                         ctx,

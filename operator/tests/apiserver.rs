@@ -619,3 +619,100 @@ async fn a_second_database_on_the_same_root_is_refused_and_cannot_delete_it() {
         "with no overlap left, Delete removes the replica"
     );
 }
+
+/// The operator's own environment holds working keys for the store, yet a database without
+/// a credentials Secret is not observed with them, nor deleted with `deletionPolicy:
+/// Delete`; one that asks for the operator's identity gets it only when the operator runs
+/// with `--allow-operator-identity`.
+#[tokio::test]
+async fn the_operator_never_lends_its_own_credentials() {
+    let Some(client) = client().await else { return };
+    install_crd(&client).await;
+    let ns = namespace(&client, "op-ambient").await;
+    let s3 = S3Server::shared();
+    // The operator process inherits these: ambient credentials that work.
+    s3.export_env();
+    let bucket = testkit::unique("amb").to_lowercase();
+    s3.create_bucket(&bucket);
+    let url = |p: &str| {
+        format!(
+            "s3://{bucket}/{p}?endpoint={}&region=us-east-1&forcePathStyle=true",
+            s3.endpoint
+        )
+    };
+    let kept = seed_replica(&url("dbs/nosecret"), 2).await;
+    seed_replica(&url("dbs/asks"), 3).await;
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    for (name, asks, policy) in [("nosecret", false, "Delete"), ("asks", true, "Retain")] {
+        dbs.patch(
+            name,
+            &PatchParams::apply("tests"),
+            &Patch::Apply(json!({
+                "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+                "metadata": {"name": name},
+                "spec": {
+                    "replica": {"s3": {"bucket": bucket, "path": format!("dbs/{name}"),
+                                       "endpoint": s3.endpoint, "region": "us-east-1",
+                                       "forcePathStyle": true},
+                                "useOperatorIdentity": asks},
+                    "deletionPolicy": policy,
+                }
+            })),
+        )
+        .await
+        .unwrap();
+    }
+    let not_observed = |s: &crds::SqliteDatabaseStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "ReplicaReachable")
+            .and_then(|c| {
+                (c.status == "Unknown" && c.reason == "NotObserved").then(|| c.message.clone())
+            })
+    };
+    let mut op = OperatorProcess::spawn(&ns, &[]);
+    let st = status_when(&dbs, "nosecret", 60, "nosecret not observed", |s| {
+        not_observed(s).is_some()
+    })
+    .await;
+    assert!(not_observed(&st).unwrap().contains("credentialsSecretRef"));
+    assert_eq!(
+        st.last_synced_txid, None,
+        "the operator listed the replica anyway"
+    );
+    assert_eq!(st.phase, Some(crds::Phase::Ready));
+    let st = status_when(&dbs, "asks", 60, "asks not observed", |s| {
+        not_observed(s).is_some()
+    })
+    .await;
+    assert!(
+        not_observed(&st)
+            .unwrap()
+            .contains("--allow-operator-identity"),
+        "{st:?}"
+    );
+
+    dbs.delete("nosecret", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(30, "nosecret deleted", || async {
+        matches!(dbs.get_opt("nosecret").await, Ok(None)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        kept.list_all().await.unwrap().len(),
+        1,
+        "the operator deleted a replica with its own credentials"
+    );
+
+    op.terminate();
+    let _op = OperatorProcess::spawn(&ns, &["--allow-operator-identity", "true"]);
+    status_when(
+        &dbs,
+        "asks",
+        60,
+        "asks observed with the operator's identity",
+        |s| s.last_synced_txid.as_deref() == Some(ltx::replica::format_txid(3).as_str()),
+    )
+    .await;
+}

@@ -191,3 +191,167 @@ fn vfs_opens_with_the_injected_settings() {
     );
     assert_eq!(c.cache_size, 64 << 20, "the default cacheSize, 64Mi");
 }
+
+/// What Pod Security "restricted" (the Pod Security Standards, as the API server's
+/// PodSecurity admission enforces them) finds wrong with `pod`; empty when it passes.
+fn restricted_violations(pod: &Pod) -> Vec<String> {
+    let ps = pod.spec.as_ref().unwrap();
+    let psc = ps.security_context.clone().unwrap_or_default();
+    let mut v = Vec::new();
+    if ps.host_network == Some(true) || ps.host_pid == Some(true) || ps.host_ipc == Some(true) {
+        v.push("host namespaces".to_string());
+    }
+    for vol in ps.volumes.iter().flatten() {
+        let ok = vol.config_map.is_some()
+            || vol.csi.is_some()
+            || vol.downward_api.is_some()
+            || vol.empty_dir.is_some()
+            || vol.ephemeral.is_some()
+            || vol.persistent_volume_claim.is_some()
+            || vol.projected.is_some()
+            || vol.secret.is_some();
+        if !ok {
+            v.push(format!("volume {} has a restricted type", vol.name));
+        }
+    }
+    let pod_seccomp = psc.seccomp_profile.as_ref().map(|s| s.type_.clone());
+    let all = ps
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(ps.containers.iter());
+    for c in all {
+        let sc = c.security_context.clone().unwrap_or_default();
+        let name = &c.name;
+        if sc.privileged == Some(true) {
+            v.push(format!("{name}: privileged"));
+        }
+        if sc.allow_privilege_escalation != Some(false) {
+            v.push(format!("{name}: allowPrivilegeEscalation != false"));
+        }
+        if sc.run_as_non_root.or(psc.run_as_non_root) != Some(true) {
+            v.push(format!("{name}: runAsNonRoot != true"));
+        }
+        if sc.run_as_user.or(psc.run_as_user) == Some(0) {
+            v.push(format!("{name}: runAsUser 0"));
+        }
+        let seccomp = sc.seccomp_profile.map(|s| s.type_).or(pod_seccomp.clone());
+        if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
+            v.push(format!("{name}: seccompProfile {seccomp:?}"));
+        }
+        let caps = sc.capabilities.unwrap_or_default();
+        if !caps.drop.unwrap_or_default().iter().any(|d| d == "ALL") {
+            v.push(format!("{name}: capabilities do not drop ALL"));
+        }
+        if caps
+            .add
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a != "NET_BIND_SERVICE")
+        {
+            v.push(format!("{name}: adds capabilities"));
+        }
+        if c.ports
+            .iter()
+            .flatten()
+            .any(|p| p.host_port.is_some_and(|h| h != 0))
+        {
+            v.push(format!("{name}: hostPort"));
+        }
+    }
+    v
+}
+
+/// An app pod that passes Pod Security "restricted" still passes once injected, for both
+/// hydrator placements and whether the pod or only its container names the user; the
+/// hydrator runs as the app's user (it writes the local copy the app then writes) and has
+/// resource requests and a memory limit.
+#[test]
+fn injected_pods_pass_pod_security_restricted() {
+    let restricted_app = json!({"runAsNonRoot": true, "runAsUser": 1000, "allowPrivilegeEscalation": false,
+                                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}});
+    let pods = [
+        // Only the container says it.
+        json!({"containers": [{"name": "app", "image": "example/app:1", "securityContext": restricted_app}]}),
+        // The pod says most of it.
+        json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+               "containers": [{"name": "app", "image": "example/app:1",
+                               "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}),
+    ];
+    for spec in pods {
+        let p: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "app-0", "namespace": "shop",
+                         "annotations": {"sqlitekube.dev/database": "orders"}},
+            "spec": spec,
+        }))
+        .unwrap();
+        assert!(
+            restricted_violations(&p).is_empty(),
+            "the app pod itself must pass"
+        );
+        for native in [false, true] {
+            let opt = opt_in(&p).unwrap().unwrap();
+            let out = inject(&p, &db(), &opt, &cfg(native)).unwrap();
+            let v = restricted_violations(&out);
+            assert!(
+                v.is_empty(),
+                "injected pod (native sidecar {native}) fails restricted: {v:?}"
+            );
+            let h = &out.spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0];
+            let sc = h.security_context.as_ref().unwrap();
+            let pod_user = out
+                .spec
+                .as_ref()
+                .unwrap()
+                .security_context
+                .as_ref()
+                .and_then(|s| s.run_as_user);
+            assert_eq!(
+                sc.run_as_user.or(pod_user),
+                Some(1000),
+                "the hydrator runs as the app's user"
+            );
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            let r = h.resources.as_ref().expect("hydrator resources");
+            assert!(r
+                .requests
+                .as_ref()
+                .is_some_and(|q| q.contains_key("cpu") && q.contains_key("memory")));
+            assert!(r.limits.as_ref().is_some_and(|q| q.contains_key("memory")));
+        }
+    }
+    // The checker is not vacuous: the plain app pod of the other tests runs as whatever its
+    // image says, which restricted refuses.
+    assert!(!restricted_violations(&pod(json!({}))).is_empty());
+}
+
+/// The pod gets the S3 session token from the same Secret key the operator reads
+/// (optional: long-term keys have none).
+#[test]
+fn pods_get_the_session_token_the_operator_uses() {
+    let p = pod(json!({"sqlitekube.dev/database": "orders"}));
+    let out = inject(&p, &db(), &opt_in(&p).unwrap().unwrap(), &cfg(false)).unwrap();
+    let app = &out.spec.as_ref().unwrap().containers[0];
+    let tok = app
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "AWS_SESSION_TOKEN")
+        .expect("AWS_SESSION_TOKEN injected");
+    let r = tok
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.key.as_str(), r.optional),
+        (
+            "s3-creds",
+            operator::credentials::SESSION_TOKEN_KEY,
+            Some(true)
+        )
+    );
+}

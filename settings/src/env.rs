@@ -56,6 +56,30 @@ pub const DATABASE: &str = "SQLITE_KUBE_DATABASE";
 /// A tracing level or directives.
 pub const LOG_LEVEL: &str = "LITESTREAM_LOG_LEVEL";
 
+/// Every VFS setting `hydrator init` may pass on in `vfs.env`: plain settings only. Any
+/// other variable (credentials above all: `AWS_*`, `LITESTREAM_*_KEY`, `AZURE_*`) is never
+/// written there, whatever its name looks like.
+pub const VFS_SETTINGS: &[&str] = &[
+    REPLICA_URL,
+    WRITE_ENABLED,
+    SYNC_INTERVAL,
+    BUFFER_PATH,
+    BUFFER_LIMIT,
+    HYDRATION_ENABLED,
+    HYDRATION_PATH,
+    POLL_INTERVAL,
+    CACHE_SIZE,
+    STATUS_PATH,
+    COMPACTION_INTERVAL,
+    SNAPSHOT_INTERVAL,
+    L0_RETENTION,
+    SNAPSHOT_RETENTION,
+    DRAIN_TIMEOUT,
+    STORE_RETRIES,
+    ALLOW_UNFENCED_STORE,
+    LOG_LEVEL,
+];
+
 // --- Set by the webhook for the app's own use (not read by the VFS) ---
 
 /// The path the app opens (virtual: the VFS serves it).
@@ -73,5 +97,7 @@ pub const INIT_HYDRATION: &str = "SQLITE_KUBE_HYDRATION";
 pub const INIT_SHARED_DIR: &str = "SQLITE_KUBE_SHARED_DIR";
 /// Where the extension is inside the hydrator image.
 pub const INIT_VFS_SOURCE: &str = "SQLITE_KUBE_VFS_SOURCE";
-/// Prefix of extra VFS settings `hydrator init` passes through to `vfs.env`.
+/// Prefix of extra VFS settings `hydrator init` passes through to `vfs.env`: the rest of
+/// the name must be one of [`VFS_SETTINGS`] (`SQLITE_KUBE_VFS_LITESTREAM_SYNC_INTERVAL=2s`
+/// is written as `LITESTREAM_SYNC_INTERVAL=2s`).
 pub const VFS_PASSTHROUGH_PREFIX: &str = "SQLITE_KUBE_VFS_";

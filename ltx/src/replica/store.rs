@@ -41,8 +41,13 @@ pub struct ReplicaOptions {
     /// Retries of a failed operation (with exponential backoff and jitter).
     pub retries: usize,
     /// Credentials given explicitly (the operator reads them from a Secret per database);
-    /// when a field is `None` the standard environment variables apply.
+    /// when a field is `None` the standard environment variables apply, if `ambient`.
     pub credentials: Credentials,
+    /// Whether this process's own credentials may be used when none are given: the
+    /// environment, profiles and credential files, web identity, instance or VM metadata.
+    /// True for the VFS and the hydrator (a pod's own identity); false for the operator,
+    /// which must never lend its identity to a store a user named.
+    pub ambient: bool,
 }
 
 /// Explicit object-store credentials. `Debug` never prints the secrets.
@@ -79,6 +84,7 @@ impl Default for ReplicaOptions {
             io_timeout: Duration::from_secs(20),
             retries: 4,
             credentials: Credentials::default(),
+            ambient: true,
         }
     }
 }
@@ -136,7 +142,8 @@ impl Replica {
                 )
             }
             ReplicaUrl::S3(s) => (
-                Operator::new(s3_builder(&url, s, &opts.credentials)?).map_err(cfg_err)?,
+                Operator::new(s3_builder(&url, s, &opts.credentials, opts.ambient)?)
+                    .map_err(cfg_err)?,
                 Layout::Hex4,
                 Backend::Objects,
             ),
@@ -147,8 +154,13 @@ impl Replica {
                 if let Some(json) = &opts.credentials.gcs_service_account_json {
                     use base64::Engine as _;
                     b = b.credential(&base64::engine::general_purpose::STANDARD.encode(json));
+                } else if !opts.ambient {
+                    return Err(no_ambient(&url, "a service-account key"));
                 } else if let Ok(p) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
                     b = b.credential_path(&p);
+                }
+                if !opts.ambient {
+                    b = b.disable_config_load().disable_vm_metadata();
                 }
                 (
                     Operator::new(b).map_err(cfg_err)?,
@@ -166,19 +178,21 @@ impl Replica {
                     .root(&format!("/{path}"));
                 let account = account.clone().or_else(|| {
                     env_any(&["AZURE_STORAGE_ACCOUNT", "LITESTREAM_AZURE_ACCOUNT_NAME"])
+                        .filter(|_| opts.ambient)
                 });
                 if let Some(a) = &account {
                     b = b
                         .account_name(a)
                         .endpoint(&format!("https://{a}.blob.core.windows.net"));
                 }
-                if let Some(k) = opts
-                    .credentials
-                    .azure_account_key
-                    .clone()
-                    .or_else(|| env_any(&["AZURE_STORAGE_KEY", "LITESTREAM_AZURE_ACCOUNT_KEY"]))
-                {
-                    b = b.account_key(&k);
+                let key = opts.credentials.azure_account_key.clone().or_else(|| {
+                    env_any(&["AZURE_STORAGE_KEY", "LITESTREAM_AZURE_ACCOUNT_KEY"])
+                        .filter(|_| opts.ambient)
+                });
+                match key {
+                    Some(k) => b = b.account_key(&k),
+                    None if !opts.ambient => return Err(no_ambient(&url, "an account key")),
+                    None => {}
                 }
                 (
                     Operator::new(b).map_err(cfg_err)?,
@@ -508,13 +522,35 @@ impl Replica {
     }
 }
 
+/// The first of `names` set in the environment, trimmed: a Secret created from a file
+/// (`kubectl create secret --from-file`) usually ends in a newline, which the operator
+/// trims when it reads the Secret, so pods reading the same Secret as env must too.
 fn env_any(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+    names.iter().find_map(|n| {
+        std::env::var(n)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    })
 }
 
-fn s3_builder(url: &ReplicaUrl, s: &S3Url, creds: &Credentials) -> Result<opendal::services::S3> {
+/// No credentials were given and this process may not use its own.
+fn no_ambient(url: &ReplicaUrl, what: &str) -> ReplicaError {
+    ReplicaError::MissingCredentials {
+        url: url.to_string(),
+        hint: format!(
+            "no credentials were given ({what} from a Secret) and ambient credentials \
+             (environment, web identity, instance metadata) are not used here"
+        ),
+    }
+}
+
+fn s3_builder(
+    url: &ReplicaUrl,
+    s: &S3Url,
+    creds: &Credentials,
+    ambient: bool,
+) -> Result<opendal::services::S3> {
     let mut b = opendal::services::S3::default()
         .bucket(&s.bucket)
         .root(&format!("/{}", s.path));
@@ -531,6 +567,13 @@ fn s3_builder(url: &ReplicaUrl, s: &S3Url, creds: &Credentials) -> Result<openda
         .unwrap_or_else(|| "us-east-1".to_string());
     b = b.region(&region);
     let explicit = creds.access_key_id.is_some() || creds.secret_access_key.is_some();
+    if !ambient {
+        // Only what was given: no environment, profile, web identity or instance role.
+        b = b.disable_config_load().disable_ec2_metadata();
+        if !explicit {
+            return Err(no_ambient(url, "an access key"));
+        }
+    }
     let (key, secret, token) = if explicit {
         (
             creds.access_key_id.clone(),

@@ -10,9 +10,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, KeyToPath,
-    ObjectFieldSelector, Pod, Probe, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, KeyToPath,
+    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use settings::env;
 
@@ -118,6 +120,10 @@ fn field_env(name: &str, field: &str) -> EnvVar {
 }
 
 fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    secret_env_opt(name, secret, key, false)
+}
+
+fn secret_env_opt(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
@@ -125,7 +131,7 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.into(),
                 key: key.into(),
-                optional: Some(false),
+                optional: Some(optional),
             }),
             ..Default::default()
         }),
@@ -149,6 +155,13 @@ fn credentials(db: &SqliteDatabase) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMoun
                 "AWS_SECRET_ACCESS_KEY",
                 &c.name,
                 &c.secret_access_key_key,
+            ));
+            // Temporary credentials: the operator uses the same key of the same Secret.
+            envs.push(secret_env_opt(
+                "AWS_SESSION_TOKEN",
+                &c.name,
+                crate::credentials::SESSION_TOKEN_KEY,
+                true,
             ));
         }
         if let Some(region) = &s3.region {
@@ -200,6 +213,66 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
         read_only: read_only.then_some(true),
         ..Default::default()
     }
+}
+
+/// The user the hydrator runs as when the pod names none: the conventional "nonroot".
+pub const HYDRATOR_UID: i64 = 65532;
+
+/// The hydrator's security context: what Pod Security "restricted" asks of a container.
+/// It runs as the app's user when the pod or its first container names one (the local
+/// copy it writes must be writable by the app), else as [`HYDRATOR_UID`].
+fn hydrator_security(ps: &PodSpec) -> SecurityContext {
+    let pod = ps.security_context.as_ref();
+    let app = ps
+        .containers
+        .first()
+        .and_then(|c| c.security_context.as_ref());
+    let pod_user = pod.and_then(|p| p.run_as_user);
+    let user = app.and_then(|c| c.run_as_user).or(pod_user);
+    let group = app
+        .and_then(|c| c.run_as_group)
+        .or(pod.and_then(|p| p.run_as_group));
+    SecurityContext {
+        run_as_non_root: Some(true),
+        // Only when the pod level does not already say it (then it applies as it is).
+        run_as_user: match (user, pod_user) {
+            (Some(u), Some(p)) if u == p => None,
+            (Some(u), _) if u != 0 => Some(u),
+            _ => Some(HYDRATOR_UID),
+        },
+        run_as_group: group.filter(|g| *g != 0).or(Some(HYDRATOR_UID)),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The hydrator's resources: the spec's, or small defaults (it streams; as a native
+/// sidecar it stays for the pod's life, so its requests count the whole time).
+fn hydrator_resources(db: &SqliteDatabase) -> ResourceRequirements {
+    db.spec.hydration.resources.clone().unwrap_or_else(|| {
+        let q = |s: &str| Quantity(s.to_string());
+        ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_string(), q("50m")),
+                    ("memory".to_string(), q("64Mi")),
+                ]
+                .into(),
+            ),
+            limits: Some([("memory".to_string(), q("256Mi"))].into()),
+            ..Default::default()
+        }
+    })
 }
 
 /// Adds `add` to `list`, replacing entries of the same name.
@@ -276,6 +349,8 @@ pub fn inject(
         args: Some(vec!["init".into()]),
         env: Some(hyd_env),
         volume_mounts: Some(hyd_mounts),
+        security_context: Some(hydrator_security(ps)),
+        resources: Some(hydrator_resources(db)),
         ..Default::default()
     };
     if cfg.native_sidecar {
