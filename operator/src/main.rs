@@ -59,6 +59,10 @@ struct Args {
     /// (a mounted Secret). Without it the webhook is off.
     #[arg(long, env = "WEBHOOK_CERT_DIR")]
     webhook_cert_dir: Option<std::path::PathBuf>,
+    /// How often the webhook certificate files are read again (a rotated Secret is picked
+    /// up without a restart).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    webhook_cert_reload: std::time::Duration,
     /// Address of the webhook's HTTPS server.
     #[arg(long, env = "WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
     webhook_addr: SocketAddr,
@@ -114,8 +118,9 @@ async fn main() -> anyhow::Result<()> {
                 operator::webhook::inject::supports_native_sidecars(minor)
             }
         };
-        let tls =
-            operator::webhook::tls::server_config(&dir.join("tls.crt"), &dir.join("tls.key"))?;
+        let (tls, resolver) =
+            operator::webhook::tls::server_config(&dir.join("tls.crt"), &dir.join("tls.key"))
+                .await?;
         let router = operator::webhook::router(operator::webhook::WebhookState {
             client: client.clone(),
             config: operator::webhook::inject::InjectConfig {
@@ -128,7 +133,12 @@ async fn main() -> anyhow::Result<()> {
                 args.namespace.as_deref(),
             )),
         });
-        let waddr = operator::webhook::tls::serve(args.webhook_addr, tls, router).await?;
+        let limits = operator::webhook::tls::Limits {
+            reload: args.webhook_cert_reload,
+            ..Default::default()
+        };
+        let waddr =
+            operator::webhook::tls::serve(args.webhook_addr, tls, resolver, router, limits).await?;
         info!(addr = %waddr, native_sidecar, "serving the pod webhook at /mutate-pods");
     }
 
