@@ -177,3 +177,168 @@ fn the_api_server_accepts_the_manifests_and_samples() {
         "{out}"
     );
 }
+
+/// The RBAC in `config/rbac` is enough for everything the operator does — leader election,
+/// writer Leases, the credentials Secret, status, Events, the finalizer and a `Delete`
+/// cleanup — when the operator runs as its ServiceAccount (impersonated), and no more than
+/// the comments in those files say: no `update` of writer Leases, no Secret listing, no
+/// other leader Lease.
+#[test]
+fn the_operator_runs_with_exactly_its_rbac() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams};
+    use serde_json::json;
+    use testkit::seaweed::{S3Server, ACCESS_KEY, SECRET_KEY};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(client) = rt.block_on(client()) else {
+        return;
+    };
+    rt.block_on(install_crd(&client));
+    let (ok, out) = kubectl(&["create", "namespace", "sqlite-kube-system"], None);
+    assert!(ok || out.contains("AlreadyExists"), "{out}");
+    let rbac = render(&config().join("rbac"));
+    let (ok, out) = kubectl(
+        &["apply", "--server-side", "--field-manager=tests", "-f", "-"],
+        Some(&rbac.join("---\n")),
+    );
+    assert!(ok, "{out}");
+    let sa = "system:serviceaccount:sqlite-kube-system:sqlite-kube-operator";
+    let as_sa = format!("--as={sa}");
+    for (args, want) in [
+        (&["get", "secrets", "-n", "default"][..], true),
+        (&["list", "secrets", "-n", "default"], false),
+        (&["create", "leases", "-n", "default"], true),
+        (&["delete", "leases", "-n", "default"], true),
+        (&["update", "leases", "-n", "default"], false),
+        (
+            &[
+                "update",
+                "leases/sqlite-kube-operator",
+                "-n",
+                "sqlite-kube-system",
+            ],
+            true,
+        ),
+        (
+            &["update", "leases/someone-else", "-n", "sqlite-kube-system"],
+            false,
+        ),
+        (
+            &["delete", "sqlitedatabases.sqlitekube.dev", "-n", "default"],
+            false,
+        ),
+        (&["create", "pods", "-n", "default"], false),
+    ] {
+        let mut a = vec!["auth", "can-i"];
+        a.extend_from_slice(args);
+        a.push(&as_sa);
+        let (allowed, out) = kubectl(&a, None);
+        assert_eq!(allowed, want, "kubectl {} -> {out}", a.join(" "));
+    }
+
+    // The operator as its ServiceAccount: a kubeconfig that impersonates it.
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::env::var("KUBECONFIG").expect("KUBECONFIG");
+    let mut kc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&src).unwrap()).unwrap();
+    for u in kc["users"].as_sequence_mut().unwrap() {
+        u["user"]["as"] = sa.into();
+        u["user"]["as-groups"] = serde_yaml::to_value([
+            "system:serviceaccounts",
+            "system:serviceaccounts:sqlite-kube-system",
+            "system:authenticated",
+        ])
+        .unwrap();
+    }
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, serde_yaml::to_string(&kc).unwrap()).unwrap();
+
+    let ns = rt.block_on(namespace(&client, "op-rbac"));
+    let s3 = S3Server::shared();
+    let bucket = testkit::unique("rbac").to_lowercase();
+    s3.create_bucket(&bucket);
+    let dbs: Api<crds::SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    rt.block_on(async {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        secrets
+            .patch("s3-creds", &PatchParams::apply("tests"), &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
+                "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}})))
+            .await
+            .unwrap();
+        dbs.patch("orders", &PatchParams::apply("tests"), &Patch::Apply(json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+            "metadata": {"name": "orders"},
+            "spec": {"replica": {"s3": {"bucket": bucket, "path": "dbs/orders", "endpoint": s3.endpoint,
+                                        "region": "us-east-1", "forcePathStyle": true,
+                                        "credentialsSecretRef": {"name": "s3-creds"}}},
+                     "deletionPolicy": "Delete"}})))
+            .await
+            .unwrap();
+    });
+    let log = dir.path().join("operator.log");
+    let mut op = Command::new(env!("CARGO_BIN_EXE_sqlite-kube-operator"))
+        .args(["--namespace", &ns, "--resync", "2s", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", "sqlite-kube-system")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let log_tail = || std::fs::read_to_string(&log).unwrap_or_default();
+    let ready = rt.block_on(async {
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(60) {
+            let ready = dbs
+                .get_opt("orders")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.status)
+                .is_some_and(|s| {
+                    s.phase == Some(crds::Phase::Ready)
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "ReplicaReachable" && c.status == "True")
+                });
+            if ready {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        false
+    });
+    assert!(
+        ready,
+        "not Ready as the ServiceAccount; operator log:\n{}",
+        log_tail()
+    );
+    let deleted = rt.block_on(async {
+        dbs.delete("orders", &DeleteParams::default())
+            .await
+            .unwrap();
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(30) {
+            if matches!(dbs.get_opt("orders").await, Ok(None)) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        false
+    });
+    let _ = op.kill();
+    let _ = op.wait();
+    assert!(
+        deleted,
+        "cleanup failed as the ServiceAccount; operator log:\n{}",
+        log_tail()
+    );
+    let log = log_tail();
+    assert!(
+        !log.contains("forbidden"),
+        "a request was forbidden:\n{log}"
+    );
+}
