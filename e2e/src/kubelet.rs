@@ -226,15 +226,20 @@ impl Kubelet {
                 };
                 out.push((e.name, v.unwrap_or_default()));
             } else if let Some(s) = from.secret_key_ref {
-                let secret = secrets
-                    .get(&s.name)
-                    .await
-                    .with_context(|| format!("Secret {}", s.name))?;
+                // As the kubelet: a missing Secret or key fails the container unless the
+                // reference is optional, in which case the variable is left unset.
+                let optional = s.optional == Some(true);
+                let secret = match secrets.get_opt(&s.name).await? {
+                    Some(secret) => secret,
+                    None if optional => continue,
+                    None => bail!("Secret {} not found", s.name),
+                };
                 let data = secret.data.unwrap_or_default();
-                let v = data
-                    .get(&s.key)
-                    .ok_or_else(|| anyhow!("Secret {} has no key {}", s.name, s.key))?;
-                out.push((e.name, String::from_utf8_lossy(&v.0).into_owned()));
+                match data.get(&s.key) {
+                    Some(v) => out.push((e.name, String::from_utf8_lossy(&v.0).into_owned())),
+                    None if optional => {}
+                    None => bail!("Secret {} has no key {}", s.name, s.key),
+                }
             } else {
                 bail!("env {} uses a source that is not emulated", e.name);
             }
