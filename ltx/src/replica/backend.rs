@@ -17,7 +17,6 @@ use bytes::Bytes;
 use opendal::Operator;
 
 use super::error::{ReplicaError, Result};
-use super::store::TIMESTAMP_METADATA;
 
 /// Files larger than this go to object stores in parts.
 const MULTIPART_OVER: u64 = 16 * 1024 * 1024;
@@ -25,9 +24,20 @@ const PART_SIZE: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
-    Files { root: PathBuf },
-    Objects,
+    Files {
+        root: PathBuf,
+    },
+    /// `timestamp_key`: the metadata name of the creation time, as Litestream spells it
+    /// for this store (Azure metadata names cannot contain a hyphen).
+    Objects {
+        timestamp_key: &'static str,
+    },
 }
+
+/// The creation-time metadata name on S3 and GCS.
+pub(crate) const TIMESTAMP_METADATA: &str = "litestream-timestamp";
+/// ... and on Azure, whose metadata names must be C# identifiers.
+pub(crate) const TIMESTAMP_METADATA_AZURE: &str = "litestreamtimestamp";
 
 /// How a create-only write ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,12 +51,16 @@ impl Backend {
     /// True when a listing's entries carry the times restores need (object stores); a
     /// directory listing through opendal does not, so each entry is stat'ed.
     pub fn listing_has_times(&self) -> bool {
-        matches!(self, Backend::Objects)
+        matches!(self, Backend::Objects { .. })
     }
 
     /// True when the creation time Litestream uses is in the object's metadata.
-    pub fn time_in_metadata(&self) -> bool {
-        matches!(self, Backend::Objects)
+    /// The metadata name the creation time is kept under (object stores only).
+    pub fn timestamp_key(&self) -> Option<&'static str> {
+        match self {
+            Backend::Objects { timestamp_key } => Some(timestamp_key),
+            Backend::Files { .. } => None,
+        }
     }
 
     /// Writes `data` at `path` (relative to the replica root). `timestamp_ms` becomes the
@@ -75,10 +89,10 @@ impl Backend {
                     Err(e) => Err(ReplicaError::io(&dest, e)),
                 }
             }
-            Backend::Objects => {
+            Backend::Objects { timestamp_key } => {
                 let mut w = op.write_with(path, data).if_not_exists(create_only);
                 if let Some(ts) = timestamp_ms {
-                    w = w.user_metadata(timestamp_metadata(ts));
+                    w = w.user_metadata(timestamp_metadata(timestamp_key, ts));
                 }
                 match w.await {
                     Ok(_) => Ok(Put::Created),
@@ -102,7 +116,15 @@ impl Backend {
             .await
             .map_err(|e| ReplicaError::io(src, e))?
             .len();
-        if size <= MULTIPART_OVER || matches!(self, Backend::Files { .. }) {
+        let Backend::Objects { timestamp_key } = self else {
+            let data = tokio::fs::read(src)
+                .await
+                .map_err(|e| ReplicaError::io(src, e))?;
+            return self
+                .put(op, path, Bytes::from(data), Some(timestamp_ms), create_only)
+                .await;
+        };
+        if size <= MULTIPART_OVER {
             let data = tokio::fs::read(src)
                 .await
                 .map_err(|e| ReplicaError::io(src, e))?;
@@ -115,7 +137,7 @@ impl Backend {
             .chunk(PART_SIZE)
             .concurrent(4)
             .if_not_exists(create_only)
-            .user_metadata(timestamp_metadata(timestamp_ms))
+            .user_metadata(timestamp_metadata(timestamp_key, timestamp_ms))
             .await
             .map_err(|e| ReplicaError::store(path, e))?;
         let mut f = tokio::fs::File::open(src)
@@ -142,9 +164,9 @@ impl Backend {
 }
 
 /// The `litestream-timestamp` metadata Litestream puts on every object (RFC 3339, ms).
-fn timestamp_metadata(timestamp_ms: i64) -> [(String, String); 1] {
+fn timestamp_metadata(key: &str, timestamp_ms: i64) -> [(String, String); 1] {
     let ts = jiff::Timestamp::from_millisecond(timestamp_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    [(TIMESTAMP_METADATA.to_string(), format!("{ts:.3}"))]
+    [(key.to_string(), format!("{ts:.3}"))]
 }
 
 /// A create-only write found the name taken.

@@ -12,7 +12,7 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::Operator;
 use tokio::io::AsyncWriteExt;
 
-use super::backend::{Backend, Put};
+use super::backend::{Backend, Put, TIMESTAMP_METADATA, TIMESTAMP_METADATA_AZURE};
 use super::error::{ReplicaError, Result};
 use super::key::{parse_file_name, LtxKey, MAX_LEVEL};
 use super::layout::Layout;
@@ -24,9 +24,6 @@ use crate::format::index::{
 use crate::format::page::{decode_frame, FrameError};
 use crate::format::trailer::TRAILER_SIZE;
 use crate::format::{LtxError, PageIndexEntry};
-
-/// S3 user metadata key Litestream sets to the header timestamp (RFC 3339).
-pub const TIMESTAMP_METADATA: &str = "litestream-timestamp";
 
 /// How much of a file's end is fetched in one read to find its page index.
 const INDEX_TAIL: u64 = 32 * 1024;
@@ -145,19 +142,38 @@ impl Replica {
                 Operator::new(s3_builder(&url, s, &opts.credentials, opts.ambient)?)
                     .map_err(cfg_err)?,
                 Layout::Hex4,
-                Backend::Objects,
+                Backend::Objects {
+                    timestamp_key: TIMESTAMP_METADATA,
+                },
             ),
-            ReplicaUrl::Gcs { bucket, path } => {
+            ReplicaUrl::Gcs {
+                bucket,
+                path,
+                endpoint,
+            } => {
                 let mut b = opendal::services::Gcs::default()
                     .bucket(bucket)
                     .root(&format!("/{path}"));
+                if let Some(e) = endpoint {
+                    b = b.endpoint(e);
+                }
+                let key_file = std::env::var("GOOGLE_APPLICATION_CREDENTIALS")
+                    .ok()
+                    .filter(|p| !p.is_empty() && opts.ambient);
                 if let Some(json) = &opts.credentials.gcs_service_account_json {
                     use base64::Engine as _;
                     b = b.credential(&base64::engine::general_purpose::STANDARD.encode(json));
+                } else if let Some(p) = key_file {
+                    b = b.credential_path(&p);
+                } else if endpoint.is_some() {
+                    // An emulator (or a private endpoint) reached without credentials, as
+                    // Google's SDKs do under STORAGE_EMULATOR_HOST: no identity is lent.
+                    b = b
+                        .skip_signature()
+                        .disable_vm_metadata()
+                        .disable_config_load();
                 } else if !opts.ambient {
                     return Err(no_ambient(&url, "a service-account key"));
-                } else if let Ok(p) = std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
-                    b = b.credential_path(&p);
                 }
                 if !opts.ambient {
                     b = b.disable_config_load().disable_vm_metadata();
@@ -165,13 +181,16 @@ impl Replica {
                 (
                     Operator::new(b).map_err(cfg_err)?,
                     Layout::LtxDecimal,
-                    Backend::Objects,
+                    Backend::Objects {
+                        timestamp_key: TIMESTAMP_METADATA,
+                    },
                 )
             }
             ReplicaUrl::Azure {
                 account,
                 container,
                 path,
+                endpoint,
             } => {
                 let mut b = opendal::services::Azblob::default()
                     .container(container)
@@ -181,9 +200,14 @@ impl Replica {
                         .filter(|_| opts.ambient)
                 });
                 if let Some(a) = &account {
-                    b = b
-                        .account_name(a)
-                        .endpoint(&format!("https://{a}.blob.core.windows.net"));
+                    b = b.account_name(a);
+                }
+                match (endpoint, &account) {
+                    (Some(e), _) => b = b.endpoint(e),
+                    (None, Some(a)) => {
+                        b = b.endpoint(&format!("https://{a}.blob.core.windows.net"))
+                    }
+                    (None, None) => {}
                 }
                 let key = opts.credentials.azure_account_key.clone().or_else(|| {
                     env_any(&["AZURE_STORAGE_KEY", "LITESTREAM_AZURE_ACCOUNT_KEY"])
@@ -197,7 +221,9 @@ impl Replica {
                 (
                     Operator::new(b).map_err(cfg_err)?,
                     Layout::LtxDecimal,
-                    Backend::Objects,
+                    Backend::Objects {
+                        timestamp_key: TIMESTAMP_METADATA_AZURE,
+                    },
                 )
             }
         };
@@ -294,11 +320,12 @@ impl Replica {
     }
 
     /// The creation time Litestream would use for a point-in-time restore: the
-    /// `litestream-timestamp` metadata where the store has it, else the listed time.
+    /// `litestream-timestamp` metadata (`litestreamtimestamp` on Azure) where the store
+    /// has it, else the listed time.
     pub async fn creation_time(&self, info: &LtxFileInfo) -> Result<SystemTime> {
-        if !self.backend.time_in_metadata() {
+        let Some(key) = self.backend.timestamp_key() else {
             return Ok(info.created_at);
-        }
+        };
         let path = self.path_of(&info.key);
         let meta = self
             .op
@@ -307,7 +334,7 @@ impl Replica {
             .map_err(|e| ReplicaError::store(&path, e))?;
         let from_meta = meta
             .user_metadata()
-            .and_then(|m| m.get(TIMESTAMP_METADATA).map(str::to_string))
+            .and_then(|m| m.get(key).map(str::to_string))
             .and_then(|s| s.parse::<jiff::Timestamp>().ok())
             .map(SystemTime::from);
         Ok(from_meta.unwrap_or(info.created_at))

@@ -4,8 +4,13 @@
 //! |---|---|
 //! | `file:///var/lib/replica` or a plain path | local directory (the embedded default) |
 //! | `s3://bucket/path?endpoint=http://host:port&region=us-east-1&forcePathStyle=true` | S3 / S3-compatible |
-//! | `gs://bucket/path` | Google Cloud Storage |
-//! | `abs://[account@]container/path` | Azure Blob Storage |
+//! | `gs://bucket/path[?endpoint=http://host:port]` | Google Cloud Storage |
+//! | `abs://[account@]container/path[?endpoint=http://host:port/account]` | Azure Blob Storage |
+//!
+//! `endpoint` points a store at an emulator or a private or sovereign cloud: for S3 the
+//! service URL, for GCS the JSON API's base URL (also from `STORAGE_EMULATOR_HOST`, as
+//! Google's SDKs and Litestream read it), for Azure the blob service URL of the account
+//! (Azurite: `http://127.0.0.1:10000/devstoreaccount1`).
 //!
 //! S3 credentials come from the standard AWS variables (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL_S3`),
@@ -25,11 +30,13 @@ pub enum ReplicaUrl {
     Gcs {
         bucket: String,
         path: String,
+        endpoint: Option<String>,
     },
     Azure {
         account: Option<String>,
         container: String,
         path: String,
+        endpoint: Option<String>,
     },
 }
 
@@ -101,6 +108,19 @@ impl ReplicaUrl {
             "gs" => Ok(ReplicaUrl::Gcs {
                 bucket: host()?,
                 path,
+                endpoint: check_endpoint(query(&["endpoint"]).or_else(|| {
+                    std::env::var("STORAGE_EMULATOR_HOST")
+                        .ok()
+                        .filter(|h| !h.is_empty())
+                        .map(|h| {
+                            if h.contains("://") {
+                                h
+                            } else {
+                                format!("http://{h}")
+                            }
+                        })
+                }))
+                .map_err(|r| bad(&r))?,
             }),
             "abs" => {
                 let account = (!u.username().is_empty()).then(|| u.username().to_string());
@@ -108,6 +128,7 @@ impl ReplicaUrl {
                     account,
                     container: host()?,
                     path,
+                    endpoint: check_endpoint(query(&["endpoint"])).map_err(|r| bad(&r))?,
                 })
             }
             other => Err(bad(&format!(
@@ -122,11 +143,21 @@ impl std::fmt::Display for ReplicaUrl {
         match self {
             ReplicaUrl::File { path } => write!(f, "file://{}", path.display()),
             ReplicaUrl::S3(s) => write!(f, "s3://{}/{}", s.bucket, s.path),
-            ReplicaUrl::Gcs { bucket, path } => write!(f, "gs://{bucket}/{path}"),
+            ReplicaUrl::Gcs { bucket, path, .. } => write!(f, "gs://{bucket}/{path}"),
             ReplicaUrl::Azure {
                 container, path, ..
             } => write!(f, "abs://{container}/{path}"),
         }
+    }
+}
+
+/// An endpoint must be an http(s) URL; empty means none.
+fn check_endpoint(e: Option<String>) -> std::result::Result<Option<String>, String> {
+    match e.map(|e| e.trim().trim_end_matches('/').to_string()) {
+        None => Ok(None),
+        Some(e) if e.is_empty() => Ok(None),
+        Some(e) if e.starts_with("http://") || e.starts_with("https://") => Ok(Some(e)),
+        Some(e) => Err(format!("endpoint {e:?} must be an http:// or https:// URL")),
     }
 }
 
