@@ -186,7 +186,8 @@ async fn restore_ours(r: &Replica, work: &std::path::Path) -> Result<String, Str
 }
 
 fn restore_litestream(store: &Store, url: &str, work: &std::path::Path) -> Result<String, String> {
-    let (args, env) = store.litestream_restore_args(url, work)?;
+    let testkit::stores::LitestreamRestore { args, env } =
+        store.litestream_restore_args(url, work)?;
     let out = work.join("litestream.db");
     let o = testkit::litestream::command(&env)
         .arg("restore")

@@ -45,6 +45,13 @@ impl Kind {
     }
 }
 
+/// How `litestream restore` reaches a replica: arguments before the output path, and
+/// environment.
+pub struct LitestreamRestore {
+    pub args: Vec<String>,
+    pub env: Vec<(&'static str, String)>,
+}
+
 /// A running store.
 pub struct Store {
     pub kind: Kind,
@@ -262,15 +269,21 @@ impl Store {
         &self,
         url: &str,
         work: &Path,
-    ) -> Result<(Vec<String>, Vec<(&'static str, String)>), String> {
+    ) -> Result<LitestreamRestore, String> {
         let mut env = self.env();
         match self.kind {
-            Kind::File | Kind::SeaweedFs | Kind::Moto => Ok((vec![url.to_string()], env)),
+            Kind::File | Kind::SeaweedFs | Kind::Moto => Ok(LitestreamRestore {
+                args: vec![url.to_string()],
+                env,
+            }),
             Kind::FakeGcs => {
                 // Google's Go SDK (and so litestream) talks plain HTTP to the emulator
                 // named by STORAGE_EMULATOR_HOST; the URL carries no endpoint for it.
                 env.push(("STORAGE_EMULATOR_HOST", self.addr()));
-                Ok((vec![url.split('?').next().unwrap().to_string()], env))
+                Ok(LitestreamRestore {
+                    args: vec![url.split('?').next().unwrap().to_string()],
+                    env,
+                })
             }
             Kind::Azurite => {
                 // Litestream's abs:// URL has no endpoint; its config file does.
