@@ -301,14 +301,14 @@ impl Store {
                     ),
                 )
                 .map_err(|e| e.to_string())?;
-                Ok((
-                    vec![
+                Ok(LitestreamRestore {
+                    args: vec![
                         "-config".into(),
                         cfg.display().to_string(),
                         db.display().to_string(),
                     ],
                     env,
-                ))
+                })
             }
         }
     }
