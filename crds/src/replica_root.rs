@@ -77,11 +77,19 @@ impl ReplicaSpec {
                 &s.path,
             )
         } else if let Some(g) = &self.gcs {
-            (format!("gs://{}", g.bucket.to_ascii_lowercase()), &g.path)
+            (
+                format!(
+                    "gs://{}/{}",
+                    endpoint(g.endpoint.as_deref()),
+                    g.bucket.to_ascii_lowercase()
+                ),
+                &g.path,
+            )
         } else if let Some(a) = &self.azure {
             (
                 format!(
-                    "abs://{}/{}",
+                    "abs://{}/{}/{}",
+                    endpoint(a.endpoint.as_deref()),
                     a.account_name.to_ascii_lowercase(),
                     a.container.to_ascii_lowercase()
                 ),

@@ -40,13 +40,26 @@ impl ReplicaSpec {
             };
             return Some(format!("s3://{}/{}{query}", s.bucket, s.path));
         }
+        let endpoint = |e: &Option<String>| {
+            e.as_ref()
+                .map(|e| format!("?endpoint={e}"))
+                .unwrap_or_default()
+        };
         if let Some(g) = &self.gcs {
-            return Some(format!("gs://{}/{}", g.bucket, g.path));
+            return Some(format!(
+                "gs://{}/{}{}",
+                g.bucket,
+                g.path,
+                endpoint(&g.endpoint)
+            ));
         }
         if let Some(a) = &self.azure {
             return Some(format!(
-                "abs://{}@{}/{}",
-                a.account_name, a.container, a.path
+                "abs://{}@{}/{}{}",
+                a.account_name,
+                a.container,
+                a.path,
+                endpoint(&a.endpoint)
             ));
         }
         self.file.as_ref().map(|f| format!("file://{}", f.path))
@@ -87,5 +100,46 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(both.url(), None);
+        let gcs = ReplicaSpec {
+            gcs: Some(GcsReplica {
+                bucket: "bkt".into(),
+                path: "orders".into(),
+                endpoint: Some("http://fake-gcs:4443".into()),
+                credentials_secret_ref: None,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            gcs.url().unwrap(),
+            "gs://bkt/orders?endpoint=http://fake-gcs:4443"
+        );
+        let azure = ReplicaSpec {
+            azure: Some(AzureReplica {
+                account_name: "devstoreaccount1".into(),
+                container: "dbs".into(),
+                path: "orders".into(),
+                endpoint: Some("http://azurite:10000/devstoreaccount1".into()),
+                credentials_secret_ref: None,
+            }),
+            ..Default::default()
+        };
+        let url = azure.url().unwrap();
+        assert_eq!(
+            url,
+            "abs://devstoreaccount1@dbs/orders?endpoint=http://azurite:10000/devstoreaccount1"
+        );
+        // The URL the VFS and the hydrator parse keeps the endpoint.
+        match ltx_url_endpoint(&url) {
+            Some(e) => assert_eq!(e, "http://azurite:10000/devstoreaccount1"),
+            None => panic!("no endpoint in {url}"),
+        }
+    }
+
+    fn ltx_url_endpoint(url: &str) -> Option<String> {
+        url::Url::parse(url)
+            .ok()?
+            .query_pairs()
+            .find(|(k, _)| k == "endpoint")
+            .map(|(_, v)| v.into_owned())
     }
 }

@@ -170,6 +170,12 @@ pub struct GcsReplica {
     /// Object prefix of this database (no leading slash).
     #[schemars(regex(pattern = r"^[^/].*$"))]
     pub path: String,
+    /// JSON API base URL for a private endpoint or an emulator, e.g.
+    /// `http://fake-gcs.storage:4443`. Empty means Google's. Without credentials, requests
+    /// to an endpoint are not signed (as Google's SDKs do for an emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://.+$"))]
+    pub endpoint: Option<String>,
     /// Secret key holding a service-account JSON key; without it, workload identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
@@ -188,6 +194,12 @@ pub struct AzureReplica {
     /// Blob prefix of this database (no leading slash).
     #[schemars(regex(pattern = r"^[^/].*$"))]
     pub path: String,
+    /// Blob service URL of the account for a sovereign or private cloud or an emulator,
+    /// e.g. `http://azurite.storage:10000/devstoreaccount1`. Empty means
+    /// `https://<accountName>.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://.+$"))]
+    pub endpoint: Option<String>,
     /// Secret key holding the storage account key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,

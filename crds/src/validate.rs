@@ -30,6 +30,17 @@ pub fn validation_message(spec: &SqliteDatabaseSpec) -> Option<String> {
     })
 }
 
+fn endpoint_ok(err: &mut impl FnMut(&str, String), field: &str, e: &Option<String>) {
+    if let Some(e) = e {
+        let ok = (e.starts_with("http://") || e.starts_with("https://"))
+            && e.len() >= 9
+            && !e.contains(['?', '#', ' ']);
+        if !ok {
+            err(field, format!("{e:?} must be an http:// or https:// URL"));
+        }
+    }
+}
+
 /// All problems with a spec (empty when valid).
 pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -72,14 +83,7 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
                 "must be a non-empty prefix without a leading slash or `..`".into(),
             );
         }
-        if let Some(e) = &s3.endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) || e.len() < 9 {
-                err(
-                    "spec.replica.s3.endpoint",
-                    format!("{e:?} must be an http:// or https:// URL"),
-                );
-            }
-        }
+        endpoint_ok(&mut err, "spec.replica.s3.endpoint", &s3.endpoint);
         if let Some(c) = &s3.credentials_secret_ref {
             if c.name.is_empty() {
                 err(
@@ -90,6 +94,7 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
         }
     }
     if let Some(g) = &r.gcs {
+        endpoint_ok(&mut err, "spec.replica.gcs.endpoint", &g.endpoint);
         if !(3..=222).contains(&g.bucket.len()) {
             err(
                 "spec.replica.gcs.bucket",
@@ -104,6 +109,7 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
         }
     }
     if let Some(a) = &r.azure {
+        endpoint_ok(&mut err, "spec.replica.azure.endpoint", &a.endpoint);
         if !(3..=24).contains(&a.account_name.len()) {
             err(
                 "spec.replica.azure.accountName",

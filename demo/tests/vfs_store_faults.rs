@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -78,25 +77,6 @@ fn lost_put_responses_do_not_fence_the_writer_and_lose_nothing() {
         ids.len(),
         &missing[..missing.len().min(10)]
     );
-}
-
-/// Runs `sqlitekube-demo write <db> <url> <n>` to completion.
-fn write_rows(db: &std::path::Path, url: &str, n: u32, env: &[(&str, String)]) -> (bool, String) {
-    let mut c = Command::new(demo());
-    c.arg("write")
-        .arg(db)
-        .arg(url)
-        .arg(n.to_string())
-        .env_remove("AWS_CA_BUNDLE")
-        .env("LITESTREAM_LOG_LEVEL", "warn");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let o = c.output().unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 /// A store that answers 200 to a second `If-None-Match: *` write cannot fence a stale

@@ -37,6 +37,9 @@ struct Replica {
     force_path_style: Option<bool>,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    /// Azure: `account-name`, `account-key`.
+    account_name: Option<String>,
+    account_key: Option<String>,
 }
 
 /// `$VAR` / `${VAR}` expansion, as Litestream does by default.
@@ -146,11 +149,39 @@ pub fn replica_url(path: &Path, db: Option<&Path>) -> Result<String> {
             Ok(u)
         }
         "gs" | "gcs" => Ok(format!(
-            "gs://{}/{}",
+            "gs://{}/{}{}",
             r.bucket.as_deref().unwrap_or(""),
-            r.path.as_deref().unwrap_or("")
+            r.path.as_deref().unwrap_or("").trim_matches('/'),
+            r.endpoint
+                .as_ref()
+                .map(|e| format!("?endpoint={e}"))
+                .unwrap_or_default()
         )),
-        other => bail!("replica type {other:?} is not supported (file, s3, gs)"),
+        "abs" => {
+            if let Some(k) = &r.account_key {
+                if std::env::var_os("AZURE_STORAGE_KEY").is_none() {
+                    // Called once at start-up, before other threads read the environment.
+                    std::env::set_var("AZURE_STORAGE_KEY", k);
+                }
+            }
+            let account = r
+                .account_name
+                .as_ref()
+                .map(|a| format!("{a}@"))
+                .unwrap_or_default();
+            Ok(format!(
+                "abs://{account}{}/{}{}",
+                r.bucket
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("abs replica needs bucket (the container)"))?,
+                r.path.as_deref().unwrap_or("").trim_matches('/'),
+                r.endpoint
+                    .as_ref()
+                    .map(|e| format!("?endpoint={e}"))
+                    .unwrap_or_default()
+            ))
+        }
+        other => bail!("replica type {other:?} is not supported (file, s3, gs, abs)"),
     }
 }
 
@@ -170,6 +201,27 @@ mod tests {
         let u = replica_url(&p, None).unwrap();
         assert_eq!(u, "s3://lsbucket/dbs/app?endpoint=http://127.0.0.1:9000&region=us-east-1&forcePathStyle=true");
         assert!(replica_url(&p, Some(Path::new("/other.db"))).is_err());
+    }
+
+    #[test]
+    fn reads_litestream_abs_and_gs_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("litestream.yml");
+        std::fs::write(
+            &p,
+            "dbs:\n  - path: /data/app.db\n    replica:\n      type: abs\n      account-name: devstoreaccount1\n      bucket: dbs\n      path: app\n      endpoint: http://127.0.0.1:10000/devstoreaccount1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            replica_url(&p, None).unwrap(),
+            "abs://devstoreaccount1@dbs/app?endpoint=http://127.0.0.1:10000/devstoreaccount1"
+        );
+        std::fs::write(
+            &p,
+            "dbs:\n  - path: /data/app.db\n    replica:\n      type: gs\n      bucket: bkt\n      path: /app/\n",
+        )
+        .unwrap();
+        assert_eq!(replica_url(&p, None).unwrap(), "gs://bkt/app");
     }
 
     #[test]

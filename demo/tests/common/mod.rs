@@ -132,3 +132,27 @@ pub fn ids_in(db: &Path) -> BTreeSet<i64> {
         .collect();
     ids
 }
+
+/// Runs `sqlitekube-demo write <db> <url> <n>` to completion.
+pub fn write_rows(
+    db: &std::path::Path,
+    url: &str,
+    n: u32,
+    env: &[(&str, String)],
+) -> (bool, String) {
+    let mut c = Command::new(demo());
+    c.arg("write")
+        .arg(db)
+        .arg(url)
+        .arg(n.to_string())
+        .env_remove("AWS_CA_BUNDLE")
+        .env("LITESTREAM_LOG_LEVEL", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
