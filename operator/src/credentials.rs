@@ -44,7 +44,13 @@ pub async fn access(
             .azure
             .as_ref()
             .is_some_and(|a| a.credentials_secret_ref.is_some());
-    if has_ref || replica.file.is_some() {
+    // A GCS endpoint (an emulator or a private endpoint) reached without credentials:
+    // requests go unsigned, so no identity is lent.
+    let unsigned = replica
+        .gcs
+        .as_ref()
+        .is_some_and(|g| g.endpoint.is_some() && g.credentials_secret_ref.is_none());
+    if has_ref || replica.file.is_some() || unsigned {
         return Ok(Access::Given {
             credentials: load(secrets, namespace, replica).await?,
             ambient: false,
@@ -92,7 +98,14 @@ pub async fn load(
         .and_then(|g| g.credentials_secret_ref.as_ref())
     {
         let s = get(secrets, namespace, &r.name).await?;
-        c.gcs_service_account_json = Some(key(&s, namespace, &r.name, &r.key)?);
+        let json = key(&s, namespace, &r.name, &r.key)?;
+        check_service_account(&json).map_err(|why| {
+            Error::Credentials(format!(
+                "Secret {namespace}/{} key {:?} is not a Google service-account key: {why}",
+                r.name, r.key
+            ))
+        })?;
+        c.gcs_service_account_json = Some(json);
     }
     if let Some(r) = replica
         .azure
@@ -103,6 +116,24 @@ pub async fn load(
         c.azure_account_key = Some(key(&s, namespace, &r.name, &r.key)?);
     }
     Ok(c)
+}
+
+/// A service-account key file: JSON with `type: service_account`, `client_email` and
+/// `private_key` (what Google's console downloads).
+fn check_service_account(json: &str) -> std::result::Result<(), String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("not JSON ({e})"))?;
+    if v["type"] != "service_account" {
+        return Err(format!(
+            "\"type\" is {}, not \"service_account\"",
+            v["type"]
+        ));
+    }
+    for field in ["client_email", "private_key"] {
+        if !v[field].is_string() {
+            return Err(format!("no \"{field}\""));
+        }
+    }
+    Ok(())
 }
 
 async fn get(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<Secret> {
