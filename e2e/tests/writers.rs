@@ -99,11 +99,22 @@ async fn two_writers_race_exactly_one_writes() -> Result<()> {
             ids(&pods[winner]).len(),
             ids(&pods[loser]).len()
         );
+        // The waiting pod says who holds the lease once it has asked (it may still be
+        // starting on a loaded machine); it never writes meanwhile.
+        let said = format!("held by {}", pods[winner].name);
+        let asked_by = Instant::now() + Duration::from_secs(10);
+        while !pods[loser].containers[0].stderr().contains(&said) && Instant::now() < asked_by {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let waiting = pods[loser].containers[0].stderr();
         ensure!(
-            waiting.contains(&format!("held by {}", pods[winner].name)),
+            waiting.contains(&said),
             "round {round}: the waiting pod does not say who holds the lease:\n{}",
             tail(&waiting)
+        );
+        ensure!(
+            ids(&pods[loser]).is_empty(),
+            "round {round}: the waiting pod wrote"
         );
         if round == 0 {
             // The waiting pod's Event names the holder (kubectl describe pod shows it).

@@ -59,6 +59,23 @@ struct Args {
     /// (a mounted Secret). Without it the webhook is off.
     #[arg(long, env = "WEBHOOK_CERT_DIR")]
     webhook_cert_dir: Option<std::path::PathBuf>,
+    /// Serve the webhook with a certificate the operator issues itself (no cert-manager),
+    /// for this Service name in the operator's namespace (POD_NAMESPACE). Ignored with
+    /// --webhook-cert-dir.
+    #[arg(long, env = "WEBHOOK_SERVICE")]
+    webhook_service: Option<String>,
+    /// Self-issued mode: the Secret that keeps the CA and the serving certificate.
+    #[arg(long, default_value = "sqlite-kube-webhook-tls")]
+    webhook_secret: String,
+    /// Self-issued mode: the MutatingWebhookConfiguration whose caBundle is set.
+    #[arg(long, default_value = "sqlite-kube")]
+    webhook_config: String,
+    /// Self-issued mode: more names or IPs for the certificate (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    webhook_extra_names: Vec<String>,
+    /// Self-issued mode: where the certificate files are written for the server.
+    #[arg(long, default_value = "/tmp/sqlite-kube-webhook")]
+    webhook_work_dir: std::path::PathBuf,
     /// How often the webhook certificate files are read again (a rotated Secret is picked
     /// up without a restart).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -105,7 +122,34 @@ async fn main() -> anyhow::Result<()> {
     .with_context(|| format!("binding {}", args.metrics_addr))?;
     info!(%addr, %identity, "serving /metrics /healthz /readyz");
 
-    if let Some(dir) = &args.webhook_cert_dir {
+    // The webhook's certificate: files (cert-manager) or issued by the operator itself.
+    let cert_dir = match (&args.webhook_cert_dir, &args.webhook_service) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, Some(service)) => {
+            let cfg = operator::webhook::certs::SelfIssued {
+                namespace: args.leader_namespace.clone(),
+                secret: args.webhook_secret.clone(),
+                names: operator::webhook::certs::SelfIssued::service_names(
+                    service,
+                    &args.leader_namespace,
+                    &args.webhook_extra_names,
+                ),
+                webhook_config: Some(args.webhook_config.clone()),
+                dir: args.webhook_work_dir.clone(),
+            };
+            operator::webhook::certs::ensure(&client, &cfg)
+                .await
+                .context("the webhook's self-issued certificate")?;
+            tokio::spawn(operator::webhook::certs::keep_fresh(
+                client.clone(),
+                cfg,
+                std::time::Duration::from_secs(3600),
+            ));
+            Some(args.webhook_work_dir.clone())
+        }
+        (None, None) => None,
+    };
+    if let Some(dir) = &cert_dir {
         let native_sidecar = match args.native_sidecars.as_str() {
             "true" => true,
             "false" => false,

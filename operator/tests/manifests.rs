@@ -229,6 +229,29 @@ fn the_operator_runs_with_exactly_its_rbac() {
             false,
         ),
         (&["create", "pods", "-n", "default"], false),
+        (&["create", "secrets", "-n", "sqlite-kube-system"], true),
+        (&["create", "secrets", "-n", "default"], false),
+        (
+            &[
+                "update",
+                "secrets/sqlite-kube-webhook-tls",
+                "-n",
+                "sqlite-kube-system",
+            ],
+            true,
+        ),
+        (
+            &["update", "secrets/someone-else", "-n", "sqlite-kube-system"],
+            false,
+        ),
+        (
+            &["patch", "mutatingwebhookconfigurations/sqlite-kube"],
+            true,
+        ),
+        (
+            &["patch", "mutatingwebhookconfigurations/someone-else"],
+            false,
+        ),
     ] {
         let mut a = vec!["auth", "can-i"];
         a.extend_from_slice(args);

@@ -169,3 +169,132 @@ async fn api_server_calls_the_webhook_over_tls() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Without cert-manager: two operator replicas issue (or find) one certificate in a Secret,
+/// set the webhook configuration's caBundle, and the API server trusts it when it calls the
+/// webhook. A restart reuses the Secret (the caBundle does not change).
+#[tokio::test]
+async fn self_issued_certificate_serves_the_webhook() {
+    use k8s_openapi::api::core::v1::Secret;
+    let Some(client) = client().await else { return };
+    if !e2e::server_is_local() {
+        let what = "an API server on this host (it calls the webhook on 127.0.0.1)";
+        if e2e::may_skip(what).unwrap() {
+            return;
+        }
+        panic!("this test needs {what}; KUBECONFIG names a remote one");
+    }
+    install_crd(&client).await;
+    let ns = namespace(&client, "selfcert").await;
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.patch(&ns, &PatchParams::apply("tests"), &Patch::Apply(json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"sqlitekube-test": ns}}})))
+        .await
+        .unwrap();
+    let whc: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let whc_name = format!("sqlite-kube-selfcert-{ns}");
+    let port = free_port();
+    // No caBundle: the operator sets it.
+    whc.patch(&whc_name, &PatchParams::apply("tests"), &Patch::Apply(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": whc_name},
+        "webhooks": [{
+            "name": "pods.sqlitekube.dev",
+            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate-pods")},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "namespaceSelector": {"matchLabels": {"sqlitekube-test": ns}},
+            "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 5
+        }]
+    }))).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let spawn = |i: usize, port: u16| {
+        OperatorProcess::spawn(
+            &ns,
+            &[
+                "--webhook-service",
+                "sqlite-kube-webhook",
+                "--webhook-config",
+                &whc_name,
+                "--webhook-extra-names",
+                "127.0.0.1",
+                "--webhook-work-dir",
+                work.path().join(format!("r{i}")).to_str().unwrap(),
+                "--webhook-addr",
+                &format!("127.0.0.1:{port}"),
+            ],
+        )
+    };
+    // Two replicas at once (the second serves on another port; both race for the Secret).
+    let mut a = spawn(0, port);
+    let mut b = spawn(1, free_port());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret = wait_for(30, "the certificate Secret", || async {
+        secrets
+            .get_opt("sqlite-kube-webhook-tls")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let ca = secret.data.as_ref().unwrap()["ca.crt"].0.clone();
+    let bundle = wait_for(30, "caBundle set", || async {
+        let w = whc.get(&whc_name).await.ok()?;
+        w.webhooks?[0].client_config.ca_bundle.clone()
+    })
+    .await;
+    assert_eq!(bundle.0, ca, "caBundle is the Secret's CA");
+    // Both replicas serve the one certificate.
+    let served = |i: usize| std::fs::read(work.path().join(format!("r{i}/tls.crt"))).ok();
+    wait_for(30, "both replicas wrote the certificate", || async {
+        (served(0).is_some() && served(0) == served(1)).then_some(())
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let dbs: Api<SqliteDatabase> = Api::namespaced(client.clone(), &ns);
+    dbs.patch("orders", &PatchParams::apply("tests"), &Patch::Apply(json!({
+        "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase", "metadata": {"name": "orders"},
+        "spec": {"replica": {"file": {"path": dir.path()}}}})))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "writer", "annotations": {"sqlitekube.dev/database": "orders"}},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]}}))
+    .unwrap();
+    let created = wait_for(20, "the API server calling the webhook", || {
+        let (pods, pod) = (pods.clone(), pod.clone());
+        async move { pods.create(&PostParams::default(), &pod).await.ok() }
+    })
+    .await;
+    let init = created.spec.unwrap().init_containers.unwrap_or_default();
+    assert_eq!(init.len(), 1, "not injected:\n{}", a.log_tail());
+
+    // A restart finds the Secret: same CA, same caBundle.
+    a.terminate();
+    b.terminate();
+    let _c = spawn(2, free_port());
+    wait_for(
+        30,
+        "the restarted replica wrote the certificate",
+        || async { served(2).map(|_| ()) },
+    )
+    .await;
+    let again = secrets.get("sqlite-kube-webhook-tls").await.unwrap();
+    assert_eq!(
+        again.data.unwrap()["ca.crt"].0,
+        ca,
+        "a restart issued a new CA"
+    );
+    assert_eq!(
+        whc.get(&whc_name).await.unwrap().webhooks.unwrap()[0]
+            .client_config
+            .ca_bundle
+            .clone()
+            .unwrap()
+            .0,
+        ca
+    );
+    let _ = whc.delete(&whc_name, &DeleteParams::default()).await;
+}

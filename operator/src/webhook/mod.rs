@@ -6,6 +6,7 @@
 //! The serving certificate comes from files (a mounted Secret, e.g. issued by
 //! cert-manager, whose CA injector fills the webhook configuration's `caBundle`).
 
+pub mod certs;
 pub mod inject;
 pub mod tls;
 
