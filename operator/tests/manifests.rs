@@ -300,10 +300,25 @@ fn the_operator_runs_with_exactly_its_rbac() {
             .await
             .unwrap();
     });
+    // The shipped webhook configuration (its caBundle is the operator's to set).
+    let webhook = render(&config().join("webhook"))
+        .into_iter()
+        .find(|d| d.contains("MutatingWebhookConfiguration"))
+        .unwrap();
+    let (ok, out) = kubectl(
+        &["apply", "--server-side", "--field-manager=tests", "-f", "-"],
+        Some(&webhook),
+    );
+    assert!(ok, "{out}");
     let log = dir.path().join("operator.log");
     let mut op = Command::new(env!("CARGO_BIN_EXE_sqlite-kube-operator"))
         .args(["--namespace", &ns, "--resync", "2s", "--metrics-addr"])
         .arg(format!("127.0.0.1:{}", free_port()))
+        // The self-issued webhook certificate: Secret in its namespace, caBundle patched.
+        .args(["--webhook-service", "sqlite-kube-webhook", "--webhook-addr"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--webhook-work-dir")
+        .arg(dir.path().join("webhook"))
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", "sqlite-kube-system")
         .env("RUST_LOG", "info")
@@ -357,6 +372,38 @@ fn the_operator_runs_with_exactly_its_rbac() {
     assert!(
         deleted,
         "cleanup failed as the ServiceAccount; operator log:\n{}",
+        log_tail()
+    );
+    let (ok, out) = kubectl(
+        &[
+            "get",
+            "secret",
+            "sqlite-kube-webhook-tls",
+            "-n",
+            "sqlite-kube-system",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(
+        ok,
+        "no self-issued certificate Secret: {out}\n{}",
+        log_tail()
+    );
+    let (ok, out) = kubectl(
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            "sqlite-kube",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ],
+        None,
+    );
+    assert!(
+        ok && out.len() > 100,
+        "caBundle not set: {out}\n{}",
         log_tail()
     );
     let log = log_tail();
