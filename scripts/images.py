@@ -4,6 +4,8 @@
   scripts/images.py dockerfile                 print images/Dockerfile as rendered from it
   scripts/images.py build [--bin-dir DIR] [--out DIR] [--only NAME]
                                                docker-archive tarballs, built without a registry
+  scripts/images.py single --tag T --file SRC:DEST [--file ...] --entrypoint P --out X.tar
+                                               one image from given files (the pause image)
   scripts/images.py check [--bin-dir DIR] [--out DIR]
                                                build, then run each image's check inside its own
                                                root filesystem (chroot, as the image's user)
@@ -148,9 +150,9 @@ def layer(d, img, bin_dir):
     return buf.getvalue()
 
 
-def archive(d, name, img, bin_dir, out_dir):
+def archive(d, name, img, bin_dir, out_dir, tag=None, path=None):
     """A docker-archive tarball (docker load / ctr images import) for one image."""
-    tag = f"{d['registry']}/{name}:{d['version']}"
+    tag = tag or f"{d['registry']}/{name}:{d['version']}"
     lay = layer(d, img, bin_dir)
     diff_id = "sha256:" + hashlib.sha256(lay).hexdigest()
     config = {
@@ -168,7 +170,7 @@ def archive(d, name, img, bin_dir, out_dir):
     cfg = json.dumps(config, sort_keys=True).encode()
     cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
     manifest = json.dumps([{"Config": cfg_name, "RepoTags": [tag], "Layers": ["layer.tar"]}]).encode()
-    path = os.path.join(out_dir, f"{name}.tar")
+    path = path or os.path.join(out_dir, f"{name}.tar")
     with tarfile.open(path, "w") as t:
         for fname, data in [(cfg_name, cfg), ("layer.tar", lay), ("manifest.json", manifest)]:
             info = tarfile.TarInfo(fname)
@@ -202,7 +204,10 @@ def check(d, name, img, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["dockerfile", "build", "check"])
+    ap.add_argument("command", choices=["dockerfile", "build", "check", "single"])
+    ap.add_argument("--tag")
+    ap.add_argument("--file", action="append", default=[])
+    ap.add_argument("--entrypoint")
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"))
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "images"))
     ap.add_argument("--only")
@@ -210,6 +215,12 @@ def main():
     d = load()
     if a.command == "dockerfile":
         sys.stdout.write(dockerfile(d))
+        return
+    if a.command == "single":
+        files = [f.split(":", 1) for f in a.file]
+        img = {"files": [[os.path.abspath(src), dest] for src, dest in files], "entrypoint": [a.entrypoint]}
+        path, tag, size = archive(d, "single", img, "/", None, tag=a.tag, path=a.out)
+        print(f"{tag}: {path} ({size // 1024} KiB layer)")
         return
     os.makedirs(a.out, exist_ok=True)
     for name, img in d["images"].items():

@@ -54,8 +54,14 @@ install_kubectl() {
   apt_install kubernetes-client
 }
 
-build_apiserver() {
-  [ -x "$BIN/kube-apiserver" ] && return
+build_apiserver() { build_kube kube-apiserver; }
+
+# build_kube NAME...: builds the named commands (cmd/NAME) of the tree that are not cached
+# yet, in one make run.
+build_kube() {
+  local want=() n
+  for n in "$@"; do [ -x "$BIN/$n" ] || want+=("$n"); done
+  [ ${#want[@]} -eq 0 ] && return
   mkdir -p "$BIN"
   local t0=$SECONDS work="$CACHE/build"
   apt_install golang-go dpkg-dev make rsync ca-certificates
@@ -78,13 +84,18 @@ EOF
   local old="$tree/vendor/github.com/modern-go/reflect2"
   [ -f "$new/go_above_118.go" ] || die "unexpected reflect2 package layout"
   rm -f "$old"/*.go "$old"/*.s && cp "$new"/*.go "$new"/*.s "$old"/
-  log "building kube-apiserver with $(go version) (once; ~8 min on 2 cores)"
+  local what="${want[*]/#/cmd/}"
+  log "building ${want[*]} with $(go version) (once; ~7 min each on 2 cores)"
   (cd "$tree" && env -u GOPATH -u GOFLAGS -u GO111MODULE -u GOROOT CGO_ENABLED=0 HOME="$work" \
-     make WHAT=cmd/kube-apiserver GOLDFLAGS="-s -w" >&2)
-  cp "$tree/_output/bin/kube-apiserver" "$BIN/kube-apiserver.tmp"
-  mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
+     make WHAT="$what" GOLDFLAGS="-s -w" >&2)
+  for n in "${want[@]}"; do
+    cp "$tree/_output/bin/$n" "$BIN/$n.tmp"
+    mv "$BIN/$n.tmp" "$BIN/$n"
+  done
+  # The pause container's source, for the node's sandbox image (scripts/k8s-cluster.sh).
+  mkdir -p "$CACHE/src" && cp "$tree/build/pause/linux/pause.c" "$CACHE/src/pause.c"
   rm -rf "$work"
-  log "kube-apiserver built in $((SECONDS - t0)) s"
+  log "${want[*]} built in $((SECONDS - t0)) s"
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -192,7 +203,14 @@ EOF
 
 case "${1:-}" in
   install) install_etcd; install_kubectl; build_apiserver ;;
+  # A real node beside the API server (scripts/k8s-cluster.sh): kubelet, controller-manager
+  # and scheduler from the same tree; containerd, runc, CNI plugins and iptables from Debian.
+  install-node)
+    install_etcd; install_kubectl
+    build_kube kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy
+    [ -f "$CACHE/src/pause.c" ] || { rm -f "$BIN/kubelet"; build_kube kubelet; }
+    apt_install runc containerd containernetworking-plugins iptables conntrack gcc libc6-dev ;;
   start) install_etcd; install_kubectl; build_apiserver; start ;;
   stop) stop ;;
-  *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 install|install-node|start|stop" >&2; exit 2 ;;
 esac

@@ -8,14 +8,17 @@ cmd="${1:?usage: seaweedfs.sh start|stop DIR}"
 dir="${2:?usage: seaweedfs.sh start|stop DIR}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 weed="${WEED_BIN:-$root/.deps/seaweedfs/bin/weed}"
+# The address to serve on (default 127.0.0.1; the local cluster uses its node's address
+# inside its own network namespace).
+ip="${SEAWEEDFS_IP:-127.0.0.1}"
 
 free_pair() { # a port p with p and p+10000 free (SeaweedFS's gRPC port is p+10000)
-  python3 - <<'PY'
-import random, socket
+  python3 - "$ip" <<'PY'
+import random, socket, sys
 def free(p):
     s = socket.socket()
     try:
-        s.bind(("127.0.0.1", p)); return True
+        s.bind((sys.argv[1], p)); return True
     except OSError:
         return False
     finally:
@@ -39,7 +42,7 @@ JSON
   # the hundreds of buckets the tests make (the default cap is 8 volumes). By default every
   # volume turns read-only (PUT -> 500 InternalError) when the disk has < 1% free, which on a
   # big shared disk is gigabytes while a cargo build is still writing: the floor is 256 MiB.
-  WEED_MASTER_VOLUME_GROWTH_COPY_1=1 "$weed" -logdir="$dir" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$dir/data" \
+  WEED_MASTER_VOLUME_GROWTH_COPY_1=1 "$weed" -logdir="$dir" server -ip="$ip" -ip.bind="$ip" -dir="$dir/data" \
     -master.port="$master" -volume.port="$volume" -filer.port="$filer" \
     -s3 -s3.port="$s3" -s3.config="$dir/s3.json" -master.volumeSizeLimitMB=64 -volume.max=2000 \
     -volume.minFreeSpace=256MiB \
@@ -48,22 +51,22 @@ JSON
   pid=$!
   echo "$pid" > "$dir/pid"
   for _ in $(seq 1 300); do
-    if python3 - "$s3" "$filer" <<'PY' 2>/dev/null
+    if python3 - "$s3" "$filer" "$ip" <<'PY' 2>/dev/null
 import sys, urllib.request, urllib.error
-s3, filer = sys.argv[1], sys.argv[2]
+s3, filer, ip = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
-    urllib.request.urlopen(f"http://127.0.0.1:{s3}/", timeout=2)
+    urllib.request.urlopen(f"http://{ip}:{s3}/", timeout=2)
 except urllib.error.HTTPError:
     pass  # 403 to an unsigned request: the gateway is up
 # Plain POST without a Content-Type (urllib would add a form type, which the filer refuses).
 import http.client
-c = http.client.HTTPConnection("127.0.0.1", int(filer), timeout=2)
+c = http.client.HTTPConnection(ip, int(filer), timeout=2)
 c.request("POST", "/buckets/.ready/", body=b"")
 sys.exit(0 if c.getresponse().status < 300 else 1)
 PY
     then
-      echo "export TEST_S3_ENDPOINT=http://127.0.0.1:$s3"
-      echo "export TEST_S3_FILER=http://127.0.0.1:$filer"
+      echo "export TEST_S3_ENDPOINT=http://$ip:$s3"
+      echo "export TEST_S3_FILER=http://$ip:$filer"
       echo "export SEAWEEDFS_PID=$pid"
       exit 0
     fi
