@@ -128,6 +128,8 @@ state = "$RUN/containerd/state"
   sandbox_image = "$PAUSE_IMAGE"
   # runc cannot lower oom_score_adj without CAP_SYS_RESOURCE (absent on this machine kind).
   restrict_oom_score_adj = true
+  # Pod network namespaces under our state dir, not /run/netns: nothing left outside $RUN.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$RUN/cni"
@@ -245,10 +247,24 @@ load() {
 }
 
 stop() {
-  local n pid
+  local n pid id
   if [ -f "$RUN/kubeconfig" ] && alive "$RUN/kube-apiserver.pid"; then
-    # Pods first, so the kubelet removes their sandboxes and mounts.
-    KUBECONFIG="$RUN/kubeconfig" timeout 60 kubectl delete pods --all -A --grace-period=5 --wait=true >/dev/null 2>&1 || true
+    # Controllers first (they would recreate pods), then pods, so the kubelet removes their
+    # sandboxes, network namespaces and mounts itself.
+    export KUBECONFIG="$RUN/kubeconfig"
+    timeout 30 kubectl delete deployments,replicasets,statefulsets,daemonsets,jobs --all -A --wait=false >/dev/null 2>&1 || true
+    timeout 60 kubectl delete pods --all -A --grace-period=2 --wait=true >/dev/null 2>&1 || true
+  fi
+  # Whatever is still running in our containerd: kill the tasks (the containers' processes)
+  # before their shims, so none is orphaned.
+  if [ -S "$SOCK" ]; then
+    for id in $(ctr -a "$SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
+      ctr -a "$SOCK" -n k8s.io tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+    done
+    sleep 1
+    for id in $(ctr -a "$SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
+      ctr -a "$SOCK" -n k8s.io tasks rm -f "$id" >/dev/null 2>&1 || true
+    done
   fi
   for n in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
     [ -f "$RUN/$n.pid" ] || continue
@@ -261,7 +277,7 @@ stop() {
     rm -f "$RUN/$n.pid"
   done
   # Left-over container shims of our containerd (their command line names our socket),
-  # by PID; then the kubelet's mounts.
+  # by PID; then the mounts under our directory (the kubelet's, the pods' netns).
   for pid in $(grep -l -- "$SOCK" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
     kill -KILL "$pid" 2>/dev/null || true
   done

@@ -79,7 +79,7 @@ fn cluster_logs(dir: &Path) -> String {
 }
 
 #[test]
-#[ignore = "needs the local cluster (scripts/k8s-cluster.sh start); not yet part of scripts/test.sh"]
+#[ignore = "runs in the real-pods phase of scripts/test.sh, on the local cluster (scripts/k8s-cluster.sh)"]
 fn the_story_on_real_pods() -> Result<()> {
     let Ok(dir) = std::env::var("SQLITE_KUBE_CLUSTER_DIR") else {
         if e2e::may_skip("a real node (eval \"$(scripts/k8s-cluster.sh start)\")")? {
