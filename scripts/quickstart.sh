@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: a local file:// replica, no cloud account.
-# Builds the hydrator, creates a SQLite database, publishes it to a replica in LTX
-# (Litestream 0.5 format) as a snapshot plus incrementals, lists the replica, restores the
-# latest state and a point in time, and checks both with SQLite.
+# The main job on the embedded default, no cloud account: first a local file:// replica
+# (builds the hydrator, creates a SQLite database, publishes it in LTX — Litestream 0.5's
+# format — as a snapshot plus incrementals, lists the replica, restores the latest state and
+# a point in time, checks both with SQLite; then an app writing through the VFS). Then, as
+# root, the product on real pods: the local single-node cluster the project builds
+# (scripts/k8s-cluster.sh), the images built here, `kubectl apply -k config/legacy`, a
+# SqliteDatabase and the sample app; it prints what to look at and leaves the cluster running.
+# SQLITE_KUBE_QUICKSTART_CLUSTER=0 skips the cluster part.
 #   scripts/quickstart.sh [WORKDIR]      (default: ./quickstart-demo)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +14,10 @@ work="$(realpath -m "${1:-$root/quickstart-demo}")"
 cargo build --quiet --release -p hydrator -p sqlitekube-demo --manifest-path "$root/Cargo.toml"
 hydrator="$root/target/release/hydrator"
 demo="$root/target/release/sqlitekube-demo"
+# A cluster left running by an earlier quickstart in this directory is stopped first.
+if [ -d "$work/cluster" ] && [ "$(id -u)" = 0 ]; then
+  SQLITE_KUBE_CLUSTER_DIR="$work/cluster" bash "$root/scripts/k8s-cluster.sh" stop || true
+fi
 rm -rf "$work" && mkdir -p "$work"
 db="$work/app.db"
 replica="file://$work/replica"
@@ -59,3 +67,54 @@ echo "rows max_id integrity: $(LITESTREAM_LOG_LEVEL=warn "$demo" count "$work/re
 "$hydrator" ls --replica "$vreplica" | head -3
 "$hydrator" --log-level warn restore --replica "$vreplica" -o "$work/vfs-restored.db"
 echo "restored rows: $(sql "$work/vfs-restored.db" "SELECT count(*) FROM t")"
+
+# --- On Kubernetes: the local single-node cluster the project builds (needs root) ---
+if [ "${SQLITE_KUBE_QUICKSTART_CLUSTER:-1}" != 1 ]; then
+  echo; echo "(skipping the local cluster: SQLITE_KUBE_QUICKSTART_CLUSTER=0)"; exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo; echo "(skipping the local cluster: it needs root for its network namespace, containerd and the kubelet)"; exit 0
+fi
+echo
+echo "== Kubernetes: a local single-node cluster (binaries built once from Debian's kubernetes source and cached; ~15 min the first time)"
+bash "$root/scripts/k8s-testenv.sh" install-node
+cargo build --quiet --release -p operator -p hydrator -p vfs -p sqlitekube-demo --manifest-path "$root/Cargo.toml"
+python3 "$root/scripts/images.py" build --bin-dir "$root/target/release" --out "$work/images"
+cluster="$work/cluster"
+SQLITE_KUBE_CLUSTER_DIR="$cluster" bash "$root/scripts/k8s-cluster.sh" start >"$work/cluster.env"
+. "$work/cluster.env"
+bash "$root/scripts/k8s-cluster.sh" load "$work/images/operator.tar" "$work/images/hydrator.tar" "$work/images/demo.tar"
+echo "== install the operator as a user would: kubectl apply -k config/legacy (the cluster is 1.20)"
+kubectl apply -k "$root/config/legacy"
+kubectl -n sqlite-kube-system rollout status deployment/sqlite-kube-operator --timeout=180s
+echo "== a database on the cluster's S3 store (SeaweedFS at $SQLITE_KUBE_CLUSTER_S3) and the sample app"
+curl -fsS -X POST "$SQLITE_KUBE_CLUSTER_S3_FILER/buckets/quickstart/" >/dev/null
+kubectl apply -f - <<YAML
+apiVersion: v1
+kind: Secret
+metadata: {name: s3-creds, namespace: default}
+stringData: {AWS_ACCESS_KEY_ID: testkey, AWS_SECRET_ACCESS_KEY: testsecret}
+---
+apiVersion: sqlitekube.dev/v1alpha1
+kind: SqliteDatabase
+metadata: {name: orders, namespace: default}
+spec:
+  replica:
+    s3: {bucket: quickstart, path: default/orders, endpoint: "$SQLITE_KUBE_CLUSTER_S3", region: us-east-1,
+         forcePathStyle: true, credentialsSecretRef: {name: s3-creds}}
+  syncInterval: 1s
+YAML
+kubectl apply -f "$root/config/samples/app-rbac.yaml" -f "$root/config/samples/app-deployment.yaml"
+kubectl rollout status deployment/orders-app --timeout=180s
+sleep 5
+url="s3://quickstart/default/orders?endpoint=$SQLITE_KUBE_CLUSTER_S3&region=us-east-1&forcePathStyle=true"
+echo "== what to look at"
+echo "\$ kubectl get pods -o wide";           kubectl get pods -o wide
+echo "\$ kubectl get sqldb";                  kubectl get sqldb
+echo "\$ kubectl get lease orders-writer";    kubectl get lease orders-writer
+echo "\$ hydrator ls --replica $url"
+AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret "$hydrator" ls --replica "$url" | tail -5
+echo
+echo "The cluster keeps running. Use it with:  export KUBECONFIG=$KUBECONFIG"
+echo "Stop it (every process by PID, its network namespace and mounts) with:"
+echo "  sudo SQLITE_KUBE_CLUSTER_DIR=$cluster $root/scripts/k8s-cluster.sh stop"
