@@ -251,8 +251,7 @@ impl LeaseLock {
     /// After losing a write race: report whoever won.
     async fn contended(&self) -> Result<Attempt, LeaseError> {
         match self.holder().await? {
-            Some(h) if h.identity != self.identity => Ok(Attempt::HeldBy(h)),
-            // We "lost" to ourselves (a retried request): treat as held on the next try.
+            // Another holder, or ourselves after a retried request (the next try renews).
             Some(h) => Ok(Attempt::HeldBy(h)),
             None => Ok(Attempt::HeldBy(Holder {
                 identity: String::new(),

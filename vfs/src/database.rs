@@ -69,6 +69,16 @@ impl State {
     }
 }
 
+/// How one publish attempt ended.
+enum Attempt {
+    /// Nothing was waiting to be published.
+    Nothing,
+    Published(u64),
+    /// The TXID held our own earlier object (a PUT that landed but whose response was
+    /// lost): adopted; the rest goes out as the next TXID.
+    Again,
+}
+
 pub struct Database {
     pub cfg: Config,
     pub path: PathBuf,
@@ -375,8 +385,10 @@ impl Database {
         let _turn = self.publish_turn()?;
         // A second round only after finding our own earlier object at the TXID.
         for _ in 0..3 {
-            if let Some(done) = self.publish_once()? {
-                return Ok(done);
+            match self.publish_once()? {
+                Attempt::Nothing => return Ok(None),
+                Attempt::Published(txid) => return Ok(Some(txid)),
+                Attempt::Again => {}
             }
         }
         Err(VfsError::Internal(
@@ -384,9 +396,8 @@ impl Database {
         ))
     }
 
-    /// One publish attempt; `None` when the TXID held our own earlier object (a PUT that
-    /// landed but whose response was lost) and the batch must go out again after it.
-    fn publish_once(&self) -> Result<Option<Option<u64>>, VfsError> {
+    /// One publish attempt.
+    fn publish_once(&self) -> Result<Attempt, VfsError> {
         let started = Instant::now();
         let batch = {
             let mut st = self.state();
@@ -395,7 +406,7 @@ impl Database {
         };
         let Some(batch) = batch else {
             self.space.notify_all();
-            return Ok(Some(None));
+            return Ok(Attempt::Nothing);
         };
         match crate::publisher::put(&self.store, &batch) {
             Ok(PutOutcome::Published(enc)) => {
@@ -412,7 +423,7 @@ impl Database {
                     ms = started.elapsed().as_millis() as u64,
                     "published"
                 );
-                Ok(Some(Some(batch.txid)))
+                Ok(Attempt::Published(batch.txid))
             }
             Ok(PutOutcome::Taken(path)) => {
                 if let Taken::Ours { seq, view } = crate::publisher::whose(&self.store, &batch)? {
@@ -420,7 +431,7 @@ impl Database {
                     let mut st = self.state();
                     st.publisher.adopt_own(batch.txid, seq)?;
                     st.pages.advance_to(view);
-                    return Ok(None);
+                    return Ok(Attempt::Again);
                 }
                 let detail = self.lease.as_ref().and_then(|l| {
                     let e = self.store.latest_epoch().ok()??;
