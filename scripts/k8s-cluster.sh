@@ -28,6 +28,8 @@ API_PORT=6443
 SOCK="$RUN/containerd/containerd.sock"
 PAUSE_IMAGE=docker.io/local/pause:3.2
 
+. "$ROOT/scripts/k8s-pki.sh"
+
 log() { printf '[k8s-cluster] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -69,43 +71,11 @@ network() {
 }
 
 pki() {
-  local p="$RUN/pki"
-  [ -f "$p/admin.crt" ] && return
-  mkdir -p "$p"
-  (
-    cd "$p"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt -subj "/CN=sqlite-kube-cluster-ca" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' "$NODE_IP" "$SVC_IP" >apiserver.ext
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin" 2>/dev/null
-    printf 'extendedKeyUsage=clientAuth\n' >admin.ext
-    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile admin.ext -out admin.crt 2>/dev/null
-    openssl genrsa -out sa.key 2048 2>/dev/null
-    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-    rm -f ./*.csr ./*.ext
-  )
+  k8s_pki "$RUN/pki" sqlite-kube-cluster-ca \
+    "IP:127.0.0.1,IP:$NODE_IP,IP:$SVC_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 }
 
-kubeconfig() { # FILE SERVER
-  local p="$RUN/pki"
-  umask 077
-  cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: local
-  cluster: {server: "$2", certificate-authority-data: "$(base64 -w0 <"$p/ca.crt")"}
-users:
-- name: admin
-  user: {client-certificate-data: "$(base64 -w0 <"$p/admin.crt")", client-key-data: "$(base64 -w0 <"$p/admin.key")"}
-contexts:
-- name: local
-  context: {cluster: local, user: admin, namespace: default}
-current-context: local
-EOF
-  umask 022
-}
+kubeconfig() { k8s_kubeconfig "$1" "$2" "$RUN/pki"; }
 
 pause_image() {
   [ -f "$RUN/images/pause.tar" ] && return

@@ -23,6 +23,8 @@ CACHE="${SQLITE_KUBE_K8S_CACHE:-$HOME/.cache/sqlite-kube/k8s}"
 RUN="${SQLITE_KUBE_K8S_DIR:-${TMPDIR:-/tmp}/sqlite-kube-k8s}"
 BIN="$CACHE/bin"
 ETCD_VERSION=3.5.1
+. "$(dirname "${BASH_SOURCE[0]}")/k8s-pki.sh"
+
 log() { printf '[k8s-testenv] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
@@ -116,24 +118,7 @@ stop() {
   rm -rf "$RUN/etcd-data" "$RUN/env"
 }
 
-pki() {
-  local p="$RUN/pki"
-  [ -f "$p/admin.crt" ] && return
-  mkdir -p "$p"
-  (
-    cd "$p"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -keyout ca.key -out ca.crt -subj "/CN=sqlite-kube-test-ca" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >apiserver.ext
-    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=admin" 2>/dev/null
-    printf 'extendedKeyUsage=clientAuth\n' >admin.ext
-    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile admin.ext -out admin.crt 2>/dev/null
-    openssl genrsa -out sa.key 2048 2>/dev/null
-    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-    rm -f ./*.csr ./*.ext
-  )
-}
+pki() { k8s_pki "$RUN/pki" sqlite-kube-test-ca "IP:127.0.0.1,DNS:localhost"; }
 
 start() {
   if alive "$RUN/kube-apiserver.pid" && alive "$RUN/etcd.pid" && [ -f "$RUN/env" ]; then
@@ -175,23 +160,7 @@ start() {
     sleep 0.25
   done
   [ "$ok" = 1 ] || { tail -30 "$RUN/logs/kube-apiserver.log" >&2; die "kube-apiserver not ready"; }
-  local b64ca b64crt b64key
-  b64ca="$(base64 -w0 <"$p/ca.crt")"; b64crt="$(base64 -w0 <"$p/admin.crt")"; b64key="$(base64 -w0 <"$p/admin.key")"
-  umask 077
-  cat >"$RUN/kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster: {server: "$server", certificate-authority-data: "$b64ca"}
-users:
-- name: admin
-  user: {client-certificate-data: "$b64crt", client-key-data: "$b64key"}
-contexts:
-- name: test
-  context: {cluster: test, user: admin, namespace: default}
-current-context: test
-EOF
+  k8s_kubeconfig "$RUN/kubeconfig" "$server" "$p"
   cat >"$RUN/env" <<EOF
 export KUBECONFIG='$RUN/kubeconfig'
 export SQLITE_KUBE_TEST_CA='$p/ca.crt'

@@ -4,23 +4,11 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use ltx::format::{Encoder, Header};
 use ltx::replica::{LtxKey, Replica, ReplicaError, ReplicaOptions, ReplicaUrl};
 use testkit::{litestream, seaweed::S3Server};
 
-fn page(pgno: u32, size: usize) -> Vec<u8> {
-    (0..size)
-        .map(|i| (pgno as usize * 31 + i / 7) as u8)
-        .collect()
-}
-
-fn file_with(pages: u32, page_size: u32, min: u64, max: u64, ts: i64) -> Bytes {
-    let mut enc = Encoder::new(Vec::new(), Header::new(page_size, pages, min, max, ts)).unwrap();
-    for p in 1..=pages {
-        enc.write_page(p, &page(p, page_size as usize)).unwrap();
-    }
-    Bytes::from(enc.finish(None).unwrap().0)
-}
+mod common;
+use common::{file_with, page};
 
 async fn exercise(url: &str, env: &[(&str, String)]) {
     let r = Replica::open(url).unwrap();

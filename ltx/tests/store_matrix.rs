@@ -13,26 +13,14 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use ltx::format::{Encoder, Header};
 use ltx::replica::{
     CreateOnly, Credentials, LtxKey, Replica, ReplicaError, ReplicaOptions, ReplicaUrl,
 };
 use ltx::restore::{restore, RestoreOptions, Target};
 use testkit::stores::{Kind, Store};
 
-fn page(pgno: u32, size: usize) -> Vec<u8> {
-    (0..size)
-        .map(|i| (pgno as usize * 31 + i / 7) as u8)
-        .collect()
-}
-
-fn file_with(pages: u32, page_size: u32, min: u64, max: u64, ts: i64) -> Bytes {
-    let mut enc = Encoder::new(Vec::new(), Header::new(page_size, pages, min, max, ts)).unwrap();
-    for p in 1..=pages {
-        enc.write_page(p, &page(p, page_size as usize)).unwrap();
-    }
-    Bytes::from(enc.finish(None).unwrap().0)
-}
+mod common;
+use common::{file_with, page};
 
 /// Our client for `url` with the store's credentials given explicitly (tests of several
 /// stores share one process environment).

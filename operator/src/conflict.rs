@@ -111,6 +111,22 @@ pub fn refused_by<'a>(
     overlaps(db, all).into_iter().find(|o| o.earlier)
 }
 
+/// Why `db` (in namespace `viewer`) may not use its replica root, or `None` when it may.
+pub fn refusal<'a>(
+    db: &SqliteDatabase,
+    all: impl IntoIterator<Item = &'a SqliteDatabase>,
+    viewer: &str,
+) -> Option<String> {
+    let o = refused_by(db, all)?;
+    let mine = db
+        .spec
+        .replica
+        .root()
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    Some(o.message(&mine, viewer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

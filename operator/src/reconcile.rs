@@ -129,9 +129,8 @@ async fn apply(
             .root()
             .map(|r| r.to_string())
             .unwrap_or_default();
-        match crate::conflict::refused_by(db, all.iter().map(|d| d.as_ref())) {
-            Some(o) => {
-                let msg = o.message(&mine, ns);
+        match crate::conflict::refusal(db, all.iter().map(|d| d.as_ref()), ns) {
+            Some(msg) => {
                 let changed = conditions::get(&old.conditions, REPLICA_EXCLUSIVE)
                     .is_none_or(|c| c.status != "False" || c.message != msg);
                 let conds = &mut st.conditions;

@@ -17,30 +17,14 @@ use crds::SqliteDatabase;
 use ltx::replica::{LtxKey, Replica, ReplicaOptions, ReplicaUrl};
 use testkit::seaweed::{S3Server, ACCESS_KEY, SECRET_KEY};
 
-/// A real one-table SQLite database encoded as a snapshot LTX and written to the replica
-/// as TXID 1..=`txid`.
+/// [`seed_with`] with the test S3 server's keys.
 async fn seed_replica(url: &str, txid: u64) -> Replica {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("seed.db");
-    {
-        let c = rusqlite::Connection::open(&db).unwrap();
-        c.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3);")
-            .unwrap();
-    }
-    let (buf, _) = ltx::dbfile::encode_db(&db, 1, txid, 1_700_000_000_000, Vec::new()).unwrap();
-    let mut opts = ReplicaOptions::default();
-    opts.credentials.access_key_id = Some(ACCESS_KEY.into());
-    opts.credentials.secret_access_key = Some(SECRET_KEY.into());
-    let r = Replica::open_with(ReplicaUrl::parse(url).unwrap(), &opts).unwrap();
-    r.write(
-        &LtxKey::new(0, 1, txid),
-        Bytes::from(buf),
-        1_700_000_000_000,
-        true,
-    )
-    .await
-    .unwrap();
-    r
+    let credentials = ltx::replica::Credentials {
+        access_key_id: Some(ACCESS_KEY.into()),
+        secret_access_key: Some(SECRET_KEY.into()),
+        ..Default::default()
+    };
+    seed_with(url, credentials, txid).await
 }
 
 async fn s3_database(
@@ -717,8 +701,9 @@ async fn the_operator_never_lends_its_own_credentials() {
     .await;
 }
 
-/// A replica opened with explicit credentials, seeded with TXIDs 1..=`txid`.
-async fn seed_with(url: &str, credentials: ltx::replica::Credentials, txid: u64) {
+/// A replica opened with explicit credentials, seeded with TXIDs 1..=`txid` (a real
+/// one-table SQLite database as one snapshot LTX).
+async fn seed_with(url: &str, credentials: ltx::replica::Credentials, txid: u64) -> Replica {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("seed.db");
     {

@@ -47,8 +47,8 @@ async fn start(dir: &Path) -> std::net::SocketAddr {
     .unwrap()
 }
 
-/// `GET /healthz` over TLS trusting only `ca`; the body, or the error.
-async fn get_healthz(addr: std::net::SocketAddr, ca: &Path) -> Result<String, String> {
+/// A TLS client trusting only the CA in `ca`.
+fn client(ca: &Path) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -59,9 +59,14 @@ async fn get_healthz(addr: std::net::SocketAddr, ca: &Path) -> Result<String, St
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+/// `GET /healthz` over TLS trusting only `ca`; the body, or the error.
+async fn get_healthz(addr: std::net::SocketAddr, ca: &Path) -> Result<String, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from("127.0.0.1").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    let mut s = client(ca)
         .connect(name, tcp)
         .await
         .map_err(|e| e.to_string())?;
@@ -129,18 +134,8 @@ async fn slow_headers_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     certs(dir.path());
     let addr = start(dir.path()).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.path().join("ca.crt")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    let mut s = client(&dir.path().join("ca.crt"))
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
         .unwrap();

@@ -116,22 +116,18 @@ impl Backend {
             .await
             .map_err(|e| ReplicaError::io(src, e))?
             .len();
-        let Backend::Objects { timestamp_key } = self else {
-            let data = tokio::fs::read(src)
-                .await
-                .map_err(|e| ReplicaError::io(src, e))?;
-            return self
-                .put(op, path, Bytes::from(data), Some(timestamp_ms), create_only)
-                .await;
+        // Files, and small objects, in one write.
+        let timestamp_key = match self {
+            Backend::Objects { timestamp_key } if size > MULTIPART_OVER => *timestamp_key,
+            _ => {
+                let data = tokio::fs::read(src)
+                    .await
+                    .map_err(|e| ReplicaError::io(src, e))?;
+                return self
+                    .put(op, path, Bytes::from(data), Some(timestamp_ms), create_only)
+                    .await;
+            }
         };
-        if size <= MULTIPART_OVER {
-            let data = tokio::fs::read(src)
-                .await
-                .map_err(|e| ReplicaError::io(src, e))?;
-            return self
-                .put(op, path, Bytes::from(data), Some(timestamp_ms), create_only)
-                .await;
-        }
         let mut w = op
             .writer_with(path)
             .chunk(PART_SIZE)

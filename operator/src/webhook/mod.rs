@@ -156,17 +156,10 @@ pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionR
     }
     if let Some(cache) = &s.cache {
         let all = cache.state();
-        if let Some(o) = crate::conflict::refused_by(&db, all.iter().map(|d| d.as_ref())) {
-            let mine = db
-                .spec
-                .replica
-                .root()
-                .map(|r| r.to_string())
-                .unwrap_or_default();
+        if let Some(why) = crate::conflict::refusal(&db, all.iter().map(|d| d.as_ref()), &ns) {
             return resp.deny(format!(
-                "SqliteDatabase {ns}/{} cannot be used: {}",
-                opt.database,
-                o.message(&mine, &ns)
+                "SqliteDatabase {ns}/{} cannot be used: {why}",
+                opt.database
             ));
         }
     }
