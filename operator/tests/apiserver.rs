@@ -725,6 +725,7 @@ async fn seed_with(url: &str, credentials: ltx::replica::Credentials, txid: u64)
     )
     .await
     .unwrap();
+    r
 }
 
 /// The `SqliteDatabase` spec for Azure and GCS against their emulators (Azurite,
