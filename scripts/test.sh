@@ -73,10 +73,11 @@ phase "workspace tests"
 # the images built here, `kubectl apply -k config/legacy`, the sample app.
 if [ "$own_k8s" = 1 ]; then
   cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/sqlite-kube-cluster.XXXXXX")"
-  stop_cluster() { SQLITE_KUBE_CLUSTER_DIR="$cluster_dir" scripts/k8s-cluster.sh stop; rm -rf "$cluster_dir"; }
+  stop_cluster() { SQLITE_KUBE_CLUSTER_DIR="$cluster_dir" bash scripts/k8s-cluster.sh stop; rm -rf "$cluster_dir"; }
   trap 'stop_cluster; cleanup' EXIT
   (
-    eval "$(SQLITE_KUBE_CLUSTER_DIR="$cluster_dir" scripts/k8s-cluster.sh start)"
+    cluster_env="$(SQLITE_KUBE_CLUSTER_DIR="$cluster_dir" bash scripts/k8s-cluster.sh start)" || exit 1
+    eval "$cluster_env"
     phase "local cluster start"
     cargo test -p e2e --test real_pods -- --ignored --nocapture
   ) || status=$?

@@ -242,9 +242,253 @@ spec:
         None,
     )?;
     eprintln!(
-        "real pods: {rows} rows written by a pod through the VFS restored by litestream; status: {status}; {:?} in all",
+        "first rows in the replica ({rows}); status: {status}; {:?}",
         t0.elapsed()
+    );
+
+    // Every id any app container acknowledged (printed after its COMMIT returned), from
+    // the container logs: followed live, and read back for a container that was killed.
+    let acked = Acked::default();
+    let mut seen_pods = vec![writer_pod(&ns)?];
+    acked.follow(&ns, &seen_pods[0]);
+
+    // A read-mode Deployment follows the writer.
+    let reader = std::fs::read_to_string(root().join("config/samples/app-deployment.yaml"))?
+        .replace("namespace: default", &format!("namespace: {ns}"))
+        .replace("orders-app", "orders-reader")
+        .replace("serviceAccountName: orders-reader", "serviceAccountName: orders-app")
+        .replace("sqlitekube.dev/mode: write", "sqlitekube.dev/mode: read");
+    kubectl(&["apply", "-f", "-"], Some(&reader))?;
+    wait("the reader follows the writer", 120, || {
+        let logs = kubectl(
+            &["-n", &ns, "logs", "deployment/orders-reader", "-c", "app"],
+            None,
+        )?;
+        let counts: Vec<i64> = logs
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        Ok(counts.len() >= 2 && counts.last() > counts.first())
+    })?;
+    eprintln!("a read-mode pod follows the writer ({:?})", t0.elapsed());
+
+    // kubectl rollout restart: the writer gets SIGTERM, makes its final sync, releases the
+    // Lease with its TXID, and the new pod writes.
+    let before = seen_pods[0].clone();
+    kubectl(
+        &["-n", &ns, "rollout", "restart", "deployment/orders-app"],
+        None,
+    )?;
+    wait("a new writer pod writing", 180, || {
+        let p = writer_pod(&ns).unwrap_or_default();
+        Ok(!p.is_empty() && p != before && acked.follow_once(&ns, &p))
+    })?;
+    seen_pods.push(writer_pod(&ns)?);
+    wait("the hand-over recorded", 60, || {
+        let h = kubectl(
+            &[
+                "-n",
+                &ns,
+                "get",
+                "sqldb",
+                "orders",
+                "-o",
+                "jsonpath={.status.lastHandoff.from} {.status.lastHandoff.complete}",
+            ],
+            None,
+        )?;
+        Ok(h.starts_with(&before) && h.trim_end().ends_with("true"))
+    })?;
+    eprintln!(
+        "rollout restart: {before} drained and handed over ({:?})",
+        t0.elapsed()
+    );
+
+    // A crash: the app container is killed (SIGKILL through containerd); the kubelet
+    // restarts it in the same pod, and the write buffer in the pod's volume is replayed.
+    let pod = seen_pods.last().unwrap().clone();
+    let id = kubectl(
+        &[
+            "-n",
+            &ns,
+            "get",
+            "pod",
+            &pod,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].containerID}",
+        ],
+        None,
+    )?;
+    let id = id.trim().trim_start_matches("containerd://").to_string();
+    let sock = dir.join("containerd/containerd.sock");
+    let killed = Command::new("ctr")
+        .arg("-a")
+        .arg(&sock)
+        .args(["-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", &id])
+        .status()?;
+    ensure!(killed.success(), "could not kill container {id}");
+    wait("the killed container restarted and writing", 120, || {
+        let n = kubectl(
+            &[
+                "-n",
+                &ns,
+                "get",
+                "pod",
+                &pod,
+                "-o",
+                "jsonpath={.status.containerStatuses[0].restartCount}",
+            ],
+            None,
+        )?;
+        Ok(n.trim() == "1" && acked.follow_once(&ns, &pod))
+    })?;
+    let previous = kubectl(&["-n", &ns, "logs", &pod, "-c", "app", "--previous"], None)?;
+    acked.add(&previous);
+    eprintln!(
+        "container killed and restarted in {pod} ({:?})",
+        t0.elapsed()
+    );
+
+    // A graceful stop of the last writer, then the replica holds every acknowledged row.
+    std::thread::sleep(Duration::from_secs(2));
+    kubectl(
+        &["-n", &ns, "scale", "deployment/orders-app", "--replicas=0"],
+        None,
+    )?;
+    wait("the writer pods gone", 120, || {
+        Ok(kubectl(
+            &[
+                "-n",
+                &ns,
+                "get",
+                "pods",
+                "-l",
+                "app=orders-app",
+                "-o",
+                "name",
+            ],
+            None,
+        )?
+        .trim()
+        .is_empty())
+    })?;
+    acked.join();
+    let db = out.path().join("final.db");
+    let _ = std::fs::remove_file(&db);
+    let o = testkit::litestream::try_restore(&url, &db, &[], &env);
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = rusqlite::Connection::open(&db)?;
+    let restored: std::collections::BTreeSet<i64> = c
+        .prepare("SELECT id FROM t")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let acked = acked.ids();
+    let lost: Vec<_> = acked.iter().filter(|i| !restored.contains(i)).collect();
+    eprintln!(
+        "real pods: {} writer pods, 1 hand-over, 1 container crash; {} rows acknowledged, {} restored by litestream, {} lost ({:?} in all)",
+        seen_pods.len(),
+        acked.len(),
+        restored.len(),
+        lost.len(),
+        t0.elapsed()
+    );
+    ensure!(
+        acked.len() > 100,
+        "too few acknowledged rows to prove anything: {}",
+        acked.len()
+    );
+    ensure!(
+        lost.is_empty(),
+        "acknowledged rows lost: {:?}",
+        &lost[..lost.len().min(10)]
     );
     kubectl(&["delete", "namespace", &ns, "--wait=false"], None)?;
     Ok(())
+}
+
+/// The running writer pod of the sample app (none while it is being replaced).
+fn writer_pod(ns: &str) -> Result<String> {
+    let out = kubectl(
+        &[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app=orders-app",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+        None,
+    )?;
+    let pods: Vec<&str> = out.split_whitespace().collect();
+    Ok(if pods.len() == 1 {
+        pods[0].to_string()
+    } else {
+        String::new()
+    })
+}
+
+/// Ids the app containers printed, collected from `kubectl logs -f` per container.
+#[derive(Default, Clone)]
+struct Acked {
+    ids: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
+    followers: std::sync::Arc<std::sync::Mutex<Vec<(String, std::thread::JoinHandle<()>)>>>,
+}
+
+impl Acked {
+    fn add(&self, logs: &str) {
+        let mut ids = self.ids.lock().unwrap();
+        ids.extend(logs.lines().filter_map(|l| l.trim().parse::<i64>().ok()));
+    }
+
+    /// Follows `pod`'s app container until it ends (all its output since it started).
+    fn follow(&self, ns: &str, pod: &str) {
+        let (ns, pod2, me) = (ns.to_string(), pod.to_string(), self.clone());
+        let h = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let Ok(mut c) = Command::new("kubectl")
+                .args(["-n", &ns, "logs", "-f", &pod2, "-c", "app"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+            else {
+                return;
+            };
+            let out = c.stdout.take().unwrap();
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                me.add(&line);
+            }
+            let _ = c.wait();
+        });
+        self.followers.lock().unwrap().push((pod.to_string(), h));
+    }
+
+    /// Starts following `pod` (again, after a restart) unless a follower is still
+    /// running for it; true once its container has printed an id.
+    fn follow_once(&self, ns: &str, pod: &str) -> bool {
+        let running = self
+            .followers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(p, h)| p == pod && !h.is_finished());
+        if !running {
+            self.follow(ns, pod);
+        }
+        let logs =
+            kubectl(&["-n", ns, "logs", pod, "-c", "app", "--tail", "5"], None).unwrap_or_default();
+        logs.lines().any(|l| l.trim().parse::<i64>().is_ok())
+    }
+
+    fn join(&self) {
+        for (_, h) in self.followers.lock().unwrap().drain(..) {
+            let _ = h.join();
+        }
+    }
+
+    fn ids(&self) -> std::collections::BTreeSet<i64> {
+        self.ids.lock().unwrap().clone()
+    }
 }
