@@ -74,7 +74,7 @@ phase "workspace tests"
 if [ "$own_k8s" = 1 ]; then
   cluster_dir="$(mktemp -d "${TMPDIR:-/tmp}/sqlite-kube-cluster.XXXXXX")"
   stop_cluster() { SQLITE_KUBE_CLUSTER_DIR="$cluster_dir" bash scripts/k8s-cluster.sh stop; rm -rf "$cluster_dir"; }
-  trap 'stop_cluster; cleanup' EXIT
+  trap 'stop_cluster || true; cleanup' EXIT
   (
     cluster_env="$(SQLITE_KUBE_CLUSTER_DIR="$cluster_dir" bash scripts/k8s-cluster.sh start)" || exit 1
     eval "$cluster_env"
