@@ -256,7 +256,10 @@ spec:
     let reader = std::fs::read_to_string(root().join("config/samples/app-deployment.yaml"))?
         .replace("namespace: default", &format!("namespace: {ns}"))
         .replace("orders-app", "orders-reader")
-        .replace("serviceAccountName: orders-reader", "serviceAccountName: orders-app")
+        .replace(
+            "serviceAccountName: orders-reader",
+            "serviceAccountName: orders-app",
+        )
         .replace("sqlitekube.dev/mode: write", "sqlitekube.dev/mode: read");
     kubectl(&["apply", "-f", "-"], Some(&reader))?;
     wait("the reader follows the writer", 120, || {
