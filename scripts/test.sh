@@ -42,7 +42,7 @@ fi
 s3dir="$(mktemp -d "${TMPDIR:-/tmp}/sqlitekube-s3.XXXXXX")"
 cleanup() {
   scripts/seaweedfs.sh stop "$s3dir"
-  if [ "$own_k8s" = 1 ]; then scripts/k8s-testenv.sh stop; rm -f "$k8s_log"; fi
+  if [ "$own_k8s" = 1 ]; then scripts/k8s-testenv.sh stop; rm -rf "$SQLITE_KUBE_K8S_DIR" "$k8s_log"; fi
 }
 trap cleanup EXIT
 eval "$(scripts/seaweedfs.sh start "$s3dir")"
