@@ -400,6 +400,35 @@ spec:
         "too few acknowledged rows to prove anything: {}",
         acked.len()
     );
+
+    // Point-in-time restore of the story's replica: a TXID half-way holds a prefix of the
+    // rows (by id), and is a valid database.
+    let latest = ltx_latest(&url, &env)?;
+    let mid = latest / 2;
+    let pit = out.path().join("pit.db");
+    let o = testkit::litestream::try_restore(&url, &pit, &["-txid", &format!("{mid:016x}")], &env);
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c = rusqlite::Connection::open(&pit)?;
+    let ok: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    let at_mid: std::collections::BTreeSet<i64> = c
+        .prepare("SELECT id FROM t")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    ensure!(ok == "ok", "TXID {mid:x}: integrity_check {ok}");
+    let max_mid = at_mid.iter().max().copied().unwrap_or(0);
+    let prefix: std::collections::BTreeSet<i64> =
+        restored.iter().copied().filter(|i| *i <= max_mid).collect();
+    ensure!(
+        at_mid.len() < restored.len() && at_mid == prefix,
+        "TXID {mid:x} of {latest:x} is not a prefix: {} rows of {}",
+        at_mid.len(),
+        restored.len()
+    );
+    eprintln!(
+        "point in time: TXID {mid} of {latest} restored by litestream: {} of {} rows, a prefix",
+        at_mid.len(),
+        restored.len()
+    );
     ensure!(
         lost.is_empty(),
         "acknowledged rows lost: {:?}",
@@ -407,6 +436,19 @@ spec:
     );
     kubectl(&["delete", "namespace", &ns, "--wait=false"], None)?;
     Ok(())
+}
+
+/// The replica's newest TXID, as `litestream ltx` lists it (level, min, max, size, time).
+fn ltx_latest(url: &str, env: &[(&str, String)]) -> Result<u64> {
+    let o = testkit::litestream::command(env)
+        .args(["ltx", "-level", "all", url])
+        .output()?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines()
+        .filter_map(|l| u64::from_str_radix(l.split_whitespace().nth(2)?, 16).ok())
+        .max()
+        .context("no LTX files listed")
 }
 
 /// The running writer pod of the sample app (none while it is being replaced).
