@@ -475,11 +475,14 @@ fn writer_pod(ns: &str) -> Result<String> {
     })
 }
 
+/// A `kubectl logs -f` thread, by pod.
+type Followers = Vec<(String, std::thread::JoinHandle<()>)>;
+
 /// Ids the app containers printed, collected from `kubectl logs -f` per container.
 #[derive(Default, Clone)]
 struct Acked {
     ids: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
-    followers: std::sync::Arc<std::sync::Mutex<Vec<(String, std::thread::JoinHandle<()>)>>>,
+    followers: std::sync::Arc<std::sync::Mutex<Followers>>,
 }
 
 impl Acked {

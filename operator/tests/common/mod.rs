@@ -110,9 +110,13 @@ impl OperatorProcess {
 }
 
 impl Drop for OperatorProcess {
+    /// Stops the operator; its log stays in the temp dir only when the test failed.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
