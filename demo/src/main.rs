@@ -16,10 +16,16 @@
 //!                                              SQLITE_KUBE_LEASE …). Write mode inserts a row
 //!                                              every SQLITE_KUBE_DEMO_INTERVAL_MS (default 10)
 //!                                              and prints each id once committed (with
-//!                                              SQLITE_KUBE_DEMO_TIMESTAMPS=1: "id unix_ms",
-//!                                              when its transaction began); read mode
-//!                                              prints "rows max_id" every 500 ms. SIGTERM:
-//!                                              close cleanly (final sync, lease hand-over).
+//!                                              SQLITE_KUBE_DEMO_TIMESTAMPS=1: "id began_ms
+//!                                              committed_ms", Unix milliseconds); read mode
+//!                                              prints "rows max_id" every 500 ms. Once the
+//!                                              database is open and readable it creates
+//!                                              `<db>-app-ready` (the readiness probe). Its
+//!                                              busy timeout: SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS
+//!                                              (default 500). SIGTERM: close cleanly (final
+//!                                              sync, lease hand-over).
+//!   sqlitekube-demo ready                      the readiness probe: exit 0 once `app` has
+//!                                              opened its database
 //! Other settings come from the environment (LITESTREAM_* as documented).
 
 use std::io::Write;
@@ -55,8 +61,24 @@ fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
+/// The file `app` creates once its database is open and readable.
+fn ready_file() -> Option<String> {
+    std::env::var("SQLITE_KUBE_DB_PATH")
+        .ok()
+        .map(|db| format!("{db}-app-ready"))
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("ready") {
+        let ready = ready_file().is_some_and(|f| std::path::Path::new(&f).exists());
+        return if ready {
+            std::process::ExitCode::SUCCESS
+        } else {
+            eprintln!("sqlitekube-demo: the database is not open yet");
+            std::process::ExitCode::FAILURE
+        };
+    }
     if args.get(1).map(String::as_str) == Some("app") {
         register();
         return match app() {
@@ -174,9 +196,16 @@ fn app() -> Result<(), String> {
     } else {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     } | OpenFlags::SQLITE_OPEN_URI;
+    if let Some(f) = ready_file() {
+        let _ = std::fs::remove_file(f);
+    }
     let c = Connection::open_with_flags(format!("file:{db}?vfs=sqlitekube"), flags)
         .map_err(|e| format!("open {db}: {e}"))?;
-    c.busy_timeout(std::time::Duration::from_millis(500))
+    let busy = std::env::var("SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    c.busy_timeout(std::time::Duration::from_millis(busy))
         .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     if write {
@@ -193,10 +222,19 @@ fn app() -> Result<(), String> {
         }
     }
     opened.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Readable now (a writer waiting for the Lease serves reads too).
+    let rows: i64 = c
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap_or(-1);
     eprintln!(
-        "sqlitekube-demo: opened {db} ({})",
+        "sqlitekube-demo: opened {db} ({}), {rows} rows",
         if write { "write" } else { "read" }
     );
+    if let Some(f) = ready_file() {
+        if let Err(e) = std::fs::write(&f, b"") {
+            eprintln!("sqlitekube-demo: cannot create {f}: {e}");
+        }
+    }
     let mut last_err = String::new();
     let timestamps = std::env::var("SQLITE_KUBE_DEMO_TIMESTAMPS").is_ok_and(|v| v == "1");
     // Who wrote each row, so tests can tell writers apart in a restored replica.
@@ -215,7 +253,10 @@ fn app() -> Result<(), String> {
             match c.execute("INSERT INTO t(v) VALUES (?1)", [&row]) {
                 Ok(_) => {
                     if timestamps {
-                        writeln!(out, "{} {began}", c.last_insert_rowid()).ok();
+                        let done = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis());
+                        writeln!(out, "{} {began} {done}", c.last_insert_rowid()).ok();
                     } else {
                         writeln!(out, "{}", c.last_insert_rowid()).ok();
                     }

@@ -164,12 +164,13 @@ pub struct LocalPod {
 }
 
 impl LocalPod {
-    /// The ids the app container printed (the demo app prints each once committed).
+    /// The ids the app container printed (the demo app prints each once committed,
+    /// first on its line).
     pub fn printed_ids(&self) -> Vec<i64> {
         self.containers[0]
             .output()
             .iter()
-            .filter_map(|l| l.trim().parse().ok())
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
             .collect()
     }
 

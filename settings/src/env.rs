@@ -41,6 +41,10 @@ pub const STORE_RETRIES: &str = "SQLITE_KUBE_STORE_RETRIES";
 /// Writer: accept a store that does not honour create-only writes (no fencing at the
 /// store; only the Lease keeps a second writer out). Off by default.
 pub const ALLOW_UNFENCED_STORE: &str = "SQLITE_KUBE_ALLOW_UNFENCED_STORE";
+/// Lease-gated writer: while another pod holds the Lease, open at once as a standby
+/// (reads served, writes wait with SQLITE_BUSY) and take over when the Lease comes free.
+/// `false`: open blocks until the Lease is ours. On by default (RollingUpdate needs it).
+pub const WRITER_STANDBY: &str = "SQLITE_KUBE_WRITER_STANDBY";
 /// Writer: the Kubernetes Lease to hold while writing; enables lease-gated writes.
 pub const LEASE: &str = "SQLITE_KUBE_LEASE";
 /// The Lease's namespace (default: the service account's).
@@ -77,6 +81,7 @@ pub const VFS_SETTINGS: &[&str] = &[
     DRAIN_TIMEOUT,
     STORE_RETRIES,
     ALLOW_UNFENCED_STORE,
+    WRITER_STANDBY,
     LOG_LEVEL,
 ];
 

@@ -2,7 +2,9 @@
 //!
 //! - `sqlitekube-sync` (writer): publishes every `sync_interval`, or at once when the
 //!   buffer passes half its limit; backs off while the store fails.
-//! - `sqlitekube-poll` (reader): follows the writer every `poll_interval`.
+//! - `sqlitekube-poll` (reader): follows the writer every `poll_interval`; the writer's
+//!   sync thread does the same while it is a standby.
+//! - `sqlitekube-standby` (standby writer): waits for the Lease and takes over (`standby.rs`).
 //! - `sqlitekube-compact` (writer): maintenance (`maintenance.rs`).
 //! - `sqlitekube-hydrate`: pulls the whole database into the local copy.
 //!
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::database::Database;
 use crate::error::VfsError;
 use crate::hydration::{HydrationState, Hydrator};
+use crate::standby::Role;
 
 /// How often a panicked background thread is restarted before the database gives up on
 /// it (and says so in its status and log).
@@ -55,6 +58,9 @@ pub fn start(db: &Arc<Database>) {
         if !db.cfg.compaction_interval.is_zero() {
             spawn("sqlitekube-compact", |db| db.maintenance_loop());
         }
+        if db.role.get() == Role::Standby {
+            spawn("sqlitekube-standby", |db| db.standby_loop());
+        }
     } else {
         spawn("sqlitekube-poll", sync_loop);
     }
@@ -63,23 +69,28 @@ pub fn start(db: &Arc<Database>) {
     }
 }
 
-/// Publishes (writer) or polls (reader) until stopped.
+/// Publishes (writer) or polls (reader, standby) until stopped.
 fn sync_loop(db: Arc<Database>) {
-    let interval = if db.cfg.write_enabled {
-        db.cfg.sync_interval
-    } else {
-        db.cfg.poll_interval
+    let interval = |writer: bool| {
+        if writer {
+            db.cfg.sync_interval
+        } else {
+            db.cfg.poll_interval
+        }
     };
-    let mut backoff = interval;
+    let mut backoff = interval(db.role.get() == Role::Writer);
     while !db.stop.load(Ordering::Relaxed) {
+        let writer = db.role.get() == Role::Writer;
         // Early publishes only while the store is healthy (not while backing off).
-        let early = (db.cfg.write_enabled && backoff == interval).then_some(&db.publish_soon);
+        let early = (writer && backoff == interval(writer)).then_some(&db.publish_soon);
         db.sleep_or(backoff, early);
         if db.stop.load(Ordering::Relaxed) {
             break;
         }
         crate::fault("sync-thread");
-        let res = if db.cfg.write_enabled {
+        let writer = db.role.get() == Role::Writer;
+        let interval = interval(writer);
+        let res = if writer {
             db.publish().map(|_| ())
         } else {
             db.poll()
@@ -164,6 +175,7 @@ impl Database {
             }
         }
         if self.cfg.write_enabled {
+            // A standby that never took over has nothing to publish or release.
             self.final_sync(deadline);
         }
         {
@@ -194,7 +206,7 @@ impl Database {
             }
         }
         self.state().publisher.sync_buffer();
-        let Some(l) = &self.lease else {
+        let Some(l) = self.lease() else {
             return;
         };
         let st = self.state();

@@ -20,6 +20,7 @@
 //! | `snapshot_retention` | `SQLITE_KUBE_SNAPSHOT_RETENTION` | `24h` | keep older snapshots this long |
 //! | `store_retries` | `SQLITE_KUBE_STORE_RETRIES` | `4` | retries of a failed store request (backoff 1 s, doubling) before that sync fails and the next one tries again |
 //! | `allow_unfenced_store` | `SQLITE_KUBE_ALLOW_UNFENCED_STORE` | `false` | writer: accept a store that ignores create-only writes (see `docs/durability.md`) |
+//! | `writer_standby` | `SQLITE_KUBE_WRITER_STANDBY` | `true` | lease-gated writer: while another pod holds the Lease, open at once serving reads (writes get `SQLITE_BUSY`) and take over when it is free; `false` blocks in open instead |
 //! | `drain_timeout` | `SQLITE_KUBE_DRAIN_TIMEOUT` | `30s` | writer: how long the final sync on close may take |
 //! | — | `SQLITE_KUBE_LEASE` | (none) | writer: the Kubernetes Lease to hold while writing (`<db>-writer`); enables lease-gated writes |
 //! | — | `SQLITE_KUBE_NAMESPACE` | the service account's namespace | the Lease's namespace |
@@ -58,6 +59,9 @@ pub struct Config {
     pub store_retries: usize,
     /// Write even if the store's create-only probe fails (no fencing at the store).
     pub allow_unfenced_store: bool,
+    /// A lease-gated writer whose Lease is held elsewhere opens as a standby instead of
+    /// blocking in open.
+    pub writer_standby: bool,
     /// Lease-gated writes (Kubernetes); `None` outside Kubernetes.
     pub lease: Option<LeaseSettings>,
 }
@@ -196,6 +200,7 @@ impl Config {
                 &[env::ALLOW_UNFENCED_STORE],
                 false,
             )?,
+            writer_standby: boolean("writer_standby", &[env::WRITER_STANDBY], true)?,
             lease: match get("lease", &[env::LEASE]) {
                 None => None,
                 Some((_, name)) => {

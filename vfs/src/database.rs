@@ -11,23 +11,24 @@
 //! | store door | `store.rs` | every call to the replica, bounded at drain |
 //! | recovery | `recovery.rs` | start-up reconciliation and buffer replay |
 //! | fencing | `fencing.rs` | epoch record and fence TXID on lease acquisition |
-//! | follower | `follow.rs` | read-only mode: picking up new TXIDs |
+//! | follower | `follow.rs` | read-only mode (and standby): picking up new TXIDs |
+//! | standby | `standby.rs` | a writer waiting for the Lease, and its take-over |
 //! | maintenance | `maintenance.rs` | compaction, snapshots, retention |
 //! | background | `background.rs` | the sync/poll thread, the hydration thread |
 //! | status | `status.rs` | counters and the JSON status file |
 //!
 //! **Lock order** (the only locks; take them in this order, never the reverse):
 //! 1. the open-database registry (`shim.rs`), only while opening or closing;
-//! 2. [`Database::publishing`]: one publish at a time;
+//! 2. [`Database::publishing`]: one publish or poll at a time;
 //! 3. [`Database::state`]: every part's state, behind one mutex.
 //!
-//! The writer lease's own mutexes are leaves. The state lock is never held across a store
+//! The writer lease's own mutexes (and the [`Database::lease`] slot) are leaves. The state lock is never held across a store
 //! call: parts answer "fetch this" or "publish this", the coordinator drops the lock, calls
 //! the store, and hands the result back.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use ltx::format::{Header, PageIndexEntry};
@@ -40,10 +41,11 @@ use crate::ffi::*;
 use crate::locks::{is_exclusive_level, LockTable, BACKPRESSURE_WAIT};
 use crate::pages::{Lookup, Page, PageView};
 use crate::publisher::{Publisher, PutOutcome, Taken};
+use crate::standby::{Role, RoleCell};
 use crate::status::SyncStats;
 use crate::store::Store;
 use crate::transaction::Transaction;
-use crate::writer_lease::WriterLease;
+use crate::writer_lease::{Wait, WriterLease};
 
 /// Every part's state; guarded by [`Database::state`].
 pub(crate) struct State {
@@ -88,14 +90,18 @@ pub struct Database {
     pub(crate) space: Condvar,
     pub(crate) stop: AtomicBool,
     pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    /// One publish at a time (the final sync may overlap a background one).
-    publishing: Mutex<()>,
+    /// One publish or poll at a time (the final sync may overlap a background one; a
+    /// standby's take-over polls next to the background poll).
+    pub(crate) publishing: Mutex<()>,
     next_handle: AtomicU64,
     /// Set when unpublished bytes pass half of `buffer_limit`: the sync thread publishes
     /// now instead of at the end of its interval.
     pub(crate) publish_soon: AtomicBool,
-    /// The Kubernetes writer lease, when writes are lease-gated.
-    pub(crate) lease: Option<Arc<WriterLease>>,
+    /// The Kubernetes writer lease, when writes are lease-gated and it is ours (a
+    /// standby fills it in when it takes over).
+    lease: RwLock<Option<Arc<WriterLease>>>,
+    /// Reader, standby or writer.
+    pub(crate) role: RoleCell,
     /// What the writer's create-only probe found (`None` for readers).
     pub(crate) create_only: Option<CreateOnly>,
 }
@@ -118,13 +124,29 @@ impl Database {
             None
         };
         // A lease-gated writer waits for the lease before it looks at the replica, so the
-        // view it starts from includes the previous writer's final sync.
-        let lease = match (&cfg.lease, cfg.write_enabled) {
-            (Some(s), true) => Some(WriterLease::acquire(s.clone())?),
-            _ => None,
+        // view it starts from includes the previous writer's final sync. If another pod
+        // holds it, the writer stands by (reads served) unless told to block here.
+        let (lease, role) = match (&cfg.lease, cfg.write_enabled) {
+            (Some(s), true) => {
+                let now = WriterLease::acquire(s.clone(), Wait::Once)?;
+                match now {
+                    Some(l) => (Some(l), Role::Writer),
+                    None if cfg.writer_standby
+                        && !crate::recovery::has_unpublished(&cfg.buffer_path) =>
+                    {
+                        (None, Role::Standby)
+                    }
+                    None => (
+                        WriterLease::acquire(s.clone(), Wait::Forever)?,
+                        Role::Writer,
+                    ),
+                }
+            }
+            (_, true) => (None, Role::Writer),
+            _ => (None, Role::Reader),
         };
         let mut view = crate::fencing::view_after_handover(&store, lease.as_deref())?;
-        let publisher = if cfg.write_enabled {
+        let publisher = if role == Role::Writer {
             crate::recovery::recover(&cfg.buffer_path, cfg.buffer_limit, &store, &mut view)?
         } else {
             Publisher::new(&cfg.buffer_path, cfg.buffer_limit, PublishState::default())
@@ -153,17 +175,27 @@ impl Database {
             publishing: Mutex::new(()),
             next_handle: AtomicU64::new(1),
             publish_soon: AtomicBool::new(false),
-            lease,
+            lease: RwLock::new(lease.clone()),
+            role: RoleCell::new(role),
             create_only,
             cfg,
         });
-        if let Some(l) = &db.lease {
+        if let Some(l) = &lease {
             db.fence_store()?;
             l.start_renewal();
         }
         crate::background::start(&db);
-        tracing::info!(path = %path.display(), replica = %db.cfg.replica_url, write = db.cfg.write_enabled, txid = db.state().pages.txid(), "database opened");
+        tracing::info!(path = %path.display(), replica = %db.cfg.replica_url, role = role.name(), txid = db.state().pages.txid(), "database opened");
         Ok(db)
+    }
+
+    /// The writer lease, if writes are lease-gated and it is ours.
+    pub(crate) fn lease(&self) -> Option<Arc<WriterLease>> {
+        self.lease.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_lease(&self, l: Option<Arc<WriterLease>>) {
+        *self.lease.write().unwrap_or_else(|e| e.into_inner()) = l;
     }
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
@@ -211,7 +243,12 @@ impl Database {
             let out = &mut buf[done..done + n];
             out.copy_from_slice(&page[in_page..in_page + n]);
             if pgno == 1 {
-                patch_page1(out, in_page, st.pages.txid(), self.cfg.write_enabled);
+                patch_page1(
+                    out,
+                    in_page,
+                    st.pages.txid(),
+                    self.role.get() == Role::Writer,
+                );
             }
             done += n;
         }
@@ -324,14 +361,17 @@ impl Database {
             return st.locks.shared(handle, from);
         }
         if to == SQLITE_LOCK_RESERVED {
-            if !self.cfg.write_enabled {
-                return SQLITE_READONLY;
+            match self.role.get() {
+                Role::Reader => return SQLITE_READONLY,
+                // Waiting for the Lease: SQLite's busy handler retries.
+                Role::Standby => return SQLITE_BUSY,
+                Role::Writer => {}
             }
             if let Some(f) = st.publisher.fenced() {
                 tracing::error!(reason = %f, "write refused: this writer is fenced");
                 return SQLITE_READONLY;
             }
-            if let Some(rc) = self.lease.as_ref().and_then(|l| l.write_gate()) {
+            if let Some(rc) = self.lease().and_then(|l| l.write_gate()) {
                 return rc;
             }
             // Back-pressure: wait briefly for the publisher to drain the buffer.
@@ -351,8 +391,8 @@ impl Database {
         if is_exclusive_level(to) {
             // Checked again right before the commit writes: a transaction that outlived
             // the lease does not commit.
-            if self.cfg.write_enabled {
-                if let Some(rc) = self.lease.as_ref().and_then(|l| l.write_gate()) {
+            if self.role.get() != Role::Reader {
+                if let Some(rc) = self.lease().and_then(|l| l.write_gate()) {
                     return rc;
                 }
             }
@@ -433,7 +473,7 @@ impl Database {
                     st.pages.advance_to(view);
                     return Ok(Attempt::Again);
                 }
-                let detail = self.lease.as_ref().and_then(|l| {
+                let detail = self.lease().and_then(|l| {
                     let e = self.store.latest_epoch().ok()??;
                     Some(format!(
                         "the store records writer epoch {} by {} from TXID {:016x}; this writer holds epoch {}",

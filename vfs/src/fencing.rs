@@ -115,6 +115,13 @@ impl Database {
     /// replayed transactions), so any stale writer's next publish collides with it at
     /// the store. A stale writer that got its last files in first only moves us on.
     pub(crate) fn fence_store(&self) -> Result<(), VfsError> {
+        self.fence_store_above(None)
+    }
+
+    /// [`Self::fence_store`]; a standby taking over passes the highest change counter it
+    /// reported on page 1 (TXIDs), and the fence page's counter goes above it, so no
+    /// connection's cached snapshot can match the writer's pages (`standby.rs`).
+    pub(crate) fn fence_store_above(&self, reported: Option<u32>) -> Result<(), VfsError> {
         for _ in 0..10 {
             let st = self.state();
             if st.publisher.fenced().is_some() {
@@ -130,15 +137,21 @@ impl Database {
                     Err(e) => Err(e),
                 };
             }
-            // Claim with page 1 as it is.
+            // Claim with page 1 as it is (its change counter raised past `reported`).
             let (mut st, page1) = self.page(st, 1)?;
+            let page1 = match reported {
+                Some(r) => {
+                    std::sync::Arc::new(counter_above(&page1, r.max(st.pages.txid() as u32)))
+                }
+                None => page1,
+            };
             st.publisher.stage(1, page1);
             drop(st);
             match self.publish() {
                 Ok(t) => {
                     tracing::info!(
                         txid = t,
-                        epoch = self.lease.as_ref().map(|l| l.epoch()),
+                        epoch = self.lease().map(|l| l.epoch()),
                         "fenced the replica for this writer"
                     );
                     return Ok(());
@@ -156,5 +169,36 @@ impl Database {
             }
         }
         Err(Fenced::new("could not claim a TXID at the store after 10 attempts").into())
+    }
+}
+
+/// Page 1 with its change counter (offset 24) and version-valid-for (92) set above both
+/// its own counter and `reported`, as SQLite itself would on a commit.
+fn counter_above(page1: &[u8], reported: u32) -> Vec<u8> {
+    let mut p = page1.to_vec();
+    if p.len() < 100 {
+        return p;
+    }
+    let own = u32::from_be_bytes([p[24], p[25], p[26], p[27]]);
+    let next = own.max(reported).wrapping_add(1).to_be_bytes();
+    p[24..28].copy_from_slice(&next);
+    p[92..96].copy_from_slice(&next);
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter_above;
+
+    #[test]
+    fn the_fence_counter_goes_above_what_a_standby_reported() {
+        let mut p = vec![0u8; 4096];
+        p[24..28].copy_from_slice(&7u32.to_be_bytes());
+        let raised = counter_above(&p, 40);
+        assert_eq!(&raised[24..28], &41u32.to_be_bytes());
+        assert_eq!(&raised[92..96], &41u32.to_be_bytes());
+        // Its own counter, when that is higher.
+        assert_eq!(&counter_above(&p, 3)[24..28], &8u32.to_be_bytes());
+        assert_eq!(&raised[28..92], &p[28..92], "nothing else changes");
     }
 }

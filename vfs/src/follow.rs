@@ -1,4 +1,5 @@
-//! Read-only mode: the follower picks up the TXIDs the writer published since its view.
+//! Read-only mode (and a standby writer): the follower picks up the TXIDs the writer
+//! published since its view.
 //! A file is applied only while no connection holds a read snapshot (SQLite expects the
 //! file not to change under a SHARED lock); otherwise it waits until the last reader
 //! leaves. A gap (the L0 files it needed were compacted away) reloads the whole map.
@@ -8,7 +9,14 @@ use crate::error::VfsError;
 
 impl Database {
     pub fn poll(&self) -> Result<(), VfsError> {
-        let from = self.state().pages.txid();
+        let _turn = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+        // Files already waiting for readers to leave are not fetched again.
+        let from = {
+            let st = self.state();
+            st.deferred
+                .last()
+                .map_or(st.pages.txid(), |(k, _, _)| k.max_txid)
+        };
         let files = self.store.list_level(0)?;
         let mut have = from;
         for f in files.iter().filter(|f| f.key.max_txid > from) {
@@ -16,6 +24,7 @@ impl Database {
                 let view = self.store.load_view()?;
                 let mut st = self.state();
                 if st.locks.no_readers() {
+                    st.deferred.clear();
                     st.pages.replace(view);
                 }
                 return Ok(());

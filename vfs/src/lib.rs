@@ -24,6 +24,7 @@ mod recovery;
 mod remote;
 mod runtime;
 mod shim;
+mod standby;
 mod status;
 mod store;
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Writer maintenance, every `compaction_interval`: L0 → L1 compaction (then the page map
 //! is repointed at the compacted file, so L0 files can go), a full snapshot to L9 every
-//! `snapshot_interval`, and retention. Skipped while fenced or without a valid lease.
+//! `snapshot_interval`, and retention. Skipped while fenced, standing by, or without a valid lease.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -16,8 +16,9 @@ impl Database {
         while !self.stop.load(Ordering::Relaxed) {
             self.sleep(self.cfg.compaction_interval);
             if self.stop.load(Ordering::Relaxed)
+                || self.role.get() != crate::standby::Role::Writer
                 || self.state().publisher.fenced().is_some()
-                || self.lease.as_ref().is_some_and(|l| l.check().is_err())
+                || self.lease().is_some_and(|l| l.check().is_err())
             {
                 continue;
             }

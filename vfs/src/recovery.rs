@@ -77,6 +77,21 @@ pub fn recover(
     Ok(publisher)
 }
 
+/// Whether the write buffer at `buffer_path` holds transactions not yet published (a
+/// crashed process's), as far as its own records say.
+pub fn has_unpublished(buffer_path: &std::path::Path) -> bool {
+    let Some(ps) = buffer_page_size(buffer_path) else {
+        return false;
+    };
+    let state = load_state(buffer_path).unwrap_or_default();
+    let mut p = Publisher::new(buffer_path, u64::MAX, state);
+    match p.open_buffer(ps) {
+        Ok(_) => p.unpublished_pages() > 0,
+        // Unreadable: let the blocking open's recovery report it.
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

@@ -53,6 +53,8 @@ impl Database {
         serde_json::json!({
             "replica": self.cfg.replica_url,
             "mode": if self.cfg.write_enabled { "write" } else { "read" },
+            // reader, standby (waiting for the writer Lease; reads served) or writer.
+            "role": self.role.get().name(),
             "txid": txid,
             "txid_hex": format!("{txid:016x}"),
             "published_txid": st.publisher.state().published_txid,
@@ -74,7 +76,7 @@ impl Database {
             },
             "fenced": st.publisher.fenced().map(|f| f.reason.clone()),
             "last_error": st.publisher.last_error(),
-            "lease": self.lease.as_ref().map(|l| l.status_json()),
+            "lease": self.lease().map(|l| l.status_json()),
         })
     }
 

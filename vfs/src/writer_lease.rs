@@ -2,8 +2,10 @@
 //! `coordination.k8s.io/v1` Lease (`<db>-writer`, created by the operator) for as long as it
 //! accepts writes.
 //!
-//! - Opening blocks until the lease is ours (a second writer pod waits, not Ready, and says
-//!   who holds the database in an Event on itself).
+//! - A writer whose lease is held elsewhere waits for it: as a standby (`standby.rs`: the
+//!   database is open, reads are served, writes get SQLITE_BUSY) or, with
+//!   `writer_standby=false`, blocked in open. Either way it says who holds the database in
+//!   an Event on its pod.
 //! - Every acquisition bumps the Lease's epoch; the VFS records it at the object store
 //!   create-only ([`ltx::replica::EpochRecord`]) and publishes a fence file at the next TXID,
 //!   so a stale writer that missed losing its lease is refused by the store's create-only
@@ -64,6 +66,17 @@ pub enum Gate {
     Lost(String),
 }
 
+/// How long [`WriterLease::acquire`] waits for a lease someone else holds.
+#[derive(Clone, Copy)]
+pub enum Wait<'a> {
+    /// Until it is ours.
+    Forever,
+    /// One attempt, silently: `None` if it is held elsewhere or the API cannot be reached.
+    Once,
+    /// Until it is ours or the flag is set (the database is closing).
+    UntilStopped(&'a AtomicBool),
+}
+
 pub struct WriterLease {
     pub settings: LeaseSettings,
     lock: LeaseLock,
@@ -80,9 +93,12 @@ pub struct WriterLease {
 }
 
 impl WriterLease {
-    /// Blocks until we hold the lease. Waiting is logged and announced once per holder as
-    /// an Event on our pod.
-    pub fn acquire(settings: LeaseSettings) -> Result<Arc<WriterLease>, LeaseFailure> {
+    /// Takes the lease, waiting as `wait` says. Waiting is logged and announced once per
+    /// holder as an Event on our pod.
+    pub fn acquire(
+        settings: LeaseSettings,
+        wait: Wait<'_>,
+    ) -> Result<Option<Arc<WriterLease>>, LeaseFailure> {
         let fail = |reason: String| LeaseFailure::Client {
             namespace: settings.namespace.clone(),
             name: settings.name.clone(),
@@ -130,8 +146,9 @@ impl WriterLease {
                         renewal: Mutex::new(None),
                         settings,
                     });
-                    return Ok(wl);
+                    return Ok(Some(wl));
                 }
+                Ok(Attempt::HeldBy(_)) | Err(_) if matches!(wait, Wait::Once) => return Ok(None),
                 Ok(Attempt::HeldBy(h)) => {
                     errors = 0;
                     if announced.as_deref() != Some(h.identity.as_str()) {
@@ -159,6 +176,11 @@ impl WriterLease {
                     if errors == 1 || errors.is_multiple_of(30) {
                         tracing::warn!(error = %e, "cannot read the writer lease yet; retrying");
                     }
+                }
+            }
+            if let Wait::UntilStopped(stop) = wait {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(None);
                 }
             }
             std::thread::sleep(poll);
@@ -284,6 +306,11 @@ impl WriterLease {
     /// Marks the lease lost (e.g. the store refused our epoch).
     pub fn fence(&self, msg: String) {
         self.mark_lost(msg);
+    }
+
+    /// Stops renewing without releasing (a lease lost while taking over).
+    pub fn stop(&self) {
+        self.stop_renewal();
     }
 
     fn stop_renewal(&self) {
