@@ -58,7 +58,7 @@ def dockerfile(d):
         "COPY . .",
         "RUN --mount=type=cache,target=/usr/local/cargo/registry \\",
         "    --mount=type=cache,target=/src/target \\",
-        "    cargo build --release --locked -p operator -p hydrator -p vfs -p sqlitekube-demo \\",
+        "    cargo build --release --locked -p operator -p hydrator -p vfs -p preload -p sqlitekube-demo \\",
         " && mkdir -p /out \\",
     ]
     srcs = sorted({f[0] for i in d["images"].values() for f in i["files"]})

@@ -71,11 +71,21 @@ if [ ! -f "$vfs_dir/litestream_vfs/litestream-vfs.so" ]; then
   python3 -m zipfile -e "$vfs_dir"/wheel/*.whl "$vfs_dir" >&2
 fi
 
-# The sqlite3 shell (the VFS tests load the extension into it), from Debian's packages.
+# From Debian's packages: the sqlite3 shell (the VFS tests load the extension into it), and
+# the unmodified apps' runtimes on the system libsqlite3 (CPython's sqlite3 module; Go with
+# Debian's mattn/go-sqlite3, which links libsqlite3).
+apt_install() { # apt_install PACKAGE…
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q "$@" >&2 || { apt-get update -q >&2 && apt-get install -y -q "$@" >&2; }
+  else sudo apt-get install -y -q "$@" >&2; fi
+}
 if ! command -v sqlite3 >/dev/null 2>&1; then
   log "installing sqlite3 from Debian"
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q sqlite3 >&2 || { apt-get update -q >&2 && apt-get install -y -q sqlite3 >&2; }
-  else sudo apt-get install -y -q sqlite3 >&2; fi
+  apt_install sqlite3
+fi
+if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/mattn/go-sqlite3 ] \
+  || [ ! -e /usr/include/sqlite3.h ]; then
+  log "installing Go, mattn/go-sqlite3 and libsqlite3-dev from Debian"
+  apt_install golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
 fi
 
 ls_bin="$deps/litestream/bin/litestream"

@@ -35,6 +35,9 @@ pub const ANNOTATION_DATABASE: &str = "sqlitekube.dev/database";
 pub const ANNOTATION_MODE: &str = "sqlitekube.dev/mode";
 /// Pod annotation: where the database file appears in the app container.
 pub const ANNOTATION_MOUNT_PATH: &str = "sqlitekube.dev/mount-path";
+/// Pod annotation: `"true"` puts the preload library in the app containers' `LD_PRELOAD`,
+/// so an app on the system libsqlite3 uses the VFS with no code change.
+pub const ANNOTATION_PRELOAD: &str = "sqlitekube.dev/preload";
 
 /// The CRD for Kubernetes ≥ 1.25 (with CEL `x-kubernetes-validations`).
 pub fn crd(

@@ -1,10 +1,13 @@
 //! VFS benchmark, every variant in a fresh process, ratios against plain SQLite on local
-//! disk measured in the same run:
+//! disk in WAL mode at the same `synchronous` level, measured in the same run:
 //! - writes: 2,000 autocommit inserts plus one 100,000-row insert (then close);
 //! - cached point reads: 20,000 random `SELECT … WHERE id = ?` after the writes;
-//! - variants: local SQLite (DELETE and WAL journals), this VFS (DELETE and MEMORY
-//!   journals, file:// replica; and with a 1 MiB `buffer_limit`, where back-pressure and
-//!   early publishes decide the write rate), Litestream's `litestream-vfs` 0.5.17 in write mode;
+//! - in-process (rusqlite's SQLite): local WAL and this VFS (file:// replica) at
+//!   `synchronous=NORMAL` and `FULL`; this VFS with a 1 MiB `buffer_limit` (back-pressure
+//!   and early publishes decide the write rate); Litestream's `litestream-vfs` 0.5.17;
+//! - through Debian's `sqlite3` shell (how apps not written in Rust reach the VFS: the
+//!   extension loaded): the same writes, local WAL vs this VFS at NORMAL and FULL, timed by
+//!   the shell's `.timer` (statements only, not process start);
 //! - cold start: open + first point query on a replica of BENCH_COLD_MB (default 1024) MiB
 //!   on SeaweedFS S3 on 127.0.0.1.
 //!
@@ -38,15 +41,13 @@ fn open_variant(variant: &str, dir: &Path) -> Connection {
         | OpenFlags::SQLITE_OPEN_URI;
     let replica = format!("file://{}", dir.join("replica").display());
     match variant {
-        "local-delete" | "local-wal" => {
+        "local-wal-normal" | "local-wal-full" => {
             let c = Connection::open(dir.join("local.db")).unwrap();
-            if variant == "local-wal" {
-                c.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
-                    .unwrap();
-            }
+            c.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+                .unwrap();
             c
         }
-        "ours-delete" | "ours-memory" | "ours-1mib-buf" => {
+        "ours-normal" | "ours-full" | "ours-1mib-buf" => {
             register_ours();
             let c = Connection::open_with_flags(
                 format!(
@@ -56,10 +57,6 @@ fn open_variant(variant: &str, dir: &Path) -> Connection {
                 flags,
             )
             .unwrap();
-            if variant == "ours-memory" {
-                c.query_row("PRAGMA journal_mode=MEMORY", [], |_| Ok(()))
-                    .unwrap();
-            }
             c
         }
         "litestream-vfs" => {
@@ -93,6 +90,12 @@ fn open_variant(variant: &str, dir: &Path) -> Connection {
 /// Child: run the workload, print "write_s read_us close_s".
 fn child(variant: &str, dir: &Path) {
     let c = open_variant(variant, dir);
+    let level = if variant.ends_with("normal") {
+        "NORMAL"
+    } else {
+        "FULL"
+    };
+    c.pragma_update(None, "synchronous", level).unwrap();
     c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
         .unwrap();
     let t = Instant::now();
@@ -132,6 +135,112 @@ fn child(variant: &str, dir: &Path) {
     sqlite_kube_vfs::shutdown_all();
     let close_s = t.elapsed().as_secs_f64();
     println!("{write_s} {read_us} {close_s}");
+}
+
+/// The write workload through Debian's `sqlite3` shell with the extension loaded, against
+/// local WAL in the same shell, at NORMAL and FULL. Seconds of statement time (`.timer`).
+fn shell_writes() {
+    let Ok(sqlite3) = which("sqlite3") else {
+        println!("through the sqlite3 shell: SKIPPED (no sqlite3 on PATH; scripts/test-deps.sh installs it)");
+        return;
+    };
+    // The loadable extension, built as the shell loads it.
+    let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "-p", "vfs", "--lib"])
+        .current_dir(testkit::repo_root())
+        .status();
+    let so = testkit::repo_root().join("target/release/libsqlite_kube_vfs.so");
+    if !built.is_ok_and(|s| s.success()) || !so.exists() {
+        println!(
+            "through the sqlite3 shell: FAILED to build {}",
+            so.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut sql = String::from("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\n");
+    for i in 0..2000 {
+        sql.push_str(&format!(
+            "INSERT INTO t(v) VALUES ('autocommit row {i}');\n"
+        ));
+    }
+    sql.push_str("BEGIN; WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM n WHERE x < 100000) INSERT INTO t(v) SELECT printf('bulk row %d %s', x, hex(randomblob(16))) FROM n; COMMIT;\n");
+    let script = dir.path().join("work.sql");
+    std::fs::write(&script, sql).unwrap();
+    println!("through the sqlite3 shell ({}), statement time, ratios against local WAL at the same level:", sqlite3.display());
+    for level in ["NORMAL", "FULL"] {
+        let mut local = f64::NAN;
+        for ours in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let mut c = Command::new(&sqlite3);
+            if ours {
+                let url = format!("file://{}", d.path().join("replica").display());
+                c.arg("-cmd")
+                    .arg(format!(".load {}", so.display()))
+                    .arg("-cmd")
+                    .arg(format!(
+                        ".open file:{}?vfs=sqlitekube&replica_url={url}&write_enabled=true",
+                        d.path().join("ours.db").display()
+                    ));
+            } else {
+                c.arg(d.path().join("local.db"))
+                    .arg("PRAGMA journal_mode=WAL;");
+            }
+            let o = c
+                .arg(format!("PRAGMA synchronous={level};"))
+                .arg(".timer on")
+                .arg(format!(".read {}", script.display()))
+                .env("LITESTREAM_LOG_LEVEL", "error")
+                .output()
+                .unwrap();
+            let out = String::from_utf8_lossy(&o.stdout);
+            let secs: f64 = out
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("Run Time: real ")?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .sum();
+            if !o.status.success() || secs == 0.0 {
+                println!(
+                    "  {:<16} FAILED: {}",
+                    if ours { "ours" } else { "local WAL" },
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                );
+                continue;
+            }
+            if ours {
+                println!(
+                    "  {:<16} writes {secs:>7.3}s ({:>4.2}x local WAL {} throughput)",
+                    format!("ours-{}", level.to_lowercase()),
+                    local / secs,
+                    level.to_lowercase()
+                );
+            } else {
+                local = secs;
+                println!(
+                    "  {:<16} writes {secs:>7.3}s",
+                    format!("local-wal-{}", level.to_lowercase())
+                );
+            }
+        }
+    }
+}
+
+fn which(bin: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(bin))
+                .find(|f| f.is_file())
+        })
+        .ok_or(())
 }
 
 /// Child: open a cold replica and answer one point query; print ms.
@@ -198,13 +307,13 @@ async fn main() {
         return;
     }
     println!("VFS benchmark: 2,000 autocommit inserts + one 100,000-row insert; 20,000 cached point reads");
-    let mut base: Option<(f64, f64)> = None;
-    let mut wal: Option<(f64, f64)> = None;
+    println!("in-process (rusqlite), ratios against local WAL at the same synchronous level:");
+    let mut local: std::collections::HashMap<&str, (f64, f64)> = Default::default();
     for v in [
-        "local-delete",
-        "local-wal",
-        "ours-delete",
-        "ours-memory",
+        "local-wal-normal",
+        "local-wal-full",
+        "ours-normal",
+        "ours-full",
         "ours-1mib-buf",
         "litestream-vfs",
     ] {
@@ -217,23 +326,25 @@ async fn main() {
         let out = match run_child(&[v, dir.path().to_str().unwrap()], &env) {
             Ok(o) => o,
             Err(e) => {
-                println!("  {v:<15} FAILED: {e}");
+                println!("  {v:<16} FAILED: {e}");
                 continue;
             }
         };
         let p: Vec<f64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
         let (w, r, close) = (p[0], p[1], p[2]);
-        let (bw, br) = *base.get_or_insert((w, r));
-        if v == "local-wal" {
-            wal = Some((w, r));
+        let level = if v.ends_with("normal") {
+            "normal"
+        } else {
+            "full"
+        };
+        if v.starts_with("local") {
+            local.insert(level, (w, r));
         }
-        let (ww, wr) = wal.unwrap_or((f64::NAN, f64::NAN));
+        let (lw, lr) = local.get(level).copied().unwrap_or((f64::NAN, f64::NAN));
         println!(
-            "  {v:<15} writes {w:>7.3}s (throughput {:>4.2}x local-delete, {:>4.2}x local-wal)   point read {r:>6.2} us (latency {:>4.2}x local-delete, {:>4.2}x local-wal)   close {close:.3}s",
-            bw / w,
-            ww / w,
-            r / br,
-            r / wr
+            "  {v:<16} writes {w:>7.3}s ({:>4.2}x local WAL {level} throughput)   point read {r:>6.2} us ({:>4.2}x its latency)   close {close:.3}s",
+            lw / w,
+            r / lr
         );
         if let Some(exe) = baseline().filter(|_| v.starts_with("ours")) {
             let dir = tempfile::tempdir().unwrap();
@@ -241,7 +352,7 @@ async fn main() {
                 Ok(o) => {
                     let p: Vec<f64> = o.split_whitespace().map(|x| x.parse().unwrap()).collect();
                     println!(
-                        "  {:<15} writes {:>7.3}s   point read {:>6.2} us   close {:.3}s   => this build: throughput {:>4.2}x, read latency {:>4.2}x the baseline",
+                        "  {:<16} writes {:>7.3}s   point read {:>6.2} us   close {:.3}s   => this build: throughput {:>4.2}x, read latency {:>4.2}x the baseline",
                         "  baseline", p[0], p[1], p[2], p[0] / w, r / p[1]
                     );
                 }
@@ -249,6 +360,7 @@ async fn main() {
             }
         }
     }
+    shell_writes();
 
     let mb: usize = std::env::var("BENCH_COLD_MB")
         .ok()

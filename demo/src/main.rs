@@ -58,6 +58,10 @@ fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30_000);
     c.busy_timeout(std::time::Duration::from_millis(busy))?;
+    // SQLITE_KUBE_DEMO_SYNCHRONOUS: PRAGMA synchronous (default: SQLite's, FULL).
+    if let Ok(level) = std::env::var("SQLITE_KUBE_DEMO_SYNCHRONOUS") {
+        c.pragma_update(None, "synchronous", level)?;
+    }
     Ok(c)
 }
 

@@ -23,6 +23,9 @@ use crate::progress::RestoreProgress;
 pub const DEFAULT_VFS_SOURCE: &str = "/usr/local/lib/sqlite-kube/libsqlite_kube_vfs.so";
 /// File name of the extension in the shared volume.
 pub const VFS_FILE: &str = "libsqlite_kube_vfs.so";
+/// The `LD_PRELOAD` library for unmodified apps, next to the extension in the image and in
+/// the shared volume.
+pub const PRELOAD_FILE: &str = "libsqlite_kube_preload.so";
 
 #[derive(Args)]
 pub struct InitArgs {
@@ -178,6 +181,14 @@ async fn setup(cfg: &InitConfig) -> Result<()> {
             .with_context(|| format!("read {}", cfg.vfs_source.display()))?;
         write_atomic(&dest, &data)?;
         tracing::info!(from = %cfg.vfs_source.display(), to = %dest.display(), "VFS extension installed");
+        let preload = cfg.vfs_source.with_file_name(PRELOAD_FILE);
+        if preload.exists() {
+            let dest = cfg.shared_dir.join(PRELOAD_FILE);
+            let data =
+                std::fs::read(&preload).with_context(|| format!("read {}", preload.display()))?;
+            write_atomic(&dest, &data)?;
+            tracing::info!(to = %dest.display(), "LD_PRELOAD library for unmodified apps installed");
+        }
     } else if var(env::INIT_VFS_SOURCE).is_some() {
         bail!(
             "SQLITE_KUBE_VFS_SOURCE={} does not exist in the hydrator image",

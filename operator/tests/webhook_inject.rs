@@ -355,3 +355,47 @@ fn pods_get_the_session_token_the_operator_uses() {
         )
     );
 }
+
+#[test]
+fn the_preload_annotation_puts_the_library_first_in_ld_preload() {
+    let ld = |p: &Pod| {
+        p.spec.as_ref().unwrap().containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "LD_PRELOAD")
+            .and_then(|e| e.value.clone())
+    };
+    let ours = "/sqlite-kube/lib/libsqlite_kube_preload.so";
+    // Off unless asked for.
+    let p = pod(json!({"sqlitekube.dev/database": "orders"}));
+    let out = inject(&p, &db(), &opt_in(&p).unwrap().unwrap(), &cfg(false)).unwrap();
+    assert_eq!(ld(&out), None);
+    let p = pod(json!({"sqlitekube.dev/database": "orders", "sqlitekube.dev/preload": "true"}));
+    let out = inject(&p, &db(), &opt_in(&p).unwrap().unwrap(), &cfg(false)).unwrap();
+    assert_eq!(ld(&out).as_deref(), Some(ours));
+    // What the app already preloads stays, after ours.
+    let mut p = pod(json!({"sqlitekube.dev/database": "orders", "sqlitekube.dev/preload": "true"}));
+    p.spec.as_mut().unwrap().containers[0]
+        .env
+        .as_mut()
+        .unwrap()
+        .push(
+            serde_json::from_value(
+                json!({"name": "LD_PRELOAD", "value": "/usr/lib/libjemalloc.so.2"}),
+            )
+            .unwrap(),
+        );
+    let out = inject(&p, &db(), &opt_in(&p).unwrap().unwrap(), &cfg(false)).unwrap();
+    assert_eq!(
+        ld(&out).as_deref(),
+        Some(format!("{ours}:/usr/lib/libjemalloc.so.2").as_str())
+    );
+    let p = pod(json!({"sqlitekube.dev/database": "orders", "sqlitekube.dev/preload": "yes"}));
+    let e = opt_in(&p).unwrap_err();
+    assert!(
+        e.contains("sqlitekube.dev/preload") && e.contains("\"yes\""),
+        "{e}"
+    );
+}

@@ -50,6 +50,8 @@ pub struct WriteBuffer {
     ends: VecDeque<(u64, u64)>,
     /// Set when a failed append could not be undone: no further appends.
     broken: Option<String>,
+    /// Appends fsynced (commits at `synchronous=FULL`), since open.
+    pub fsyncs: u64,
 }
 
 impl WriteBuffer {
@@ -124,6 +126,7 @@ impl WriteBuffer {
             next_seq: max_seq + 1,
             ends,
             broken: None,
+            fsyncs: 0,
         };
         Ok((wb, records))
     }
@@ -176,6 +179,7 @@ impl WriteBuffer {
         }
         self.len += rec.len() as u64;
         self.next_seq += 1;
+        self.fsyncs += durable as u64;
         self.ends.push_back((seq, self.len));
         Ok(seq)
     }

@@ -116,6 +116,7 @@ impl Database {
             }
             std::fs::File::create(path).map_err(|e| VfsError::buffer(path, e))?;
         }
+        crate::journal::remove_stale_file(path);
         let store = Store::open(&cfg.replica_url, cfg.store_retries)?;
         // Proof that the store can fence, before the lease or any write.
         let create_only = if cfg.write_enabled {

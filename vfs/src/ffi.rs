@@ -19,6 +19,7 @@ pub const SQLITE_IOERR_SHORT_READ: c_int = SQLITE_IOERR | (2 << 8);
 pub const SQLITE_IOERR_WRITE: c_int = SQLITE_IOERR | (3 << 8);
 pub const SQLITE_IOERR_FSYNC: c_int = SQLITE_IOERR | (4 << 8);
 pub const SQLITE_IOERR_TRUNCATE: c_int = SQLITE_IOERR | (6 << 8);
+pub const SQLITE_IOERR_DELETE_NOENT: c_int = SQLITE_IOERR | (23 << 8);
 pub const SQLITE_IOERR_FSTAT: c_int = SQLITE_IOERR | (7 << 8);
 pub const SQLITE_IOERR_UNLOCK: c_int = SQLITE_IOERR | (8 << 8);
 pub const SQLITE_IOERR_CHECKRESERVEDLOCK: c_int = SQLITE_IOERR | (14 << 8);

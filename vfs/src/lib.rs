@@ -16,6 +16,7 @@ mod fencing;
 pub mod ffi;
 mod follow;
 mod hydration;
+mod journal;
 mod locks;
 mod maintenance;
 mod pages;
@@ -126,8 +127,9 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// `LITESTREAM_LOG_LEVEL`: a level (`debug`, `info`, …) for the VFS and LTX code, or full
-/// tracing directives when it contains `=` (`sqlite_kube_vfs::buffer=debug,warn`).
-fn init_logging() {
+/// tracing directives when it contains `=` (`sqlite_kube_vfs::buffer=debug,warn`). Runs
+/// when the VFS registers; hosts that log before that (the preload library) call it.
+pub fn init_logging() {
     let value = std::env::var("LITESTREAM_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     let directives = if value.contains('=') {
         value.clone()

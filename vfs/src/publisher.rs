@@ -142,6 +142,11 @@ impl Publisher {
         self.buffer.as_ref().map_or(0, |b| b.bytes())
     }
 
+    /// Commits fsynced in the write buffer since it was opened.
+    pub fn buffer_fsyncs(&self) -> u64 {
+        self.buffer.as_ref().map_or(0, |b| b.fsyncs)
+    }
+
     pub fn buffer_limit(&self) -> u64 {
         self.buffer_limit
     }

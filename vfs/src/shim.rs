@@ -1,5 +1,6 @@
 //! The C-ABI side: `sqlite3_vfs` and `sqlite3_io_methods` callbacks. The main database
-//! goes to [`Database`]; journals and temp files go to the default VFS unchanged.
+//! goes to [`Database`], its rollback journal to memory (`journal.rs`); temp files go to
+//! the default VFS unchanged.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -17,6 +18,10 @@ struct MainFile {
     db: *const Database,
     handle: u64,
     lock: c_int,
+    /// This connection's `PRAGMA synchronous` is FULL or EXTRA (SQLite's default): its
+    /// commits are fsynced in the write buffer. NORMAL survives a process crash, not a
+    /// power loss, as local WAL at NORMAL does; OFF never asks for a sync.
+    full_sync: bool,
 }
 
 /// Runs a callback's body so that a panic never unwinds into SQLite's C frames (which
@@ -120,15 +125,15 @@ pub(crate) unsafe extern "C" fn x_open(
     guard("open", SQLITE_CANTOPEN, || {
         crate::fault("open");
         let def = default_vfs();
-        if flags & SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
-            let rc = ((*def).xOpen.unwrap())(def, name, file, flags, out_flags);
-            if rc == SQLITE_OK
-                && flags & SQLITE_OPEN_MAIN_JOURNAL != 0
-                && !(*file).pMethods.is_null()
-            {
-                (*file).pMethods = journal_methods((*file).pMethods);
+        if flags & SQLITE_OPEN_MAIN_JOURNAL != 0 && !name.is_null() {
+            let rc = crate::journal::open(&CStr::from_ptr(name).to_string_lossy(), file, flags);
+            if rc == SQLITE_OK && !out_flags.is_null() {
+                *out_flags = flags;
             }
             return rc;
+        }
+        if flags & SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
+            return ((*def).xOpen.unwrap())(def, name, file, flags, out_flags);
         }
         let _ = vfs;
         let path = PathBuf::from(CStr::from_ptr(name).to_string_lossy().into_owned());
@@ -178,6 +183,7 @@ pub(crate) unsafe extern "C" fn x_open(
                 db: Arc::into_raw(db),
                 handle,
                 lock: SQLITE_LOCK_NONE,
+                full_sync: true,
             },
         );
         if !out_flags.is_null() {
@@ -185,26 +191,6 @@ pub(crate) unsafe extern "C" fn x_open(
         }
         SQLITE_OK
     })
-}
-
-/// The rollback journal never needs to be durable here: the database cannot be left
-/// half-written (an uncommitted transaction only ever lives in memory), so a hot journal
-/// is discarded at open instead of rolled back. Its fsyncs are therefore skipped.
-unsafe fn journal_methods(base: *const sqlite3_io_methods) -> *const sqlite3_io_methods {
-    struct Methods(sqlite3_io_methods);
-    unsafe impl Send for Methods {}
-    unsafe impl Sync for Methods {}
-    static M: OnceLock<Methods> = OnceLock::new();
-    unsafe extern "C" fn no_sync(_f: *mut sqlite3_file, _flags: c_int) -> c_int {
-        SQLITE_OK
-    }
-    let m = M.get_or_init(|| {
-        let mut m = *base;
-        m.iVersion = 1;
-        m.xSync = Some(no_sync);
-        Methods(m)
-    });
-    &m.0
 }
 
 unsafe fn db<'a>(f: *mut sqlite3_file) -> &'a Database {
@@ -280,7 +266,11 @@ unsafe extern "C" fn x_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
 unsafe extern "C" fn x_sync(f: *mut sqlite3_file, _flags: c_int) -> c_int {
     guard("sync", SQLITE_IOERR_FSYNC, || {
         crate::fault("sync");
-        db(f).sync();
+        // SQLite passes the same flags at NORMAL and FULL in rollback mode; the level
+        // comes from the connection's PRAGMA (x_file_control).
+        if (*(f as *mut MainFile)).full_sync {
+            db(f).sync();
+        }
         SQLITE_OK
     })
 }
@@ -329,10 +319,26 @@ unsafe extern "C" fn x_check_reserved(f: *mut sqlite3_file, out: *mut c_int) -> 
     })
 }
 
-unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, _arg: *mut c_void) -> c_int {
+unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
     guard("file_control", SQLITE_IOERR, || {
         crate::fault("file_control");
         match op {
+            SQLITE_FCNTL_PRAGMA => {
+                // Noted, then handled by SQLite as usual (NOTFOUND).
+                let a = arg as *const *const c_char;
+                let (name, value) = (*a.add(1), *a.add(2));
+                if !name.is_null()
+                    && !value.is_null()
+                    && CStr::from_ptr(name)
+                        .to_bytes()
+                        .eq_ignore_ascii_case(b"synchronous")
+                {
+                    if let Some(full) = full_sync(&CStr::from_ptr(value).to_string_lossy()) {
+                        (*(f as *mut MainFile)).full_sync = full;
+                    }
+                }
+                SQLITE_NOTFOUND
+            }
             SQLITE_FCNTL_COMMIT_PHASETWO => match db(f).commit() {
                 Ok(()) => SQLITE_OK,
                 Err(e) => {
@@ -343,6 +349,15 @@ unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, _arg: *mut 
             _ => SQLITE_NOTFOUND,
         }
     })
+}
+
+/// Whether a `PRAGMA synchronous` value means FULL or EXTRA (`None`: not a level).
+fn full_sync(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "0" | "off" | "1" | "normal" => Some(false),
+        "2" | "full" | "3" | "extra" => Some(true),
+        _ => None,
+    }
 }
 
 unsafe extern "C" fn x_sector_size(_f: *mut sqlite3_file) -> c_int {
@@ -378,8 +393,44 @@ macro_rules! delegate {
     };
 }
 
-delegate!(x_delete, xDelete, (name: *const c_char, sync: c_int) -> c_int);
-delegate!(x_access, xAccess, (name: *const c_char, flags: c_int, out: *mut c_int) -> c_int);
+/// A journal lives in memory: deleting it is forgetting it.
+pub(crate) unsafe extern "C" fn x_delete(
+    _vfs: *mut sqlite3_vfs,
+    name: *const c_char,
+    sync: c_int,
+) -> c_int {
+    if !name.is_null() {
+        let n = CStr::from_ptr(name).to_string_lossy();
+        if crate::journal::is_journal_name(&n) {
+            return if crate::journal::exists(&n) {
+                crate::journal::delete(&n);
+                SQLITE_OK
+            } else {
+                SQLITE_IOERR_DELETE_NOENT
+            };
+        }
+    }
+    let d = default_vfs();
+    ((*d).xDelete.unwrap())(d, name, sync)
+}
+
+/// A journal exists only in memory; never on disk.
+pub(crate) unsafe extern "C" fn x_access(
+    _vfs: *mut sqlite3_vfs,
+    name: *const c_char,
+    flags: c_int,
+    out: *mut c_int,
+) -> c_int {
+    if !name.is_null() {
+        let n = CStr::from_ptr(name).to_string_lossy();
+        if crate::journal::is_journal_name(&n) {
+            *out = crate::journal::exists(&n) as c_int;
+            return SQLITE_OK;
+        }
+    }
+    let d = default_vfs();
+    ((*d).xAccess.unwrap())(d, name, flags, out)
+}
 delegate!(x_full_pathname, xFullPathname, (name: *const c_char, n: c_int, out: *mut c_char) -> c_int);
 delegate!(x_randomness, xRandomness, (n: c_int, out: *mut c_char) -> c_int);
 delegate!(x_sleep, xSleep, (us: c_int) -> c_int);
@@ -408,7 +459,9 @@ pub(crate) unsafe extern "C" fn x_current_time_int64(
 
 /// Builds the `sqlite3_vfs` struct (leaked: SQLite keeps the pointer forever).
 pub(crate) fn make_vfs(name: &str, default: *mut sqlite3_vfs) -> *mut sqlite3_vfs {
-    let sz = unsafe { (*default).szOsFile }.max(std::mem::size_of::<MainFile>() as c_int);
+    let sz = unsafe { (*default).szOsFile }
+        .max(std::mem::size_of::<MainFile>() as c_int)
+        .max(std::mem::size_of::<crate::journal::JournalFile>() as c_int);
     let name = CString::new(name).unwrap().into_raw();
     Box::into_raw(Box::new(sqlite3_vfs {
         iVersion: 2,

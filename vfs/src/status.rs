@@ -61,6 +61,8 @@ impl Database {
             "unpublished_pages": st.publisher.unpublished_pages(),
             "buffer_bytes": st.publisher.buffer_bytes(),
             "buffer_full_busy": st.stats.buffer_full_busy,
+            // Commits fsynced (synchronous=FULL/EXTRA); NORMAL commits are not.
+            "buffer_fsyncs": st.publisher.buffer_fsyncs(),
             "last_sync_ms": st.stats.last_sync_ms,
             "last_sync_at": st.stats.last_sync_at.map(|t| t.to_string()),
             "syncs": st.stats.syncs,

@@ -20,7 +20,7 @@ use settings::env;
 
 use crds::{
     parse_duration, parse_quantity, HydrationMode, SqliteDatabase, ANNOTATION_DATABASE,
-    ANNOTATION_MODE, ANNOTATION_MOUNT_PATH,
+    ANNOTATION_MODE, ANNOTATION_MOUNT_PATH, ANNOTATION_PRELOAD,
 };
 
 /// Set on a pod once injected.
@@ -60,6 +60,8 @@ pub struct OptIn {
     pub database: String,
     pub mode: Mode,
     pub mount_path: Option<String>,
+    /// `LD_PRELOAD` the preload library (unmodified apps on the system libsqlite3).
+    pub preload: bool,
 }
 
 /// Reads the opt-in annotations: `None` for pods that did not opt in or are already
@@ -89,12 +91,45 @@ pub fn opt_in(pod: &Pod) -> Result<Option<OptIn>, String> {
             ));
         }
     }
+    let preload = match ann.get(ANNOTATION_PRELOAD).map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!(
+                "annotation {ANNOTATION_PRELOAD}: {other:?} is not \"true\" or \"false\""
+            ))
+        }
+    };
     Ok(Some(OptIn {
         database: database.clone(),
         mode,
         mount_path,
+        preload,
     }))
 }
+
+/// Puts the preload library first in `LD_PRELOAD`, keeping what the container already
+/// preloads (a value from a reference cannot be merged, so ours replaces it).
+fn preload(envs: &mut Vec<EnvVar>) {
+    let ours = format!("{LIB_DIR}/{PRELOAD_FILE}");
+    match envs.iter_mut().find(|e| e.name == "LD_PRELOAD") {
+        Some(e) => {
+            let theirs = e.value.clone().unwrap_or_default();
+            if !theirs.split([':', ' ']).any(|p| p == ours) {
+                e.value = Some(if theirs.trim().is_empty() || e.value_from.is_some() {
+                    ours
+                } else {
+                    format!("{ours}:{theirs}")
+                });
+                e.value_from = None;
+            }
+        }
+        None => envs.push(set_env("LD_PRELOAD", ours)),
+    }
+}
+
+/// File name of the preload library in the shared volume (`hydrator init` puts it there).
+pub const PRELOAD_FILE: &str = "libsqlite_kube_preload.so";
 
 fn set_env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
@@ -413,6 +448,9 @@ pub fn inject(
     app_mounts.extend(cred_mounts);
     for c in ps.containers.iter_mut() {
         upsert(c.env.get_or_insert_with(Vec::new), &app_env, |e| &e.name);
+        if opt.preload {
+            preload(c.env.get_or_insert_with(Vec::new));
+        }
         upsert(
             c.volume_mounts.get_or_insert_with(Vec::new),
             &app_mounts,
