@@ -174,10 +174,12 @@ fn shell_writes() {
             let d = tempfile::tempdir().unwrap();
             let mut c = Command::new(&sqlite3);
             if ours {
+                // The shell's own database first (the VFS is not registered until the
+                // extension is loaded), then ours.
                 let url = format!("file://{}", d.path().join("replica").display());
                 c.arg("-cmd")
                     .arg(format!(".load {}", so.display()))
-                    .arg("-cmd")
+                    .arg(":memory:")
                     .arg(format!(
                         ".open file:{}?vfs=sqlitekube&replica_url={url}&write_enabled=true",
                         d.path().join("ours.db").display()
@@ -190,6 +192,8 @@ fn shell_writes() {
                 .arg(format!("PRAGMA synchronous={level};"))
                 .arg(".timer on")
                 .arg(format!(".read {}", script.display()))
+                .arg(".timer off")
+                .arg("PRAGMA synchronous;")
                 .env("LITESTREAM_LOG_LEVEL", "error")
                 .output()
                 .unwrap();
@@ -204,6 +208,15 @@ fn shell_writes() {
                         .ok()
                 })
                 .sum();
+            // The level in effect, as the shell's connection reports it (1 NORMAL, 2 FULL).
+            let want = if level == "NORMAL" { "1" } else { "2" };
+            if out.lines().last().map(str::trim) != Some(want) {
+                println!(
+                    "  FAILED: synchronous is not {level} in the shell: {:?}",
+                    out.lines().last()
+                );
+                continue;
+            }
             if !o.status.success() || secs == 0.0 {
                 println!(
                     "  {:<16} FAILED: {}",

@@ -7,6 +7,15 @@
 //! (`size`: the database size in pages after the transaction)
 //! (`len` counts everything after itself; the CRC covers `seq` through the last page).
 //! Beside it, `<buffer>.state` (JSON) records what has been published.
+//!
+//! Space ahead of the last record is written with zeros in [`PREALLOCATE`] steps, as
+//! SQLite reuses its WAL: an fsynced commit then overwrites blocks that already exist
+//! instead of growing the file, so `fdatasync` flushes data only, not the inode. Records
+//! end at the first length of zero (each append writes one after its record) or a record
+//! that does not check out; once everything is published the first length is zeroed rather
+//! than the file truncated. Sequence
+//! numbers run consecutively, so a stale record behind a newer one is never read as part
+//! of the buffer.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -19,6 +28,11 @@ use ltx::format::checksum::CRC64;
 const MAGIC: &[u8; 4] = b"SKWB";
 const VERSION: u32 = 1;
 const FILE_HEADER: u64 = 12;
+/// Zeros written ahead of the records at a time.
+pub const PREALLOCATE: u64 = 1 << 20;
+/// Above this, a buffer whose records are all published is truncated (space given back)
+/// instead of reused.
+const KEEP_ALLOCATED: u64 = 8 * PREALLOCATE;
 
 /// One committed transaction as recorded.
 #[derive(Debug, Clone)]
@@ -52,6 +66,9 @@ pub struct WriteBuffer {
     broken: Option<String>,
     /// Appends fsynced (commits at `synchronous=FULL`), since open.
     pub fsyncs: u64,
+    /// The file's length (never below `len` + the terminator): records end at `len`, zeros
+    /// (or stale records) follow. Space ahead is written from here, never below.
+    allocated: u64,
 }
 
 impl WriteBuffer {
@@ -93,8 +110,15 @@ impl WriteBuffer {
             let mut data = Vec::new();
             file.read_to_end(&mut data)?;
             let mut pos = 0usize;
+            let mut prev: Option<u64> = None;
             while let Some(rec) = parse_record(&data[pos..], page_size) {
                 let (r, used) = rec;
+                // Consecutive or nothing: an older record after a newer one is stale
+                // content of reused space.
+                if prev.is_some_and(|p| r.seq != p + 1) {
+                    break;
+                }
+                prev = Some(r.seq);
                 pos += used;
                 valid_end = FILE_HEADER + pos as u64;
                 max_seq = max_seq.max(r.seq);
@@ -104,7 +128,13 @@ impl WriteBuffer {
                 }
             }
             if valid_end < len {
-                tracing::warn!(path = %path.display(), discarded = len - valid_end, "write buffer has a torn tail (crash during a commit); discarding it");
+                // Zeros (space written ahead) end the records cleanly; anything else is a
+                // torn record or stale records behind the last one.
+                let rest = &data[pos..];
+                let clean = rest.len() >= 4 && rest[..4] == [0, 0, 0, 0];
+                if !clean {
+                    tracing::warn!(path = %path.display(), discarded = len - valid_end, "write buffer has a torn tail (crash during a commit); discarding it");
+                }
                 file.set_len(valid_end)?;
             }
         } else {
@@ -127,6 +157,7 @@ impl WriteBuffer {
             ends,
             broken: None,
             fsyncs: 0,
+            allocated: valid_end,
         };
         Ok((wb, records))
     }
@@ -155,6 +186,10 @@ impl WriteBuffer {
         if let Some(why) = &self.broken {
             return Err(std::io::Error::other(why.clone()));
         }
+        let used = rec.len() as u64;
+        // A zero length after the record: where the records end, also in reused space.
+        rec.extend_from_slice(&[0u8; 4]);
+        self.reserve(self.len + rec.len() as u64);
         // At the known end, never the file position: a failed write must not shift later ones.
         let written = self.file.write_all_at(&rec, self.len).and_then(|()| {
             if durable {
@@ -167,6 +202,7 @@ impl WriteBuffer {
             // Cut the partial record (ENOSPC, EIO): the buffer is exactly as before it, so
             // the commits after this failed one are not hidden behind a torn record. If even
             // that fails, every later commit fails too, loudly, rather than risk it.
+            self.allocated = self.len;
             if let Err(cut) = self.file.set_len(self.len) {
                 let why = format!(
                     "{}: a failed append ({e}) could not be cut back ({cut}); refusing further commits",
@@ -177,11 +213,30 @@ impl WriteBuffer {
             }
             return Err(e);
         }
-        self.len += rec.len() as u64;
+        self.allocated = self.allocated.max(self.len + rec.len() as u64);
+        self.len += used;
         self.next_seq += 1;
         self.fsyncs += durable as u64;
         self.ends.push_back((seq, self.len));
         Ok(seq)
+    }
+
+    /// Writes zeros ahead so that the file reaches `end` (plus a step). If that fails (a
+    /// full disk), the file is cut back and the append grows it itself.
+    fn reserve(&mut self, end: u64) {
+        if end <= self.allocated {
+            return;
+        }
+        let target = end.div_ceil(PREALLOCATE) * PREALLOCATE + PREALLOCATE;
+        let zeros = vec![0u8; (target - self.allocated) as usize];
+        match self.file.write_all_at(&zeros, self.allocated) {
+            Ok(()) => self.allocated = target,
+            Err(e) => {
+                // Cut the zeros that were written; the records below are untouched.
+                tracing::debug!(error = %e, "write buffer: cannot write space ahead; appending without it");
+                let _ = self.file.set_len(self.allocated);
+            }
+        }
     }
 
     /// Size of the records in the file, published or not.
@@ -223,9 +278,16 @@ impl WriteBuffer {
             .back()
             .is_none_or(|&(seq, _)| seq <= published_seq)
         {
-            self.file.set_len(FILE_HEADER)?;
-            self.file.seek(SeekFrom::Start(FILE_HEADER))?;
-            self.file.sync_all()?;
+            if self.allocated > KEEP_ALLOCATED {
+                self.file.set_len(FILE_HEADER)?;
+                self.file.sync_all()?;
+                self.allocated = FILE_HEADER;
+            } else {
+                // Reused from the start: the first length of zero ends the records (the
+                // publish state already says they are published, so nothing depends on
+                // this write reaching the disk).
+                self.file.write_all_at(&[0u8; 4], FILE_HEADER)?;
+            }
             self.len = FILE_HEADER;
             self.ends.clear();
             return Ok(());
@@ -246,6 +308,7 @@ impl WriteBuffer {
         f.write_all(&file_header(self.page_size))?;
         f.write_all(&tail)?;
         f.sync_all()?;
+        self.allocated = FILE_HEADER + tail.len() as u64;
         std::fs::rename(&tmp, &self.path)?;
         // The rename must be durable before anything is appended to the new file, or a
         // power cut could bring back the old file without those appends.
@@ -360,10 +423,11 @@ mod tests {
         b.append(3, &[(1, &[1u8; 512]), (3, &[3u8; 512])], true)
             .unwrap();
         b.append(4, &[(4, &[4u8; 512])], false).unwrap();
+        let end = FILE_HEADER + b.bytes();
         drop(b);
-        // A torn third record.
-        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
-        f.write_all(&[0, 0, 2, 0, 1, 2, 3]).unwrap();
+        // A torn third record, right after the second.
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(&[0, 0, 2, 0, 1, 2, 3], end).unwrap();
         drop(f);
         let (b, recs) = WriteBuffer::open(&p, 512, 0).unwrap();
         assert_eq!(recs.len(), 2);
@@ -403,10 +467,7 @@ mod tests {
         assert_eq!(b.unpublished_bytes(90), 10 * rec);
         let next = b.append(100, &[(1, &[9u8; 512])], true).unwrap();
         assert_eq!(next, last + 1);
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().len(),
-            FILE_HEADER + b.bytes()
-        );
+        assert!(std::fs::metadata(&p).unwrap().len() >= FILE_HEADER + b.bytes());
         drop(b);
         let (b, recs) = WriteBuffer::open(&p, 512, 90).unwrap();
         let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
@@ -415,6 +476,57 @@ mod tests {
         assert_eq!(b.unpublished_bytes(90), b.bytes());
         let mut b = b;
         b.release_published(next, 4 << 20).unwrap();
-        assert_eq!(b.bytes(), 0, "everything published: truncated");
+        assert_eq!(b.bytes(), 0, "everything published: released");
+    }
+
+    /// Space is written ahead and reused once everything is published: appends then
+    /// overwrite existing blocks, and a reopen reads only the records after the reuse, never
+    /// the stale ones behind them.
+    #[test]
+    fn reused_space_never_brings_back_stale_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("buf");
+        let (mut b, _) = WriteBuffer::open(&p, 512, 0).unwrap();
+        for i in 0..20u8 {
+            b.append(1, &[(1, &[i; 512])], true).unwrap();
+        }
+        let size = std::fs::metadata(&p).unwrap().len();
+        assert!(size >= PREALLOCATE, "space is written ahead: {size}");
+        b.release_published(20, 4 << 20).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            size,
+            "reused, not truncated"
+        );
+        // Two new records over the start of the old ones.
+        b.append(1, &[(1, &[100u8; 512])], true).unwrap();
+        b.append(1, &[(1, &[101u8; 512])], true).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), size, "no growth");
+        drop(b);
+        let (b, recs) = WriteBuffer::open(&p, 512, 20).unwrap();
+        let got: Vec<(u64, u8)> = recs.iter().map(|r| (r.seq, r.pages[0].1[0])).collect();
+        assert_eq!(got, vec![(21, 100), (22, 101)]);
+        assert_eq!(b.last_seq(), 22);
+        // Without the terminator (a crash that left old bytes behind the new records), the
+        // stale records still do not join: their sequence numbers do not follow.
+        let end = FILE_HEADER + b.bytes();
+        drop(b);
+        let (mut old, _) = {
+            let q = dir.path().join("old");
+            let (mut o, _) = WriteBuffer::open(&q, 512, 0).unwrap();
+            for i in 0..5u8 {
+                o.append(1, &[(1, &[i; 512])], false).unwrap();
+            }
+            drop(o);
+            (std::fs::read(&q).unwrap(), ())
+        };
+        // Old records 1..5 behind 21, 22: written right at the end of record 22.
+        old.drain(..FILE_HEADER as usize);
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.write_all_at(&old, end).unwrap();
+        drop(f);
+        let (_, recs) = WriteBuffer::open(&p, 512, 20).unwrap();
+        let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![21, 22]);
     }
 }

@@ -183,7 +183,13 @@ mod tests {
         let (p, _) = f.writer("a");
         assert_eq!(p.unpublished_pages(), 0);
         assert_eq!(p.buffer_bytes(), 0, "published records are cut at open");
-        assert!(std::fs::metadata(&buf).unwrap().len() < 64, "file not cut");
+        drop(p);
+        let (again, _) = f.writer("a");
+        assert_eq!(
+            again.buffer_bytes(),
+            0,
+            "and stay cut (the space is reused)"
+        );
     }
 
     /// Another writer moved the replica on while our commits were unpublished: publishing
