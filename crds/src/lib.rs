@@ -8,6 +8,7 @@
 //! ranges, and CEL rules for servers ≥ 1.25) and [`validate`], which the operator runs on
 //! every reconcile so that servers ignoring CEL still get a clear condition and Event.
 
+mod bootstrap;
 mod replica_root;
 mod replica_url;
 mod spec;
@@ -19,6 +20,8 @@ pub use settings::{
     parse_duration, parse_size as parse_quantity, DURATION_PATTERN, QUANTITY_PATTERN,
 };
 mod reference;
+pub(crate) use bootstrap::bootstrap_rules;
+pub use bootstrap::{BootstrapPoint, BootstrapSource, BootstrapSpec};
 pub use reference::reference_markdown;
 pub use replica_root::ReplicaRoot;
 pub use spec::*;

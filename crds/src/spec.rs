@@ -88,6 +88,12 @@ pub struct SqliteDatabaseSpec {
     /// default) keeps them; Delete removes every LTX file of this database.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// Start from another replica's state (a clone, or a rollback to a point in time): the
+    /// operator copies it into this database's replica as TXID 1 before pods may use the
+    /// database. Needs an empty replica; the source is never written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<crate::bootstrap::BootstrapSpec>,
 }
 
 /// The object store holding the replica. Set exactly one backend.

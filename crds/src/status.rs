@@ -42,6 +42,29 @@ pub struct SqliteDatabaseStatus {
     /// The last time a writer stopped: who, and the last TXID it published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handoff: Option<HandoffStatus>,
+    /// Progress of `spec.bootstrap`: what was copied from where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapStatus>,
+}
+
+/// A bootstrap's progress and result.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapStatus {
+    /// Copying (started, nothing published yet, or interrupted) or Complete.
+    pub phase: String,
+    /// The source replica (URL).
+    pub source: String,
+    /// The point asked for: latest, a TXID or a time.
+    pub target: String,
+    /// The source TXID the copy holds (16 hex digits), once complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_txid: Option<String>,
+    /// When the copy started (RFC 3339).
+    pub started: String,
+    /// When it was published as TXID 1 of this database (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<String>,
 }
 
 /// A writer's stop, as it reported on the writer Lease.
@@ -90,4 +113,6 @@ pub mod condition {
     pub const WRITER_HELD: &str = "WriterHeld";
     /// False when another database created earlier has an equal or nested replica root.
     pub const REPLICA_EXCLUSIVE: &str = "ReplicaExclusive";
+    /// With `spec.bootstrap`: True once the source's state is TXID 1 of this database.
+    pub const BOOTSTRAPPED: &str = "Bootstrapped";
 }

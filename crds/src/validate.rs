@@ -50,92 +50,10 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
             message,
         })
     };
-    let r = &spec.replica;
-    let set = r.backends();
-    if set.len() != 1 {
-        let found = if set.is_empty() {
-            "none".to_string()
-        } else {
-            set.join(", ")
-        };
-        err(
-            "spec.replica",
-            format!("exactly one of s3, gcs, azure or file must be set (found: {found})"),
-        );
-    }
-    // A prefix names a place of its own: no leading slash, no `..` (which would climb into
-    // another database's prefix), and not only `.` and slashes (the whole bucket).
-    let prefix_ok = |p: &str| {
-        !p.starts_with('/')
-            && !p.split('/').any(|s| s == "..")
-            && p.split('/').any(|s| !s.is_empty() && s != ".")
-    };
-    if let Some(s3) = &r.s3 {
-        if !(3..=63).contains(&s3.bucket.len()) {
-            err(
-                "spec.replica.s3.bucket",
-                format!("{:?} must be 3 to 63 characters", s3.bucket),
-            );
-        }
-        if !prefix_ok(&s3.path) {
-            err(
-                "spec.replica.s3.path",
-                "must be a non-empty prefix without a leading slash or `..`".into(),
-            );
-        }
-        endpoint_ok(&mut err, "spec.replica.s3.endpoint", &s3.endpoint);
-        if let Some(c) = &s3.credentials_secret_ref {
-            if c.name.is_empty() {
-                err(
-                    "spec.replica.s3.credentialsSecretRef.name",
-                    "must not be empty".into(),
-                );
-            }
-        }
-    }
-    if let Some(g) = &r.gcs {
-        endpoint_ok(&mut err, "spec.replica.gcs.endpoint", &g.endpoint);
-        if !(3..=222).contains(&g.bucket.len()) {
-            err(
-                "spec.replica.gcs.bucket",
-                format!("{:?} must be 3 to 222 characters", g.bucket),
-            );
-        }
-        if !prefix_ok(&g.path) {
-            err(
-                "spec.replica.gcs.path",
-                "must be a non-empty prefix without a leading slash or `..`".into(),
-            );
-        }
-    }
-    if let Some(a) = &r.azure {
-        endpoint_ok(&mut err, "spec.replica.azure.endpoint", &a.endpoint);
-        if !(3..=24).contains(&a.account_name.len()) {
-            err(
-                "spec.replica.azure.accountName",
-                "must be 3 to 24 characters".into(),
-            );
-        }
-        if !(3..=63).contains(&a.container.len()) {
-            err(
-                "spec.replica.azure.container",
-                "must be 3 to 63 characters".into(),
-            );
-        }
-        if !prefix_ok(&a.path) {
-            err(
-                "spec.replica.azure.path",
-                "must be a non-empty prefix without a leading slash or `..`".into(),
-            );
-        }
-    }
-    if let Some(f) = &r.file {
-        if !f.path.starts_with('/') || f.path.split('/').any(|s| s == "..") {
-            err(
-                "spec.replica.file.path",
-                format!("{:?} must be an absolute path without `..`", f.path),
-            );
-        }
+    validate_replica(&spec.replica, "spec.replica", &mut err);
+    if let Some(b) = &spec.bootstrap {
+        crate::bootstrap_rules(spec, b, &mut err);
+        validate_replica(&b.from.replica, "spec.bootstrap.from.replica", &mut err);
     }
 
     let mut dur = |field: &str, v: &str, min: Duration| -> Option<Duration> {
@@ -206,4 +124,99 @@ pub fn validate(spec: &SqliteDatabaseSpec) -> Vec<FieldError> {
         err("spec.hydration.cacheSize", e.to_string());
     }
     errs
+}
+
+/// The rules for one replica spec (`spec.replica`, `spec.bootstrap.from.replica`), with
+/// field names under `prefix`.
+fn validate_replica(
+    r: &crate::spec::ReplicaSpec,
+    prefix: &str,
+    err: &mut impl FnMut(&str, String),
+) {
+    let set = r.backends();
+    if set.len() != 1 {
+        let found = if set.is_empty() {
+            "none".to_string()
+        } else {
+            set.join(", ")
+        };
+        err(
+            prefix,
+            format!("exactly one of s3, gcs, azure or file must be set (found: {found})"),
+        );
+    }
+    // A prefix names a place of its own: no leading slash, no `..` (which would climb into
+    // another database's prefix), and not only `.` and slashes (the whole bucket).
+    let prefix_ok = |p: &str| {
+        !p.starts_with('/')
+            && !p.split('/').any(|s| s == "..")
+            && p.split('/').any(|s| !s.is_empty() && s != ".")
+    };
+    if let Some(s3) = &r.s3 {
+        if !(3..=63).contains(&s3.bucket.len()) {
+            err(
+                &format!("{prefix}.s3.bucket"),
+                format!("{:?} must be 3 to 63 characters", s3.bucket),
+            );
+        }
+        if !prefix_ok(&s3.path) {
+            err(
+                &format!("{prefix}.s3.path"),
+                "must be a non-empty prefix without a leading slash or `..`".into(),
+            );
+        }
+        endpoint_ok(err, &format!("{prefix}.s3.endpoint"), &s3.endpoint);
+        if let Some(c) = &s3.credentials_secret_ref {
+            if c.name.is_empty() {
+                err(
+                    &format!("{prefix}.s3.credentialsSecretRef.name"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+    }
+    if let Some(g) = &r.gcs {
+        endpoint_ok(err, &format!("{prefix}.gcs.endpoint"), &g.endpoint);
+        if !(3..=222).contains(&g.bucket.len()) {
+            err(
+                &format!("{prefix}.gcs.bucket"),
+                format!("{:?} must be 3 to 222 characters", g.bucket),
+            );
+        }
+        if !prefix_ok(&g.path) {
+            err(
+                &format!("{prefix}.gcs.path"),
+                "must be a non-empty prefix without a leading slash or `..`".into(),
+            );
+        }
+    }
+    if let Some(a) = &r.azure {
+        endpoint_ok(err, &format!("{prefix}.azure.endpoint"), &a.endpoint);
+        if !(3..=24).contains(&a.account_name.len()) {
+            err(
+                &format!("{prefix}.azure.accountName"),
+                "must be 3 to 24 characters".into(),
+            );
+        }
+        if !(3..=63).contains(&a.container.len()) {
+            err(
+                &format!("{prefix}.azure.container"),
+                "must be 3 to 63 characters".into(),
+            );
+        }
+        if !prefix_ok(&a.path) {
+            err(
+                &format!("{prefix}.azure.path"),
+                "must be a non-empty prefix without a leading slash or `..`".into(),
+            );
+        }
+    }
+    if let Some(f) = &r.file {
+        if !f.path.starts_with('/') || f.path.split('/').any(|s| s == "..") {
+            err(
+                &format!("{prefix}.file.path"),
+                format!("{:?} must be an absolute path without `..`", f.path),
+            );
+        }
+    }
 }

@@ -27,6 +27,10 @@ pub enum Error {
 
     #[error("object has no {0}")]
     MissingField(&'static str),
+
+    /// Copying `spec.bootstrap`'s source failed locally (scratch space, encoding).
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
 }
 
 impl Error {
@@ -39,6 +43,7 @@ impl Error {
             Error::Credentials(_) => "CredentialsMissing",
             Error::Replica { .. } | Error::ReplicaTimeout { .. } => "ReplicaUnreachable",
             Error::MissingField(_) => "InvalidObject",
+            Error::Bootstrap(_) => "BootstrapFailed",
         }
     }
 }

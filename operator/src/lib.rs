@@ -6,6 +6,7 @@
 //! - [`leader`]: leader election between operator replicas.
 //! - [`metrics`], [`http`]: Prometheus metrics and health endpoints.
 
+pub mod bootstrap;
 pub mod conditions;
 pub mod conflict;
 pub mod context;

@@ -15,7 +15,9 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crds::condition::{READY, REPLICA_EXCLUSIVE, REPLICA_REACHABLE, SPEC_VALID, WRITER_HELD};
+use crds::condition::{
+    BOOTSTRAPPED, READY, REPLICA_EXCLUSIVE, REPLICA_REACHABLE, SPEC_VALID, WRITER_HELD,
+};
 use crds::{
     parse_duration, DeletionPolicy, HandoffStatus, Phase, SqliteDatabase, SqliteDatabaseStatus,
     WriterStatus, FINALIZER,
@@ -161,6 +163,15 @@ async fn apply(
         }
     }
 
+    // spec.bootstrap: the source's state becomes TXID 1 before pods may use the database.
+    if let Some(b) = &db.spec.bootstrap {
+        if !conditions::is_true(&old.conditions, BOOTSTRAPPED) {
+            if let Some(action) = bootstrap(ctx, db, api, ns, b, &old, &mut st).await? {
+                return Ok(action);
+            }
+        }
+    }
+
     // The writer Lease: created here, held by writer pods.
     let lease_secs = parse_duration(&db.spec.writer.lease_duration)
         .map(|d| d.as_secs().clamp(1, i32::MAX as u64) as i32)
@@ -295,6 +306,98 @@ async fn apply(
             }
             write_status(ctx, api, &name, &old, &st).await?;
             Err(e)
+        }
+    }
+}
+
+/// Runs a bootstrap step: `None` once the database holds the source's state (reconcile
+/// goes on), or the action to retry with while it cannot.
+async fn bootstrap(
+    ctx: &Context,
+    db: &SqliteDatabase,
+    api: &Api<SqliteDatabase>,
+    ns: &str,
+    b: &crds::BootstrapSpec,
+    old: &SqliteDatabaseStatus,
+    st: &mut SqliteDatabaseStatus,
+) -> Result<Option<Action>> {
+    let name = db.name_any();
+    let generation = db.metadata.generation;
+    if st.bootstrap.is_none() {
+        publish(
+            ctx,
+            db,
+            EventType::Normal,
+            "BootstrapStarted",
+            &format!(
+                "copying {} ({}) into this database's replica",
+                b.from.replica.url().unwrap_or_default(),
+                b.from
+                    .point()
+                    .map(|p| crate::bootstrap::target(p).to_string())
+                    .unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+    let step = crate::bootstrap::step(ctx, db, ns, b, old, st)
+        .await
+        .unwrap_or_else(|e| crate::bootstrap::Step::Blocked {
+            reason: e.reason(),
+            message: e.to_string(),
+        });
+    match step {
+        crate::bootstrap::Step::Done { source_txid } => {
+            let bs = st.bootstrap.get_or_insert_with(Default::default);
+            bs.phase = crate::bootstrap::COMPLETE.into();
+            bs.source_txid = Some(source_txid.clone());
+            bs.completed = Some(jiff::Timestamp::now().to_string());
+            let msg = format!(
+                "copied {} at {}: its TXID {source_txid} is TXID 1 of this database",
+                bs.source, bs.target
+            );
+            conditions::set(
+                &mut st.conditions,
+                BOOTSTRAPPED,
+                true,
+                "Copied",
+                &msg,
+                generation,
+            );
+            publish(ctx, db, EventType::Normal, "Bootstrapped", &msg).await;
+            Ok(None)
+        }
+        crate::bootstrap::Step::Blocked { reason, message } => {
+            let changed = conditions::get(&old.conditions, BOOTSTRAPPED)
+                .is_none_or(|c| c.status != "False" || c.message != message);
+            conditions::set(
+                &mut st.conditions,
+                BOOTSTRAPPED,
+                false,
+                reason,
+                &message,
+                generation,
+            );
+            conditions::set(
+                &mut st.conditions,
+                READY,
+                false,
+                reason,
+                format!("bootstrap: {message}"),
+                generation,
+            );
+            st.phase = Some(if reason == "ReplicaNotEmpty" {
+                Phase::Failed
+            } else {
+                Phase::Pending
+            });
+            if changed {
+                publish(ctx, db, EventType::Warning, reason, &message).await;
+            }
+            write_status(ctx, api, &name, old, st).await?;
+            Ok(Some(Action::requeue(
+                ctx.settings.resync.min(std::time::Duration::from_secs(15)),
+            )))
         }
     }
 }
@@ -479,7 +582,7 @@ async fn remove_lease(ctx: &Context, ns: &str, name: &str) -> Result<Action> {
 }
 
 /// Writes status with server-side apply, only when it changed.
-async fn write_status(
+pub(crate) async fn write_status(
     ctx: &Context,
     api: &Api<SqliteDatabase>,
     name: &str,

@@ -145,3 +145,61 @@ async fn pods_of_a_database_on_a_taken_replica_root_are_refused() {
     let resp = decide(&state, &admission("a")).await;
     assert!(resp.allowed, "the first claim keeps its root");
 }
+
+/// Pods of a database whose `spec.bootstrap` has not finished are refused with the reason;
+/// once the condition Bootstrapped is True they are injected.
+#[tokio::test]
+async fn pods_wait_for_the_bootstrap() {
+    let db = |bootstrapped: Option<&str>| -> SqliteDatabase {
+        let mut v = json!({
+            "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+            "metadata": {"name": "orders", "namespace": "a", "resourceVersion": "1", "uid": "u-a"},
+            "spec": {"replica": {"s3": {"bucket": "bkt", "path": "apps/clone",
+                                        "endpoint": "http://store:9000"}},
+                     "bootstrap": {"from": {"replica": {"s3": {"bucket": "bkt", "path": "apps/orders",
+                                                               "endpoint": "http://store:9000"}},
+                                            "txid": "00000000000000a0"}}}
+        });
+        if let Some(status) = bootstrapped {
+            v["status"] = json!({"conditions": [{"type": "Bootstrapped", "status": status,
+                "reason": "SourceUnavailable", "message": "restoring the source: no file covers TXID 160",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    let state_with = |d: SqliteDatabase| {
+        let (cache, mut writer) = reflector::store::<SqliteDatabase>();
+        writer.apply_watcher_event(&watcher::Event::Apply(d));
+        let (svc, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (
+            WebhookState {
+                client: Client::new(svc, "default"),
+                config: InjectConfig {
+                    hydrator_image: "hydrator:test".into(),
+                    native_sidecar: false,
+                },
+                metrics: Arc::new(Metrics::default()),
+                cache: Some(cache),
+            },
+            _handle,
+        )
+    };
+    for (status, why) in [
+        (None, "not started yet"),
+        (Some("False"), "no file covers TXID 160"),
+    ] {
+        let (state, _h) = state_with(db(status));
+        let resp = decide(&state, &admission("a")).await;
+        assert!(!resp.allowed, "admitted during the bootstrap ({status:?})");
+        let text = serde_json::to_string(&resp.into_review()).unwrap();
+        assert!(
+            text.contains("still being bootstrapped") && text.contains(why),
+            "{text}"
+        );
+    }
+    let mut done = db(Some("True"));
+    done.status.as_mut().unwrap().conditions[0].reason = "Copied".into();
+    let (state, _h) = state_with(done);
+    let resp = decide(&state, &admission("a")).await;
+    assert!(resp.allowed, "a bootstrapped database's pods are injected");
+}

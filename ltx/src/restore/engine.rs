@@ -102,11 +102,16 @@ pub async fn list_for_target(
 ) -> Result<Vec<LtxFileInfo>, ReplicaError> {
     let mut files = replica.list_all().await?;
     if let Target::Time(_) = target {
-        let refined: Vec<SystemTime> =
-            futures::stream::iter(files.iter().map(|f| replica.creation_time(f)))
-                .buffered(32)
-                .try_collect()
-                .await?;
+        // Owned inputs per future: a stream of futures borrowing from a closure argument
+        // is not `Send` for every lifetime, which callers on a multi-threaded runtime need.
+        let refined: Vec<SystemTime> = futures::stream::iter(files.clone())
+            .map(|f| {
+                let replica = replica.clone();
+                async move { replica.creation_time(&f).await }
+            })
+            .buffered(32)
+            .try_collect()
+            .await?;
         for (f, t) in files.iter_mut().zip(refined) {
             f.created_at = t;
         }

@@ -154,6 +154,23 @@ pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionR
             opt.database
         ));
     }
+    if db.spec.bootstrap.is_some()
+        && !db.status.as_ref().is_some_and(|st| {
+            crate::conditions::is_true(&st.conditions, crds::condition::BOOTSTRAPPED)
+        })
+    {
+        let why = db
+            .status
+            .as_ref()
+            .and_then(|st| crate::conditions::get(&st.conditions, crds::condition::BOOTSTRAPPED))
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| "not started yet".into());
+        return resp.deny(format!(
+            "SqliteDatabase {ns}/{} is still being bootstrapped from spec.bootstrap.from ({why}); \
+             its pods are admitted once condition Bootstrapped is True",
+            opt.database
+        ));
+    }
     if let Some(cache) = &s.cache {
         let all = cache.state();
         if let Some(why) = crate::conflict::refusal(&db, all.iter().map(|d| d.as_ref()), &ns) {
