@@ -13,7 +13,6 @@ use std::path::Path;
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::ResourceExt;
 use ltx::replica::{LtxKey, Replica, ReplicaError, SNAPSHOT_LEVEL};
 use ltx::restore::{restore, RestoreOptions, Target};
 
@@ -155,7 +154,7 @@ pub async fn step(
         completed: None,
     });
     let api: Api<SqliteDatabase> = Api::namespaced(ctx.client.clone(), ns);
-    crate::reconcile::write_status(ctx, &api, &db.name_any(), old, st).await?;
+    crate::reconcile::write_status(ctx, &api, db, old, st).await?;
     publish(&dest, &dest_url, &copy).await?;
     tracing::info!(db = %db.metadata.name.as_deref().unwrap_or(""), source = %source_url, source_txid, "bootstrap published as TXID 1");
     Ok(Step::Done { source_txid })

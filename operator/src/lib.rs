@@ -12,6 +12,7 @@ pub mod conflict;
 pub mod context;
 pub mod controller;
 pub mod credentials;
+pub mod database_metrics;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -26,11 +26,16 @@ pub struct Metrics {
     /// 1 while this replica is the elected leader.
     pub leader: Gauge,
     pub admission_duration: Histogram,
+    /// `sqlitekube_database_*`, one series per database.
+    pub databases: crate::database_metrics::DatabaseMetrics,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("sqlitekube_operator");
+        let mut root = Registry::default();
+        let databases = crate::database_metrics::DatabaseMetrics::default();
+        databases.register(root.sub_registry_with_prefix("sqlitekube_database"));
+        let registry = root.sub_registry_with_prefix("sqlitekube_operator");
         let reconciliations = Counter::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Histogram::new([
@@ -71,7 +76,8 @@ impl Default for Metrics {
             leader.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
+            databases,
             reconciliations,
             reconcile_errors,
             reconcile_duration,
@@ -89,6 +95,11 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The per-database gauges, from the status the controller writes.
+    pub fn database(&self, db: &crds::SqliteDatabase, st: &crds::SqliteDatabaseStatus) {
+        self.databases.observe(db, st);
     }
 
     pub fn error(&self, reason: &str) {

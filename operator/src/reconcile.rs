@@ -39,7 +39,13 @@ pub async fn reconcile(db: Arc<SqliteDatabase>, ctx: Arc<Context>) -> Result<Act
     let res = finalizer(&api, FINALIZER, db, |event| async {
         match event {
             Finalizer::Apply(db) => apply(&db, &ctx, &api, &ns).await,
-            Finalizer::Cleanup(db) => cleanup(&db, &ctx, &api, &ns).await,
+            Finalizer::Cleanup(db) => {
+                let done = cleanup(&db, &ctx, &api, &ns).await;
+                if done.is_ok() {
+                    ctx.metrics.databases.forget(&db);
+                }
+                done
+            }
         }
     })
     .await
@@ -80,7 +86,6 @@ async fn apply(
     api: &Api<SqliteDatabase>,
     ns: &str,
 ) -> Result<Action> {
-    let name = db.name_any();
     let generation = db.metadata.generation;
     let old = db.status.clone().unwrap_or_default();
     let mut st = old.clone();
@@ -103,7 +108,7 @@ async fn apply(
         if changed {
             publish(ctx, db, EventType::Warning, "InvalidSpec", &msg).await;
         }
-        write_status(ctx, api, &name, &old, &st).await?;
+        write_status(ctx, api, db, &old, &st).await?;
         // Nothing to retry until the spec changes.
         return Ok(Action::await_change());
     }
@@ -149,7 +154,7 @@ async fn apply(
                 if changed {
                     publish(ctx, db, EventType::Warning, "ReplicaInUse", &msg).await;
                 }
-                write_status(ctx, api, &name, &old, &st).await?;
+                write_status(ctx, api, db, &old, &st).await?;
                 return Ok(Action::requeue(ctx.settings.resync));
             }
             None => conditions::set(
@@ -241,7 +246,7 @@ async fn apply(
             if changed {
                 publish(ctx, db, EventType::Normal, "ReplicaNotObserved", &why).await;
             }
-            write_status(ctx, api, &name, &old, &st).await?;
+            write_status(ctx, api, db, &old, &st).await?;
             Ok(Action::requeue(ctx.settings.resync))
         }
         Ok(Ok(o)) => {
@@ -277,7 +282,7 @@ async fn apply(
                 )
                 .await;
             }
-            write_status(ctx, api, &name, &old, &st).await?;
+            write_status(ctx, api, db, &old, &st).await?;
             Ok(Action::requeue(ctx.settings.resync))
         }
         Err(e) => {
@@ -304,7 +309,7 @@ async fn apply(
             if changed {
                 publish(ctx, db, EventType::Warning, e.reason(), &msg).await;
             }
-            write_status(ctx, api, &name, &old, &st).await?;
+            write_status(ctx, api, db, &old, &st).await?;
             Err(e)
         }
     }
@@ -321,7 +326,6 @@ async fn bootstrap(
     old: &SqliteDatabaseStatus,
     st: &mut SqliteDatabaseStatus,
 ) -> Result<Option<Action>> {
-    let name = db.name_any();
     let generation = db.metadata.generation;
     if st.bootstrap.is_none() {
         publish(
@@ -394,7 +398,7 @@ async fn bootstrap(
             if changed {
                 publish(ctx, db, EventType::Warning, reason, &message).await;
             }
-            write_status(ctx, api, &name, old, st).await?;
+            write_status(ctx, api, db, old, st).await?;
             Ok(Some(Action::requeue(
                 ctx.settings.resync.min(std::time::Duration::from_secs(15)),
             )))
@@ -418,6 +422,10 @@ async fn record_handoff(
     };
     st.unsynced = h.unsynced.clone();
     if old.last_handoff.as_ref() != Some(&now) {
+        let fenced = h.unsynced.as_deref().is_some_and(|u| u.contains("fenced"));
+        ctx.metrics
+            .databases
+            .handoff(db, h.unsynced.is_none(), fenced);
         match &h.unsynced {
             None => {
                 let msg = format!(
@@ -480,7 +488,7 @@ async fn cleanup(
     let old = db.status.clone().unwrap_or_default();
     let mut st = old.clone();
     st.phase = Some(Phase::Deleting);
-    write_status(ctx, api, &name, &old, &st).await?;
+    write_status(ctx, api, db, &old, &st).await?;
 
     let valid = crds::validate(&db.spec).is_empty();
     match (db.spec.deletion_policy, valid, db.spec.replica.url()) {
@@ -585,13 +593,17 @@ async fn remove_lease(ctx: &Context, ns: &str, name: &str) -> Result<Action> {
 pub(crate) async fn write_status(
     ctx: &Context,
     api: &Api<SqliteDatabase>,
-    name: &str,
+    db: &SqliteDatabase,
     old: &SqliteDatabaseStatus,
     new: &SqliteDatabaseStatus,
 ) -> Result<()> {
+    // The per-database metrics follow what status says, written or not.
+    ctx.metrics.database(db, new);
     if old == new {
         return Ok(());
     }
+    let name = db.name_any();
+    let name = name.as_str();
     let patch = serde_json::json!({
         "apiVersion": "sqlitekube.dev/v1alpha1",
         "kind": "SqliteDatabase",

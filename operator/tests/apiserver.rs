@@ -156,6 +156,25 @@ async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_rep
         m.contains("sqlitekube_operator_reconciliations_total"),
         "{m}"
     );
+    // The database's own series, as its status says.
+    let m = wait_for(30, "per-database metrics", || async {
+        http_get(&format!("{}/metrics", op.metrics)).filter(|m| {
+            m.contains(&format!(
+                "sqlitekube_database_last_txid{{namespace=\"{ns}\",database=\"orders\"}} 5"
+            ))
+        })
+    })
+    .await;
+    for want in [
+        format!("sqlitekube_database_replica_files{{namespace=\"{ns}\",database=\"orders\"}} 1"),
+        format!("sqlitekube_database_ready{{namespace=\"{ns}\",database=\"orders\"}} 1"),
+        format!(
+            "sqlitekube_database_replica_reachable{{namespace=\"{ns}\",database=\"orders\"}} 1"
+        ),
+        format!("sqlitekube_database_writer_held{{namespace=\"{ns}\",database=\"orders\"}} 0"),
+    ] {
+        assert!(m.contains(&want), "{want} missing:\n{m}");
+    }
     assert!(
         m.lines().any(|l| l == "sqlitekube_operator_leader 1"),
         "{m}"
