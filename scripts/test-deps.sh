@@ -87,10 +87,15 @@ if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/ma
   log "installing Go, mattn/go-sqlite3 and libsqlite3-dev from Debian"
   apt_install golang-go golang-github-mattn-go-sqlite3-dev libsqlite3-dev
 fi
-# promtool (Debian's prometheus package) evaluates the alert rules in config/monitoring.
+# promtool (Debian's prometheus package) evaluates the alert rules in config/monitoring;
+# Lua 5.1 runs the Argo CD health check in config/argocd.
 if ! command -v promtool >/dev/null 2>&1; then
   log "installing promtool (prometheus) from Debian"
   apt_install --no-install-recommends prometheus
+fi
+if ! command -v lua5.1 >/dev/null 2>&1; then
+  log "installing lua5.1 from Debian"
+  apt_install lua5.1
 fi
 
 ls_bin="$deps/litestream/bin/litestream"

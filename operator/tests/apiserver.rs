@@ -156,6 +156,24 @@ async fn s3_database_becomes_ready_with_status_then_delete_policy_cleans_the_rep
         m.contains("sqlitekube_operator_reconciliations_total"),
         "{m}"
     );
+    // `kubectl wait` on the Ready condition, as GitOps pipelines use it.
+    let o = std::process::Command::new("kubectl")
+        .args([
+            "-n",
+            &ns,
+            "wait",
+            "--for=condition=Ready",
+            "sqldb/orders",
+            "--timeout=30s",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "kubectl wait: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     // The database's own series, as its status says.
     let m = wait_for(30, "per-database metrics", || async {
         http_get(&format!("{}/metrics", op.metrics)).filter(|m| {
