@@ -97,6 +97,10 @@ pub enum Phase {
 pub struct WriterStatus {
     /// Pod name.
     pub pod: String,
+    /// The Lease holder identity: the pod name, its incarnation and process
+    /// (`<pod>_<uid prefix>_<pid>`), which tells a restarted container from its predecessor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
     /// Lease epoch (incremented on every acquisition; also recorded at the object store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,

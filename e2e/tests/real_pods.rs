@@ -345,6 +345,51 @@ spec:
         "write pause during a rolling update over {ROLLOUTS} rollouts: p50 {p50:?}, max {max:?}"
     );
 
+    // `kubectl sqlite switchover`: the writer is evicted, the Deployment's replacement
+    // takes over, the plugin returns once the status shows it; then its status table.
+    let before = seen_pods.last().unwrap().clone();
+    let plugin = e2e::binary("kubectl-sqlite")?;
+    let path = format!(
+        "{}:{}",
+        plugin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new("kubectl")
+        .args([
+            "sqlite",
+            "switchover",
+            "orders",
+            "-n",
+            &ns,
+            "--timeout",
+            "180s",
+        ])
+        .env("PATH", &path)
+        .output()?;
+    ensure!(
+        o.status.success(),
+        "kubectl sqlite switchover: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let next = wait_new_writer(&ns, &before, &acked, "after the switchover")?;
+    acked.finished(&before, 30);
+    eprintln!(
+        "{}  (write pause {:?})",
+        String::from_utf8_lossy(&o.stdout).trim(),
+        acked.pause(&before, &next).unwrap_or_default()
+    );
+    seen_pods.push(next);
+    let o = Command::new("kubectl")
+        .args(["sqlite", "status", "-n", &ns])
+        .env("PATH", &path)
+        .output()?;
+    ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!(
+        "$ kubectl sqlite status\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
     // A crash: the app container is killed (SIGKILL through containerd); the kubelet
     // restarts it in the same pod, and the write buffer in the pod's volume is replayed.
     let pod = seen_pods.last().unwrap().clone();
@@ -462,9 +507,9 @@ spec:
         .filter(|(_, (pod, at))| *pod != victim || *at + 2000 < forced_at)
         .collect();
     eprintln!(
-        "real pods: {} writer pods started, {} hand-overs ({ROLLOUTS} rolling updates, 1 force delete), 1 container crash; {} rows acknowledged, {} restored by litestream, {} lost ({} of them beyond the node-loss bound); write pause p50 {p50:?}, max {max:?} ({:?} in all)",
+        "real pods: {} writer pods started, {} hand-overs ({ROLLOUTS} rolling updates, 1 switchover, 1 force delete), 1 container crash; {} rows acknowledged, {} restored by litestream, {} lost ({} of them beyond the node-loss bound); write pause p50 {p50:?}, max {max:?} ({:?} in all)",
         seen_pods.len(),
-        ROLLOUTS + 1,
+        ROLLOUTS + 2,
         acked.len(),
         restored.len(),
         lost.len(),

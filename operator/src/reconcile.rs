@@ -200,7 +200,9 @@ async fn apply(
                 generation,
             );
             st.writer = Some(WriterStatus {
-                pod: h.identity,
+                // Pod names have no `_`; the holder identity adds `_<uid>_<pid>`.
+                pod: h.identity.split('_').next().unwrap_or_default().to_string(),
+                holder: Some(h.identity.clone()),
                 epoch: Some(h.epoch),
                 since: h.acquired.map(Time),
             });
