@@ -11,7 +11,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="$(realpath -m "${1:-$root/quickstart-demo}")"
-cargo build --quiet --release -p hydrator -p sqlitekube-demo --manifest-path "$root/Cargo.toml"
+cargo build --quiet --release -p hydrator -p sqlitekube-demo -p kubectl-sqlite --manifest-path "$root/Cargo.toml"
 hydrator="$root/target/release/hydrator"
 demo="$root/target/release/sqlitekube-demo"
 # A cluster left running by an earlier quickstart in this directory is stopped first.
@@ -78,7 +78,7 @@ fi
 echo
 echo "== Kubernetes: a local single-node cluster (binaries built once from Debian's kubernetes source and cached; ~15 min the first time)"
 bash "$root/scripts/k8s-testenv.sh" install-node
-cargo build --quiet --release -p operator -p hydrator -p vfs -p sqlitekube-demo --manifest-path "$root/Cargo.toml"
+cargo build --quiet --release -p operator -p hydrator -p vfs -p preload -p sqlitekube-demo --manifest-path "$root/Cargo.toml"
 python3 "$root/scripts/images.py" build --bin-dir "$root/target/release" --out "$work/images"
 cluster="$work/cluster"
 SQLITE_KUBE_CLUSTER_DIR="$cluster" bash "$root/scripts/k8s-cluster.sh" start >"$work/cluster.env"
@@ -112,9 +112,13 @@ echo "== what to look at"
 echo "\$ kubectl get pods -o wide";           kubectl get pods -o wide
 echo "\$ kubectl get sqldb";                  kubectl get sqldb
 echo "\$ kubectl get lease orders-writer";    kubectl get lease orders-writer
+# The plugin, as kubectl finds it on PATH.
+export PATH="$root/target/release:$PATH"
+echo "\$ kubectl sqlite status";              kubectl sqlite status
 echo "\$ hydrator ls --replica $url"
 AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret "$hydrator" ls --replica "$url" | tail -5
 echo
-echo "The cluster keeps running. Use it with:  export KUBECONFIG=$KUBECONFIG"
+echo "The cluster keeps running. Use it with:  export KUBECONFIG=$KUBECONFIG PATH=$root/target/release:\$PATH"
+echo "Then: kubectl sqlite status | kubectl sqlite switchover orders | kubectl rollout restart deployment/orders-app"
 echo "Stop it (every process by PID, its network namespace and mounts) with:"
 echo "  sudo SQLITE_KUBE_CLUSTER_DIR=$cluster $root/scripts/k8s-cluster.sh stop"

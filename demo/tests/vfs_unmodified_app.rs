@@ -17,6 +17,7 @@ use testkit::{litestream, sqlite};
 const APP: &str = r#"
 import sqlite3, sys, threading
 db = sys.argv[1]
+out = threading.Lock()
 c = sqlite3.connect(db, timeout=30)
 c.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, who TEXT NOT NULL)")
 c.commit()
@@ -25,7 +26,8 @@ def work(n):
     for i in range(100):
         cur = conn.execute("INSERT INTO t(who) VALUES (?)", (f"thread {n} row {i}",))
         conn.commit()
-        print(cur.lastrowid, flush=True)
+        with out:
+            print(cur.lastrowid, flush=True)
     conn.close()
 threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
 for t in threads: t.start()
@@ -160,6 +162,19 @@ fn run_app(
     (ids, out)
 }
 
+/// The app's database is in the replica, not in a local file at its path, and
+/// `litestream restore` gives exactly the rows it committed (their count).
+fn assert_replicated(dir: &std::path::Path, url: &str, acked: &BTreeSet<i64>) -> usize {
+    let placeholder = std::fs::metadata(dir.join("app.db")).unwrap().len();
+    assert_eq!(placeholder, 0, "the database went to a local file");
+    let restored = dir.join("restored.db");
+    litestream::restore(url, &restored, &[], &[]);
+    assert_eq!(sqlite::integrity(&restored), "ok");
+    let rows = common::ids_in(&restored);
+    assert_eq!(&rows, acked, "litestream restore is exact");
+    rows.len()
+}
+
 #[test]
 fn an_unmodified_python_app_writes_through_the_vfs() {
     let dir = tempfile::tempdir().unwrap();
@@ -167,17 +182,7 @@ fn an_unmodified_python_app_writes_through_the_vfs() {
     let (acked, out) = run(dir.path(), &url, true);
     assert_eq!(acked.len(), 400, "{out}");
     assert!(out.contains("total 400"), "{out}");
-    // The data is in the replica, not in a local file at the database's path.
-    let placeholder = std::fs::metadata(dir.path().join("app.db")).unwrap().len();
-    assert_eq!(placeholder, 0, "the database went to a local file");
-    let restored = dir.path().join("restored.db");
-    litestream::restore(&url, &restored, &[], &[]);
-    assert_eq!(sqlite::integrity(&restored), "ok");
-    assert_eq!(
-        common::ids_in(&restored),
-        acked,
-        "litestream restore is exact"
-    );
+    let restored = assert_replicated(dir.path(), &url, &acked);
     // Every other file is left alone: an ordinary SQLite file on disk.
     let other = rusqlite::Connection::open(dir.path().join("other.db")).unwrap();
     let x: i64 = other
@@ -187,7 +192,7 @@ fn an_unmodified_python_app_writes_through_the_vfs() {
     eprintln!(
         "unmodified CPython app, 4 threads: {} rows committed, {} restored by litestream",
         acked.len(),
-        common::ids_in(&restored).len()
+        restored
     );
 }
 
@@ -214,19 +219,7 @@ fn an_unmodified_go_app_writes_through_the_vfs() {
     let (acked, out) = run_app(Command::new(&bin), dir.path(), &url, true);
     assert_eq!(acked.len(), 400, "{out}");
     assert!(out.contains("total 400"), "{out}");
-    assert_eq!(
-        std::fs::metadata(dir.path().join("app.db")).unwrap().len(),
-        0,
-        "the database went to a local file"
-    );
-    let restored = dir.path().join("restored.db");
-    litestream::restore(&url, &restored, &[], &[]);
-    assert_eq!(sqlite::integrity(&restored), "ok");
-    assert_eq!(
-        common::ids_in(&restored),
-        acked,
-        "litestream restore is exact"
-    );
+    assert_replicated(dir.path(), &url, &acked);
     eprintln!(
         "unmodified Go app (mattn/go-sqlite3 on the system libsqlite3), 4 goroutines: {} rows committed and restored",
         acked.len()

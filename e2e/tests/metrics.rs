@@ -35,6 +35,33 @@ fn now() -> f64 {
         .as_secs_f64()
 }
 
+/// Waits until the scraped (lag, TXID) of `ledger` satisfy `ok`; returns them.
+async fn wait_publish(
+    metrics: &str,
+    ns: &str,
+    what: &str,
+    ok: impl Fn(f64, f64) -> bool,
+) -> Result<(f64, f64)> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = scrape(metrics);
+        let ts = value(
+            &t,
+            "sqlitekube_database_last_publish_timestamp_seconds",
+            ns,
+            "ledger",
+        );
+        let txid = value(&t, "sqlitekube_database_last_txid", ns, "ledger");
+        if let (Some(ts), Some(txid)) = (ts, txid) {
+            if ok(now() - ts, txid) {
+                return Ok((now() - ts, txid));
+            }
+        }
+        ensure!(Instant::now() < end, "{what}:\n{t}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn committed(p: &LocalPod) -> usize {
     p.printed_ids().len()
 }
@@ -60,29 +87,13 @@ async fn lag_grows_while_the_writer_is_frozen_and_falls_after() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Writing: the lag is about a sync interval plus the operator's resync.
-    let (txid0, lag0) = {
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let t = scrape(&metrics);
-            let ts = value(
-                &t,
-                "sqlitekube_database_last_publish_timestamp_seconds",
-                &ns,
-                "ledger",
-            );
-            let txid = value(&t, "sqlitekube_database_last_txid", &ns, "ledger");
-            if let (Some(ts), Some(txid)) = (ts, txid) {
-                if now() - ts < 5.0 {
-                    break (txid, now() - ts);
-                }
-            }
-            ensure!(
-                Instant::now() < end,
-                "no fresh publish in the metrics:\n{t}"
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    };
+    let (lag0, txid0) = wait_publish(
+        &metrics,
+        &ns,
+        "no fresh publish in the metrics",
+        |lag, _| lag < 5.0,
+    )
+    .await?;
     ensure!(
         value(
             &scrape(&metrics),
@@ -112,27 +123,13 @@ async fn lag_grows_while_the_writer_is_frozen_and_falls_after() -> Result<()> {
 
     // Resumed: it publishes again and the lag falls.
     p.app().signal(libc::SIGCONT);
-    let end = Instant::now() + Duration::from_secs(30);
-    let (lag_after, txid1) = loop {
-        let t = scrape(&metrics);
-        let ts = value(
-            &t,
-            "sqlitekube_database_last_publish_timestamp_seconds",
-            &ns,
-            "ledger",
-        );
-        let txid = value(&t, "sqlitekube_database_last_txid", &ns, "ledger");
-        if let (Some(ts), Some(txid)) = (ts, txid) {
-            if now() - ts < 5.0 && txid > txid0 {
-                break (now() - ts, txid);
-            }
-        }
-        ensure!(
-            Instant::now() < end,
-            "the lag did not fall after the writer resumed:\n{t}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (lag_after, txid1) = wait_publish(
+        &metrics,
+        &ns,
+        "the lag did not fall after the writer resumed",
+        |lag, txid| lag < 5.0 && txid > txid0,
+    )
+    .await?;
 
     // A drain: one complete hand-over.
     p.delete();

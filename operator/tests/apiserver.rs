@@ -38,20 +38,6 @@ async fn s3_database(
     (s3, url)
 }
 
-/// The `s3-creds` Secret with the test server's keys.
-async fn s3_secret(client: &kube::Client, ns: &str) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    secrets
-        .patch(
-            "s3-creds",
-            &PatchParams::apply("tests"),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
-                "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}})),
-        )
-        .await
-        .unwrap();
-}
-
 async fn s3_database_on(
     s3: &S3Server,
     client: &kube::Client,

@@ -131,16 +131,7 @@ async fn clones_at_a_txid_and_a_time_equal_litestream_restores_of_the_source() {
     install_crd(&client).await;
     let ns = namespace(&client, "op-boot").await;
     let s3 = S3Server::shared();
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
-    secrets
-        .patch(
-            "s3-creds",
-            &PatchParams::apply("tests"),
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
-                "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}})),
-        )
-        .await
-        .unwrap();
+    s3_secret(&client, &ns).await;
 
     // The source: written through the VFS in two rounds (of two runs each), a second apart.
     let source = s3.replica_url("apps/source");

@@ -22,6 +22,24 @@ pub async fn install_crd(client: &Client) {
 }
 
 /// A fresh namespace (never waited on when deleted: a bare API server cannot finish it).
+/// The `s3-creds` Secret in `ns` with the test S3 server's keys.
+#[allow(dead_code)]
+pub async fn s3_secret(client: &Client, ns: &str) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    secrets
+        .patch(
+            "s3-creds",
+            &PatchParams::apply("tests"),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-creds"},
+                "stringData": {"AWS_ACCESS_KEY_ID": testkit::seaweed::ACCESS_KEY,
+                               "AWS_SECRET_ACCESS_KEY": testkit::seaweed::SECRET_KEY}}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{}-{}", std::process::id(), rand_suffix());
     let api: Api<Namespace> = Api::all(client.clone());
