@@ -29,6 +29,19 @@ fn database_in_a() -> SqliteDatabase {
     .unwrap()
 }
 
+/// The webhook as the server runs it, with `cache` as the watch filled it.
+fn state(client: Client, cache: reflector::Store<SqliteDatabase>) -> WebhookState {
+    WebhookState {
+        client,
+        config: InjectConfig {
+            hydrator_image: "hydrator:test".into(),
+            native_sidecar: false,
+        },
+        metrics: Arc::new(Metrics::default()),
+        cache: Some(cache),
+    }
+}
+
 fn admission(ns: &str) -> AdmissionRequest<Pod> {
     let review: AdmissionReview<Pod> = serde_json::from_value(json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -69,15 +82,7 @@ async fn a_database_in_another_namespace_is_never_injected() {
             );
         }
     });
-    let state = WebhookState {
-        client: Client::new(svc, "default"),
-        config: InjectConfig {
-            hydrator_image: "hydrator:test".into(),
-            native_sidecar: false,
-        },
-        metrics: Arc::new(Metrics::default()),
-        cache: Some(cache),
-    };
+    let state = state(Client::new(svc, "default"), cache);
     let resp = tokio::time::timeout(Duration::from_secs(10), decide(&state, &admission("b")))
         .await
         .expect("admission answered");
@@ -125,15 +130,7 @@ async fn pods_of_a_database_on_a_taken_replica_root_are_refused() {
     writer.apply_watcher_event(&watcher::Event::Apply(db("a", "2026-01-01T00:00:00Z")));
     writer.apply_watcher_event(&watcher::Event::Apply(db("b", "2026-02-01T00:00:00Z")));
     let (svc, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let state = WebhookState {
-        client: Client::new(svc, "default"),
-        config: InjectConfig {
-            hydrator_image: "hydrator:test".into(),
-            native_sidecar: false,
-        },
-        metrics: Arc::new(Metrics::default()),
-        cache: Some(cache),
-    };
+    let state = state(Client::new(svc, "default"), cache);
     let resp = decide(&state, &admission("b")).await;
     assert!(!resp.allowed, "b's database shares a's replica root");
     let text = serde_json::to_string(&resp.into_review()).unwrap();
@@ -171,18 +168,7 @@ async fn pods_wait_for_the_bootstrap() {
         let (cache, mut writer) = reflector::store::<SqliteDatabase>();
         writer.apply_watcher_event(&watcher::Event::Apply(d));
         let (svc, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        (
-            WebhookState {
-                client: Client::new(svc, "default"),
-                config: InjectConfig {
-                    hydrator_image: "hydrator:test".into(),
-                    native_sidecar: false,
-                },
-                metrics: Arc::new(Metrics::default()),
-                cache: Some(cache),
-            },
-            _handle,
-        )
+        (state(Client::new(svc, "default"), cache), _handle)
     };
     for (status, why) in [
         (None, "not started yet"),
