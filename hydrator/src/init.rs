@@ -148,6 +148,16 @@ pub fn passthrough(vars: impl Iterator<Item = (String, String)>) -> Vec<(String,
     out
 }
 
+/// Copies `from` to `to` through a temporary name, streaming: the libraries are large (debug
+/// info) and the init container's memory limit small.
+fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("copy {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).with_context(|| format!("rename to {}", to.display()))?;
+    Ok(())
+}
+
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
@@ -177,16 +187,12 @@ async fn setup(cfg: &InitConfig) -> Result<()> {
         .with_context(|| format!("create shared dir {}", cfg.shared_dir.display()))?;
     if cfg.vfs_source.exists() {
         let dest = cfg.shared_dir.join(VFS_FILE);
-        let data = std::fs::read(&cfg.vfs_source)
-            .with_context(|| format!("read {}", cfg.vfs_source.display()))?;
-        write_atomic(&dest, &data)?;
+        copy_atomic(&cfg.vfs_source, &dest)?;
         tracing::info!(from = %cfg.vfs_source.display(), to = %dest.display(), "VFS extension installed");
         let preload = cfg.vfs_source.with_file_name(PRELOAD_FILE);
         if preload.exists() {
             let dest = cfg.shared_dir.join(PRELOAD_FILE);
-            let data =
-                std::fs::read(&preload).with_context(|| format!("read {}", preload.display()))?;
-            write_atomic(&dest, &data)?;
+            copy_atomic(&preload, &dest)?;
             tracing::info!(to = %dest.display(), "LD_PRELOAD library for unmodified apps installed");
         }
     } else if var(env::INIT_VFS_SOURCE).is_some() {
