@@ -64,7 +64,8 @@ LITESTREAM_LOG_LEVEL=warn "$demo" write "$work/vfs/app.db" "$vreplica" 2000 | ta
 echo "status: $(cat "$work/vfs/app.db-status.json")"
 echo "== a fresh process on another path reads it from the replica (ranged reads)"
 echo "rows max_id integrity: $(LITESTREAM_LOG_LEVEL=warn "$demo" count "$work/reader/app.db" "$vreplica")"
-"$hydrator" ls --replica "$vreplica" | head -3
+"$hydrator" ls --replica "$vreplica" > "$work/vfs-ls.txt"
+head -3 "$work/vfs-ls.txt"
 "$hydrator" --log-level warn restore --replica "$vreplica" -o "$work/vfs-restored.db"
 echo "restored rows: $(sql "$work/vfs-restored.db" "SELECT count(*) FROM t")"
 
@@ -116,7 +117,8 @@ echo "\$ kubectl get lease orders-writer";    kubectl get lease orders-writer
 export PATH="$root/target/release:$PATH"
 echo "\$ kubectl sqlite status";              kubectl sqlite status
 echo "\$ hydrator ls --replica $url"
-AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret "$hydrator" ls --replica "$url" | tail -5
+AWS_ACCESS_KEY_ID=testkey AWS_SECRET_ACCESS_KEY=testsecret "$hydrator" ls --replica "$url" > "$work/cluster-ls.txt"
+tail -5 "$work/cluster-ls.txt"
 echo
 echo "The cluster keeps running. Use it with:  export KUBECONFIG=$KUBECONFIG PATH=$root/target/release:\$PATH"
 echo "Then: kubectl sqlite status | kubectl sqlite switchover orders | kubectl rollout restart deployment/orders-app"

@@ -12,6 +12,12 @@ mod sync;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // `hydrator ls | head`: a closed pipe ends the process quietly, as for any Unix tool,
+    // instead of a panic in println!.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = cli::Cli::parse();
     init_tracing(&cli.log_format, &cli.log_level);
     let rt = tokio::runtime::Builder::new_multi_thread()
