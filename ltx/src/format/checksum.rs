@@ -60,6 +60,11 @@ impl DbChecksum {
         self.0 ^= page_checksum(pgno, data);
     }
 
+    /// Toggles a page checksum computed earlier ([`page_checksum`]).
+    pub fn xor(&mut self, page_sum: u64) {
+        self.0 ^= page_sum;
+    }
+
     /// The stored form, with the flag bit set.
     pub fn value(self) -> u64 {
         self.0 | CHECKSUM_FLAG

@@ -5,11 +5,11 @@
 //! that file's commit size, so a shrink is honoured exactly as SQLite did it.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::format::checksum::DbChecksum;
+use crate::format::checksum::{page_checksum, DbChecksum};
 use crate::format::{lock_pgno, Decoder, Header, LtxError, Txid};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,9 @@ pub struct DbWriter {
     txid: Txid,
     /// Pages holding data from some applied file (bit per page, 1-based).
     written: Vec<u64>,
+    /// Each page's checksum as last written (index = page number): the database checksum
+    /// at the end is their XOR, without reading the file back (8 bytes per page).
+    page_sums: Vec<u64>,
     /// Post-apply checksum of the last file, when it carries one.
     expected_checksum: Option<u64>,
     page_buf: Vec<u8>,
@@ -90,6 +93,7 @@ impl DbWriter {
             commit: 0,
             txid: 0,
             written: Vec::new(),
+            page_sums: Vec::new(),
             expected_checksum: None,
             page_buf: Vec::new(),
         })
@@ -141,6 +145,11 @@ impl DbWriter {
         while let Some(pgno) = dec.next_page(&mut buf).map_err(ltx)? {
             self.file.write_all_at(&buf, (pgno as u64 - 1) * ps)?;
             set_bit(&mut self.written, pgno);
+            let i = pgno as usize;
+            if self.page_sums.len() <= i {
+                self.page_sums.resize(i + 1, 0);
+            }
+            self.page_sums[i] = page_checksum(pgno, &buf);
         }
         self.page_buf = buf;
         let trailer = dec.finish().map_err(ltx)?;
@@ -173,17 +182,14 @@ impl DbWriter {
                 });
             }
         }
+        // Every page 1..=commit but the lock page was written (checked above), and its last
+        // write's checksum is kept: no read-back pass.
         let mut sum = DbChecksum::EMPTY;
-        self.file.seek(SeekFrom::Start(0))?;
-        let mut r = std::io::BufReader::with_capacity(1 << 20, &self.file);
-        let mut page = vec![0u8; self.page_size as usize];
         for p in 1..=self.commit {
-            r.read_exact(&mut page)?;
             if p != lock {
-                sum.toggle(p, &page);
+                sum.xor(self.page_sums[p as usize]);
             }
         }
-        drop(r);
         let checksum = sum.value();
         if let Some(expected) = self.expected_checksum {
             if expected != checksum {
