@@ -3,10 +3,11 @@
 //! - writes: 2,000 autocommit inserts plus one 100,000-row insert (then close);
 //! - cached point reads: 20,000 random `SELECT … WHERE id = ?` after the writes;
 //! - in-process (rusqlite's SQLite): local WAL and this VFS (file:// replica) at
-//!   `synchronous=NORMAL` and `FULL`; this VFS with a 1 MiB `buffer_limit` (back-pressure
+//!   `synchronous=NORMAL` and `FULL`, in rollback mode and in WAL mode; this VFS with a 1 MiB `buffer_limit` (back-pressure
 //!   and early publishes decide the write rate); Litestream's `litestream-vfs` 0.5.17;
 //! - through Debian's `sqlite3` shell (how apps not written in Rust reach the VFS: the
-//!   extension loaded): the same writes, local WAL vs this VFS at NORMAL and FULL, timed by
+//!   extension loaded): the same writes, local WAL vs this VFS (rollback and WAL mode) at
+//!   NORMAL and FULL, timed by
 //!   the shell's `.timer` (statements only, not process start);
 //! - cold start: open + first point query on a replica of BENCH_COLD_MB (default 1024) MiB
 //!   on SeaweedFS S3 on 127.0.0.1.
@@ -47,7 +48,7 @@ fn open_variant(variant: &str, dir: &Path) -> Connection {
                 .unwrap();
             c
         }
-        "ours-normal" | "ours-full" | "ours-1mib-buf" => {
+        "ours-normal" | "ours-full" | "ours-1mib-buf" | "ours-wal-normal" | "ours-wal-full" => {
             register_ours();
             let c = Connection::open_with_flags(
                 format!(
@@ -57,6 +58,12 @@ fn open_variant(variant: &str, dir: &Path) -> Connection {
                 flags,
             )
             .unwrap();
+            if variant.starts_with("ours-wal") {
+                let mode: String = c
+                    .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(mode, "wal");
+            }
             c
         }
         "litestream-vfs" => {
@@ -170,7 +177,7 @@ fn shell_writes() {
     println!("through the sqlite3 shell ({}), statement time, ratios against local WAL at the same level:", sqlite3.display());
     for level in ["NORMAL", "FULL"] {
         let mut local = f64::NAN;
-        for ours in [false, true] {
+        for (ours, wal) in [(false, true), (true, false), (true, true)] {
             let d = tempfile::tempdir().unwrap();
             let mut c = Command::new(&sqlite3);
             if ours {
@@ -184,6 +191,9 @@ fn shell_writes() {
                         ".open file:{}?vfs=sqlitekube&replica_url={url}&write_enabled=true",
                         d.path().join("ours.db").display()
                     ));
+                if wal {
+                    c.arg("PRAGMA journal_mode=WAL;");
+                }
             } else {
                 c.arg(d.path().join("local.db"))
                     .arg("PRAGMA journal_mode=WAL;");
@@ -231,7 +241,11 @@ fn shell_writes() {
             if ours {
                 println!(
                     "  {:<16} writes {secs:>7.3}s ({:>4.2}x local WAL {} throughput)",
-                    format!("ours-{}", level.to_lowercase()),
+                    format!(
+                        "ours-{}{}",
+                        if wal { "wal-" } else { "" },
+                        level.to_lowercase()
+                    ),
                     local / secs,
                     level.to_lowercase()
                 );
@@ -327,6 +341,8 @@ async fn main() {
         "local-wal-full",
         "ours-normal",
         "ours-full",
+        "ours-wal-normal",
+        "ours-wal-full",
         "ours-1mib-buf",
         "litestream-vfs",
     ] {

@@ -58,11 +58,28 @@ fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30_000);
     c.busy_timeout(std::time::Duration::from_millis(busy))?;
+    if write {
+        journal_mode(&c)?;
+    }
+    // SQLITE_KUBE_DEMO_WAL_AUTOCHECKPOINT: PRAGMA wal_autocheckpoint (pages).
+    if let Ok(n) = std::env::var("SQLITE_KUBE_DEMO_WAL_AUTOCHECKPOINT") {
+        c.pragma_update(None, "wal_autocheckpoint", n)?;
+    }
     // SQLITE_KUBE_DEMO_SYNCHRONOUS: PRAGMA synchronous (default: SQLite's, FULL).
     if let Ok(level) = std::env::var("SQLITE_KUBE_DEMO_SYNCHRONOUS") {
         c.pragma_update(None, "synchronous", level)?;
     }
     Ok(c)
+}
+
+/// SQLITE_KUBE_DEMO_JOURNAL_MODE: `PRAGMA journal_mode=…` (e.g. WAL), as apps do at start;
+/// the answer goes to stderr (a standby or reader stays in rollback mode and says so).
+fn journal_mode(c: &Connection) -> rusqlite::Result<()> {
+    if let Ok(mode) = std::env::var("SQLITE_KUBE_DEMO_JOURNAL_MODE") {
+        let got: String = c.query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))?;
+        eprintln!("sqlitekube-demo: journal_mode={got}");
+    }
+    Ok(())
 }
 
 /// The file `app` creates once its database is open and readable.
@@ -211,6 +228,7 @@ fn app() -> Result<(), String> {
         .unwrap_or(500);
     c.busy_timeout(std::time::Duration::from_millis(busy))
         .map_err(|e| e.to_string())?;
+    journal_mode(&c).map_err(|e| format!("journal_mode: {e}"))?;
     let mut out = std::io::stdout().lock();
     if write {
         let setup = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)";

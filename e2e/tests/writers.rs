@@ -343,7 +343,9 @@ fn status(p: &LocalPod, db: &str) -> Result<serde_json::Value> {
 /// What a RollingUpdate does: the successor starts while the writer still writes. It
 /// opens at once as a standby (reads served, its writes wait in SQLite's busy handler),
 /// and when the writer drains it takes over: its first write goes through without an
-/// error reaching the app, and nothing either pod acknowledged is missing.
+/// error reaching the app, and nothing either pod acknowledged is missing. The app sets
+/// `journal_mode=WAL` at start, as most apps do: the writer runs in WAL mode, the standby
+/// in rollback mode (its pragma answers `delete`), and after taking over it is in WAL mode.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_writer_serves_reads_then_takes_over_without_an_error() -> Result<()> {
     let Some(f) = Fixture::start("standby").await? else {
@@ -352,7 +354,8 @@ async fn a_standby_writer_serves_reads_then_takes_over_without_an_error() -> Res
     let url = f.s3_database("shelf", serde_json::from_str(SPEC)?).await?;
     let env = json!([
         {"name": "SQLITE_KUBE_DEMO_TIMESTAMPS", "value": "1"},
-        {"name": "SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS", "value": "20000"}
+        {"name": "SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS", "value": "20000"},
+        {"name": "SQLITE_KUBE_DEMO_JOURNAL_MODE", "value": "WAL"}
     ]);
     let mut a = f
         .start_pod("shelf-a", "shelf", "write", env.clone())
@@ -415,6 +418,28 @@ async fn a_standby_writer_serves_reads_then_takes_over_without_an_error() -> Res
         status(&b, "shelf")?["role"] == "writer",
         "B does not report itself as the writer"
     );
+    ensure!(
+        a.containers[0].stderr().contains("journal_mode=wal"),
+        "A did not run in WAL mode:\n{}",
+        tail(&a.containers[0].stderr())
+    );
+    ensure!(
+        b_err.contains("journal_mode=delete"),
+        "the standby's journal_mode=WAL did not answer delete:\n{}",
+        tail(&b_err)
+    );
+    if let Err(e) = e2e::wait_for(10, "B in WAL mode after taking over", || {
+        let s = status(&b, "shelf").ok();
+        async move { s.filter(|s| s["journal"] == "wal") }
+    })
+    .await
+    {
+        anyhow::bail!(
+            "{e}: status {}\n{}",
+            status(&b, "shelf")?,
+            tail(&b.containers[0].stderr())
+        );
+    }
     let last_a = commit_times(&a)
         .iter()
         .map(|c| c.1)

@@ -335,6 +335,27 @@ impl WriteBuffer {
     pub fn sync(&mut self) -> std::io::Result<()> {
         self.file.sync_data()
     }
+
+    /// Makes the records appended so far durable (a commit whose sync came after its
+    /// append: WAL mode at `synchronous=FULL`). After a failed fsync the kernel may have
+    /// dropped the dirty pages, so nothing later is trusted to this file: every further
+    /// append fails, loudly.
+    pub fn sync_commits(&mut self) -> std::io::Result<()> {
+        if let Some(why) = &self.broken {
+            return Err(std::io::Error::other(why.clone()));
+        }
+        if let Err(e) = self.file.sync_data() {
+            let why = format!(
+                "{}: fsync failed ({e}); refusing further commits",
+                self.path.display()
+            );
+            tracing::error!("{why}");
+            self.broken = Some(why);
+            return Err(e);
+        }
+        self.fsyncs += 1;
+        Ok(())
+    }
 }
 
 fn file_header(page_size: u32) -> [u8; FILE_HEADER as usize] {

@@ -57,6 +57,8 @@ pub(crate) struct State {
     pub deferred: Vec<(LtxKey, Header, Vec<PageIndexEntry>)>,
     pub stats: SyncStats,
     pub connections: usize,
+    /// The WAL, while the database is in WAL mode (`wal.rs`).
+    pub wal: Option<crate::wal::Wal>,
 }
 
 impl State {
@@ -68,6 +70,21 @@ impl State {
     /// The size as the writing connection sees it (its open transaction included).
     fn current_size(&self) -> u32 {
         self.txn.size().unwrap_or(self.committed_size())
+    }
+
+    /// The database file is in WAL mode: SQLite reads and writes it as checkpoints leave
+    /// it ([`crate::wal::MainView`]). A rollback-mode write transaction (RESERVED) never
+    /// coexists with a WAL; the check keeps its writes on the usual path regardless.
+    pub fn wal_file(&self) -> bool {
+        self.wal.is_some() && !self.locks.has_reserved()
+    }
+
+    /// The database file's size in pages as SQLite sees it.
+    fn file_pages(&self) -> u32 {
+        match &self.wal {
+            Some(w) if self.wal_file() => w.main.size.unwrap_or(self.committed_size()),
+            _ => self.current_size(),
+        }
     }
 }
 
@@ -97,6 +114,8 @@ pub struct Database {
     /// Set when unpublished bytes pass half of `buffer_limit`: the sync thread publishes
     /// now instead of at the end of its interval.
     pub(crate) publish_soon: AtomicBool,
+    /// The WAL index of this process's connections in WAL mode (`shm.rs`); a leaf lock.
+    pub(crate) shm: Mutex<crate::shm::Shm>,
     /// The Kubernetes writer lease, when writes are lease-gated and it is ours (a
     /// standby fills it in when it takes over).
     lease: RwLock<Option<Arc<WriterLease>>>,
@@ -165,6 +184,7 @@ impl Database {
             deferred: Vec::new(),
             stats: SyncStats::default(),
             connections: 0,
+            wal: None,
         };
         let db = Arc::new(Database {
             path: path.to_path_buf(),
@@ -176,6 +196,7 @@ impl Database {
             publishing: Mutex::new(()),
             next_handle: AtomicU64::new(1),
             publish_soon: AtomicBool::new(false),
+            shm: Mutex::new(crate::shm::Shm::default()),
             lease: RwLock::new(lease.clone()),
             role: RoleCell::new(role),
             create_only,
@@ -217,7 +238,7 @@ impl Database {
 
     pub fn file_size(&self) -> u64 {
         let st = self.state();
-        st.current_size() as u64 * st.pages.page_size() as u64
+        st.file_pages() as u64 * st.pages.page_size() as u64
     }
 
     /// Reads `buf.len()` bytes at `offset`. Returns false on a short read (zero-filled).
@@ -228,7 +249,8 @@ impl Database {
             buf.fill(0);
             return Ok(false);
         }
-        let size = st.current_size() as u64 * ps;
+        let size = st.file_pages() as u64 * ps;
+        let wal_file = st.wal_file();
         let mut done = 0usize;
         while done < buf.len() {
             let off = offset + done as u64;
@@ -239,8 +261,21 @@ impl Database {
             let pgno = (off / ps) as u32 + 1;
             let in_page = (off % ps) as usize;
             let n = (buf.len() - done).min(ps as usize - in_page);
-            let (guard, page) = self.page(st, pgno)?;
-            st = guard;
+            let kept = match st.wal.as_ref().filter(|_| wal_file) {
+                Some(w) => w
+                    .main
+                    .page(pgno, ps as u32)
+                    .map_err(|e| VfsError::buffer(&self.path, e))?,
+                None => None,
+            };
+            let page = match kept {
+                Some(p) => Arc::new(p),
+                None => {
+                    let (guard, page) = self.page(st, pgno)?;
+                    st = guard;
+                    page
+                }
+            };
             let out = &mut buf[done..done + n];
             out.copy_from_slice(&page[in_page..in_page + n]);
             if pgno == 1 {
@@ -306,6 +341,9 @@ impl Database {
             st.pages.set_page_size(data.len() as u32);
         }
         let ps = st.pages.page_size() as u64;
+        if st.wal_file() {
+            return self.checkpoint_write(st, data, offset);
+        }
         if !st.publisher.has_buffer() {
             st.publisher.open_buffer(ps as u32)?;
         }
@@ -334,12 +372,21 @@ impl Database {
     pub fn truncate(&self, size: u64) {
         let mut st = self.state();
         if let Some(pages) = size.checked_div(st.pages.page_size() as u64) {
-            st.txn.truncate(pages as u32);
+            if st.wal_file() {
+                if let Some(w) = st.wal.as_mut() {
+                    w.main.truncate(pages as u32);
+                }
+            } else {
+                st.txn.truncate(pages as u32);
+            }
         }
     }
 
     pub fn sync(&self) {
-        self.state().txn.mark_synced();
+        let mut st = self.state();
+        if !st.wal_file() {
+            st.txn.mark_synced();
+        }
     }
 
     /// The transaction is committed (SQLITE_FCNTL_COMMIT_PHASETWO): record it in the write
@@ -362,32 +409,10 @@ impl Database {
             return st.locks.shared(handle, from);
         }
         if to == SQLITE_LOCK_RESERVED {
-            match self.role.get() {
-                Role::Reader => return SQLITE_READONLY,
-                // Waiting for the Lease: SQLite's busy handler retries.
-                Role::Standby => return SQLITE_BUSY,
-                Role::Writer => {}
-            }
-            if let Some(f) = st.publisher.fenced() {
-                tracing::error!(reason = %f, "write refused: this writer is fenced");
-                return SQLITE_READONLY;
-            }
-            if let Some(rc) = self.lease().and_then(|l| l.write_gate()) {
-                return rc;
-            }
-            // Back-pressure: wait briefly for the publisher to drain the buffer.
-            let (guard, _) = self
-                .space
-                .wait_timeout_while(st, BACKPRESSURE_WAIT, |s| s.publisher.is_full())
-                .unwrap_or_else(|e| e.into_inner());
-            st = guard;
-            if st.publisher.is_full() {
-                let error = st.publisher.last_error().unwrap_or("").to_string();
-                let limit = st.publisher.buffer_limit();
-                st.stats.refused_buffer_full(limit, &error);
-                return SQLITE_BUSY;
-            }
-            return st.locks.reserved(handle);
+            return match self.admit_writer(st) {
+                Ok(mut st) => st.locks.reserved(handle),
+                Err(rc) => rc,
+            };
         }
         if is_exclusive_level(to) {
             // Checked again right before the commit writes: a transaction that outlived
@@ -400,6 +425,40 @@ impl Database {
             return st.locks.exclusive(handle, to);
         }
         SQLITE_OK
+    }
+
+    /// Whether a write transaction may begin (RESERVED, or the WAL write lock): this
+    /// process is the writer, not fenced, its lease is current, and the buffer has room
+    /// (waiting briefly for the publisher when it is full).
+    pub(crate) fn admit_writer<'a>(
+        &'a self,
+        st: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, i32> {
+        match self.role.get() {
+            Role::Reader => return Err(SQLITE_READONLY),
+            // Waiting for the Lease: SQLite's busy handler retries.
+            Role::Standby => return Err(SQLITE_BUSY),
+            Role::Writer => {}
+        }
+        if let Some(f) = st.publisher.fenced() {
+            tracing::error!(reason = %f, "write refused: this writer is fenced");
+            return Err(SQLITE_READONLY);
+        }
+        if let Some(rc) = self.lease().and_then(|l| l.write_gate()) {
+            return Err(rc);
+        }
+        // Back-pressure: wait briefly for the publisher to drain the buffer.
+        let (mut st, _) = self
+            .space
+            .wait_timeout_while(st, BACKPRESSURE_WAIT, |s| s.publisher.is_full())
+            .unwrap_or_else(|e| e.into_inner());
+        if st.publisher.is_full() {
+            let error = st.publisher.last_error().unwrap_or("").to_string();
+            let limit = st.publisher.buffer_limit();
+            st.stats.refused_buffer_full(limit, &error);
+            return Err(SQLITE_BUSY);
+        }
+        Ok(st)
     }
 
     pub fn unlock(&self, handle: u64, from: i32, to: i32) {
@@ -515,18 +574,19 @@ impl Database {
     }
 }
 
-/// Page 1's bytes 18/19 say "rollback journal" (the VFS has no WAL), and in read-only mode
-/// the change counter (bytes 24..28) follows the TXID so SQLite notices polled updates.
-/// `out` holds page 1's bytes from offset `at`.
+/// For readers and standbys, page 1's bytes 18/19 say "rollback journal" (they follow the
+/// replica; a writer's WAL is in its own process) and the change counter (bytes 24..28)
+/// follows the TXID so SQLite notices polled updates. The writer sees page 1 as stored: a
+/// database in WAL mode opens in WAL mode. `out` holds page 1's bytes from offset `at`.
 fn patch_page1(out: &mut [u8], at: usize, txid: u64, writer: bool) {
     let mut set = |i: usize, v: u8| {
         if i >= at && i - at < out.len() {
             out[i - at] = v;
         }
     };
-    set(18, 1);
-    set(19, 1);
     if !writer {
+        set(18, 1);
+        set(19, 1);
         for (i, b) in (txid as u32).to_be_bytes().into_iter().enumerate() {
             set(24 + i, b);
         }

@@ -32,6 +32,14 @@ pub const SQLITE_OPEN_READWRITE: c_int = 0x2;
 pub const SQLITE_OPEN_CREATE: c_int = 0x4;
 pub const SQLITE_OPEN_MAIN_DB: c_int = 0x100;
 pub const SQLITE_OPEN_MAIN_JOURNAL: c_int = 0x800;
+pub const SQLITE_OPEN_WAL: c_int = 0x80000;
+
+pub const SQLITE_SHM_UNLOCK: c_int = 1;
+pub const SQLITE_SHM_LOCK: c_int = 2;
+pub const SQLITE_SHM_SHARED: c_int = 4;
+pub const SQLITE_SHM_EXCLUSIVE: c_int = 8;
+pub const SQLITE_IOERR_SHMMAP: c_int = SQLITE_IOERR | (21 << 8);
+pub const SQLITE_IOERR_SHMLOCK: c_int = SQLITE_IOERR | (20 << 8);
 
 pub const SQLITE_LOCK_NONE: c_int = 0;
 pub const SQLITE_LOCK_SHARED: c_int = 1;
@@ -68,6 +76,13 @@ pub struct sqlite3_io_methods {
     pub xFileControl: Option<unsafe extern "C" fn(*mut sqlite3_file, c_int, *mut c_void) -> c_int>,
     pub xSectorSize: Option<unsafe extern "C" fn(*mut sqlite3_file) -> c_int>,
     pub xDeviceCharacteristics: Option<unsafe extern "C" fn(*mut sqlite3_file) -> c_int>,
+    // Version 2: the WAL index.
+    pub xShmMap: Option<
+        unsafe extern "C" fn(*mut sqlite3_file, c_int, c_int, c_int, *mut *mut c_void) -> c_int,
+    >,
+    pub xShmLock: Option<unsafe extern "C" fn(*mut sqlite3_file, c_int, c_int, c_int) -> c_int>,
+    pub xShmBarrier: Option<unsafe extern "C" fn(*mut sqlite3_file)>,
+    pub xShmUnmap: Option<unsafe extern "C" fn(*mut sqlite3_file, c_int) -> c_int>,
 }
 
 pub type sqlite3_syscall_ptr = Option<unsafe extern "C" fn()>;

@@ -7,7 +7,7 @@
 //! memory (`transaction.rs`) and a commit is one record in the write buffer. So the journal
 //! needs no file: no create, write, fsync and delete per commit. This is what
 //! `journal_mode=MEMORY` does, without asking the app to set it. A journal that grows past
-//! [`SPILL_AT`] (a huge UPDATE) moves to an unnamed temporary file next to the database, so
+//! [`SPILL_AT`](crate::spill::SPILL_AT) (a huge UPDATE) moves to an unnamed temporary file next to the database, so
 //! memory stays bounded.
 //!
 //! Names are the ones SQLite uses (`<db>-journal`); `xAccess` and `xDelete` answer for
@@ -16,87 +16,14 @@
 
 use std::collections::HashMap;
 use std::os::raw::{c_int, c_void};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::ffi::*;
-
-/// Bytes kept in memory before the journal moves to a temporary file.
-pub const SPILL_AT: usize = 32 << 20;
-
-enum Content {
-    Memory(Vec<u8>),
-    /// Spilled: an unnamed temporary file (gone when closed) and its length.
-    Disk(std::fs::File, u64),
-}
+use crate::spill::SpillFile;
 
 /// One journal's content, shared by the handles that have it open.
-pub struct Journal {
-    content: Content,
-    /// Where a spilled journal goes (the database's directory).
-    dir: PathBuf,
-}
-
-impl Journal {
-    fn len(&self) -> u64 {
-        match &self.content {
-            Content::Memory(v) => v.len() as u64,
-            Content::Disk(_, n) => *n,
-        }
-    }
-
-    /// Reads at `off`; returns how many bytes there were (the rest is zero-filled).
-    fn read(&self, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-        let have = self.len().saturating_sub(off).min(buf.len() as u64) as usize;
-        match &self.content {
-            Content::Memory(v) => {
-                if have > 0 {
-                    buf[..have].copy_from_slice(&v[off as usize..off as usize + have]);
-                }
-            }
-            Content::Disk(f, _) => f.read_exact_at(&mut buf[..have], off)?,
-        }
-        buf[have..].fill(0);
-        Ok(have)
-    }
-
-    fn write(&mut self, data: &[u8], off: u64) -> std::io::Result<()> {
-        let end = off + data.len() as u64;
-        if let Content::Memory(v) = &self.content {
-            if end as usize > SPILL_AT {
-                let f = tempfile::tempfile_in(&self.dir)?;
-                f.write_all_at(v, 0)?;
-                tracing::debug!(dir = %self.dir.display(), "rollback journal spilled to a temporary file");
-                self.content = Content::Disk(f, v.len() as u64);
-            }
-        }
-        match &mut self.content {
-            Content::Memory(v) => {
-                if v.len() < end as usize {
-                    v.resize(end as usize, 0);
-                }
-                v[off as usize..end as usize].copy_from_slice(data);
-            }
-            Content::Disk(f, n) => {
-                f.write_all_at(data, off)?;
-                *n = (*n).max(end);
-            }
-        }
-        Ok(())
-    }
-
-    fn truncate(&mut self, size: u64) -> std::io::Result<()> {
-        match &mut self.content {
-            Content::Memory(v) => v.truncate(size as usize),
-            Content::Disk(f, n) => {
-                f.set_len(size.min(*n))?;
-                *n = size.min(*n);
-            }
-        }
-        Ok(())
-    }
-}
+pub type Journal = SpillFile;
 
 /// Journals by the name SQLite gives them.
 fn journals() -> &'static Mutex<HashMap<String, Arc<Mutex<Journal>>>> {
@@ -157,10 +84,7 @@ pub unsafe fn open(name: &str, file: *mut sqlite3_file, flags: c_int) -> c_int {
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
                     .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-                let j = Arc::new(Mutex::new(Journal {
-                    content: Content::Memory(Vec::new()),
-                    dir,
-                }));
+                let j = Arc::new(Mutex::new(SpillFile::new(dir, "rollback journal")));
                 map.insert(name.to_string(), j.clone());
                 j
             }
@@ -271,39 +195,8 @@ static JOURNAL_METHODS: sqlite3_io_methods = sqlite3_io_methods {
     xFileControl: Some(j_file_control),
     xSectorSize: Some(j_sector_size),
     xDeviceCharacteristics: Some(j_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
 };
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_big_journal_spills_to_disk_and_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal {
-            content: Content::Memory(Vec::new()),
-            dir: dir.path().to_path_buf(),
-        };
-        j.write(b"header", 0).unwrap();
-        let page = vec![7u8; 1 << 20];
-        for i in 0..40u64 {
-            j.write(&page, 512 + i * (1 << 20)).unwrap();
-        }
-        assert!(
-            matches!(j.content, Content::Disk(..)),
-            "spilled past {SPILL_AT}"
-        );
-        let mut b = [0u8; 6];
-        assert_eq!(j.read(&mut b, 0).unwrap(), 6);
-        assert_eq!(&b, b"header");
-        let mut p = vec![0u8; 4];
-        j.read(&mut p, 512 + 39 * (1 << 20)).unwrap();
-        assert_eq!(p, vec![7u8; 4]);
-        // Past the end: zero-filled, short.
-        let mut tail = [1u8; 8];
-        assert_eq!(j.read(&mut tail, j.len() - 4).unwrap(), 4);
-        assert_eq!(&tail[4..], &[0, 0, 0, 0]);
-        j.truncate(0).unwrap();
-        assert_eq!(j.len(), 0);
-    }
-}

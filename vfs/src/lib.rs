@@ -25,12 +25,16 @@ mod recovery;
 mod remote;
 mod runtime;
 mod shim;
+mod shm;
+mod spill;
 mod standby;
 mod status;
 mod store;
 #[cfg(test)]
 mod testutil;
 mod transaction;
+mod wal;
+mod wal_io;
 pub mod writer_lease;
 
 use std::os::raw::{c_char, c_int, c_void};

@@ -276,6 +276,16 @@ impl Publisher {
         self.unpublished.insert(pgno, page);
     }
 
+    /// Fsyncs the commits recorded without a sync (see `WriteBuffer::sync_commits`).
+    pub fn sync_commits(&mut self) -> Result<(), VfsError> {
+        match self.buffer.as_mut() {
+            Some(b) => b
+                .sync_commits()
+                .map_err(|e| VfsError::buffer(&self.buffer_path, e)),
+            None => Ok(()),
+        }
+    }
+
     pub fn sync_buffer(&mut self) {
         if let Some(b) = self.buffer.as_mut() {
             if let Err(e) = b.sync() {

@@ -1,6 +1,6 @@
 //! The C-ABI side: `sqlite3_vfs` and `sqlite3_io_methods` callbacks. The main database
-//! goes to [`Database`], its rollback journal to memory (`journal.rs`); temp files go to
-//! the default VFS unchanged.
+//! goes to [`Database`], its rollback journal to memory (`journal.rs`), its WAL to the
+//! database's WAL (`wal_io.rs`); temp files go to the default VFS unchanged.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -132,6 +132,32 @@ pub(crate) unsafe extern "C" fn x_open(
             }
             return rc;
         }
+        if flags & SQLITE_OPEN_WAL != 0 && !name.is_null() {
+            let n = CStr::from_ptr(name).to_string_lossy();
+            // A WAL on disk would hold commits the write buffer never sees: never that.
+            let Some(db) = wal_owner(&n) else {
+                tracing::error!(
+                    "cannot open the WAL {n}: its database is not open through this VFS"
+                );
+                return SQLITE_CANTOPEN;
+            };
+            {
+                db.wal_open();
+                std::ptr::write(
+                    file as *mut WalFile,
+                    WalFile {
+                        base: sqlite3_file {
+                            pMethods: &WAL_METHODS,
+                        },
+                        db: Arc::into_raw(db),
+                    },
+                );
+                if !out_flags.is_null() {
+                    *out_flags = flags;
+                }
+                return SQLITE_OK;
+            }
+        }
         if flags & SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
             return ((*def).xOpen.unwrap())(def, name, file, flags, out_flags);
         }
@@ -174,18 +200,27 @@ pub(crate) unsafe extern "C" fn x_open(
         };
         let handle = db.new_handle();
         let f = file as *mut MainFile;
+        let mut standbys = standby_files().lock().unwrap_or_else(|e| e.into_inner());
+        let methods: &'static sqlite3_io_methods = match db.role.get() {
+            crate::standby::Role::Writer => &IO_METHODS,
+            crate::standby::Role::Standby => {
+                standbys.push((f as usize, Arc::as_ptr(&db) as usize));
+                &IO_METHODS_NO_WAL
+            }
+            crate::standby::Role::Reader => &IO_METHODS_NO_WAL,
+        };
+        // Written under the lock: `promote` must find the file initialised.
         std::ptr::write(
             f,
             MainFile {
-                base: sqlite3_file {
-                    pMethods: &IO_METHODS,
-                },
+                base: sqlite3_file { pMethods: methods },
                 db: Arc::into_raw(db),
                 handle,
                 lock: SQLITE_LOCK_NONE,
                 full_sync: true,
             },
         );
+        drop(standbys);
         if !out_flags.is_null() {
             *out_flags = flags;
         }
@@ -201,7 +236,12 @@ unsafe extern "C" fn x_close(f: *mut sqlite3_file) -> c_int {
     guard("close", SQLITE_IOERR_CLOSE, || {
         crate::fault("close");
         let mf = f as *mut MainFile;
+        standby_files()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&(file, _)| file != f as usize);
         let db = Arc::from_raw((*mf).db);
+        db.shm_unmap((*mf).handle);
         if db.close_handle() {
             let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
             if reg.get(&db.path).is_some_and(|d| Arc::ptr_eq(d, &db)) {
@@ -242,6 +282,7 @@ unsafe extern "C" fn x_write(
         if !d.cfg.write_enabled {
             return SQLITE_READONLY;
         }
+
         match d.write(
             std::slice::from_raw_parts(buf as *const u8, n as usize),
             off as u64,
@@ -368,8 +409,50 @@ unsafe extern "C" fn x_device_characteristics(_f: *mut sqlite3_file) -> c_int {
     SQLITE_IOCAP_SAFE_APPEND | SQLITE_IOCAP_SEQUENTIAL | SQLITE_IOCAP_POWERSAFE_OVERWRITE
 }
 
-static IO_METHODS: sqlite3_io_methods = sqlite3_io_methods {
+/// A writer's methods: with the WAL index, so WAL mode works.
+static IO_METHODS: sqlite3_io_methods = METHODS;
+
+/// A reader's or standby's methods: without the WAL index, so SQLite keeps these
+/// connections in rollback mode (they follow the replica; a WAL lives in the writer's
+/// process) and `PRAGMA journal_mode=WAL` answers the current mode instead of failing.
+static IO_METHODS_NO_WAL: sqlite3_io_methods = sqlite3_io_methods {
     iVersion: 1,
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
+    ..METHODS
+};
+
+/// Connections a standby opened (with [`IO_METHODS_NO_WAL`]), by file address: they get
+/// the writer's methods when it takes over ([`promote`]).
+fn standby_files() -> &'static Mutex<Vec<(usize, usize)>> {
+    static F: OnceLock<Mutex<Vec<(usize, usize)>>> = OnceLock::new();
+    F.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// A standby takes over: its connections get the writer's methods, then the role
+/// changes, under one lock with [`x_open`]'s choice, so no connection keeps the methods
+/// of a role it no longer has (page 1 may now say WAL mode, which needs the WAL index).
+pub(crate) fn promote(db: &Database) {
+    let mut files = standby_files().lock().unwrap_or_else(|e| e.into_inner());
+    let me = db as *const Database as usize;
+    files.retain(|&(f, d)| {
+        if d == me {
+            // SAFETY: registered at open, removed at close: the file is open. Between
+            // calls SQLite only reads this pointer, and both tables are valid for a
+            // connection in rollback mode.
+            unsafe { (*(f as *mut MainFile)).base.pMethods = &IO_METHODS };
+            false
+        } else {
+            true
+        }
+    });
+    db.role.set(crate::standby::Role::Writer);
+}
+
+const METHODS: sqlite3_io_methods = sqlite3_io_methods {
+    iVersion: 2,
     xClose: Some(x_close),
     xRead: Some(x_read),
     xWrite: Some(x_write),
@@ -382,6 +465,171 @@ static IO_METHODS: sqlite3_io_methods = sqlite3_io_methods {
     xFileControl: Some(x_file_control),
     xSectorSize: Some(x_sector_size),
     xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: Some(x_shm_map),
+    xShmLock: Some(x_shm_lock),
+    xShmBarrier: Some(x_shm_barrier),
+    xShmUnmap: Some(x_shm_unmap),
+};
+
+unsafe extern "C" fn x_shm_map(
+    f: *mut sqlite3_file,
+    region: c_int,
+    size: c_int,
+    extend: c_int,
+    out: *mut *mut c_void,
+) -> c_int {
+    guard("shm_map", SQLITE_IOERR_SHMMAP, || {
+        let mf = f as *mut MainFile;
+        *out =
+            db(f).shm_map((*mf).handle, region as usize, size as usize, extend != 0) as *mut c_void;
+        SQLITE_OK
+    })
+}
+
+unsafe extern "C" fn x_shm_lock(
+    f: *mut sqlite3_file,
+    first: c_int,
+    n: c_int,
+    flags: c_int,
+) -> c_int {
+    guard("shm_lock", SQLITE_IOERR_SHMLOCK, || {
+        crate::fault("shm_lock");
+        let mf = f as *mut MainFile;
+        db(f).shm_lock((*mf).handle, first as usize, n as usize, flags)
+    })
+}
+
+unsafe extern "C" fn x_shm_barrier(_f: *mut sqlite3_file) {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+unsafe extern "C" fn x_shm_unmap(f: *mut sqlite3_file, _delete: c_int) -> c_int {
+    guard("shm_unmap", SQLITE_IOERR, || {
+        let mf = f as *mut MainFile;
+        db(f).shm_unmap((*mf).handle);
+        SQLITE_OK
+    })
+}
+
+/// A connection's handle on the database's WAL (`wal_io.rs`).
+#[repr(C)]
+pub(crate) struct WalFile {
+    base: sqlite3_file,
+    db: *const Database,
+}
+
+unsafe fn wal_db<'a>(f: *mut sqlite3_file) -> &'a Database {
+    &*(*(f as *mut WalFile)).db
+}
+
+/// The open database whose WAL `name` is (`<db>-wal`).
+fn wal_owner(name: &str) -> Option<Arc<Database>> {
+    let db = name.strip_suffix("-wal")?;
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(std::path::Path::new(db))
+        .cloned()
+}
+
+unsafe extern "C" fn w_close(f: *mut sqlite3_file) -> c_int {
+    let wf = f as *mut WalFile;
+    drop(Arc::from_raw((*wf).db));
+    (*wf).base.pMethods = std::ptr::null();
+    SQLITE_OK
+}
+
+unsafe extern "C" fn w_read(f: *mut sqlite3_file, buf: *mut c_void, n: c_int, off: i64) -> c_int {
+    guard("wal_read", SQLITE_IOERR_READ, || {
+        let out = std::slice::from_raw_parts_mut(buf as *mut u8, n as usize);
+        match wal_db(f).wal_read(out, off as u64) {
+            Ok(true) => SQLITE_OK,
+            Ok(false) => SQLITE_IOERR_SHORT_READ,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the WAL failed");
+                SQLITE_IOERR_READ
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn w_write(
+    f: *mut sqlite3_file,
+    buf: *const c_void,
+    n: c_int,
+    off: i64,
+) -> c_int {
+    guard("wal_write", SQLITE_IOERR_WRITE, || {
+        crate::fault("wal_write");
+        let data = std::slice::from_raw_parts(buf as *const u8, n as usize);
+        match wal_db(f).wal_write(data, off as u64) {
+            Ok(()) => SQLITE_OK,
+            Err(rc) => rc,
+        }
+    })
+}
+
+unsafe extern "C" fn w_truncate(f: *mut sqlite3_file, size: i64) -> c_int {
+    guard("wal_truncate", SQLITE_IOERR_TRUNCATE, || {
+        match wal_db(f).wal_truncate(size as u64) {
+            Ok(()) => SQLITE_OK,
+            Err(e) => {
+                tracing::error!(error = %e, "truncating the WAL failed");
+                SQLITE_IOERR_TRUNCATE
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn w_sync(f: *mut sqlite3_file, _flags: c_int) -> c_int {
+    guard("wal_sync", SQLITE_IOERR_FSYNC, || {
+        crate::fault("wal_sync");
+        match wal_db(f).wal_sync() {
+            Ok(()) => SQLITE_OK,
+            Err(e) => {
+                tracing::error!(error = %e, "fsync of the write buffer failed");
+                SQLITE_IOERR_FSYNC
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn w_file_size(f: *mut sqlite3_file, out: *mut i64) -> c_int {
+    *out = wal_db(f).wal_len() as i64;
+    SQLITE_OK
+}
+
+unsafe extern "C" fn w_lock(_f: *mut sqlite3_file, _level: c_int) -> c_int {
+    SQLITE_OK
+}
+
+unsafe extern "C" fn w_check_reserved(_f: *mut sqlite3_file, out: *mut c_int) -> c_int {
+    *out = 0;
+    SQLITE_OK
+}
+
+unsafe extern "C" fn w_file_control(_f: *mut sqlite3_file, _op: c_int, _arg: *mut c_void) -> c_int {
+    SQLITE_NOTFOUND
+}
+
+static WAL_METHODS: sqlite3_io_methods = sqlite3_io_methods {
+    iVersion: 1,
+    xClose: Some(w_close),
+    xRead: Some(w_read),
+    xWrite: Some(w_write),
+    xTruncate: Some(w_truncate),
+    xSync: Some(w_sync),
+    xFileSize: Some(w_file_size),
+    xLock: Some(w_lock),
+    xUnlock: Some(w_lock),
+    xCheckReservedLock: Some(w_check_reserved),
+    xFileControl: Some(w_file_control),
+    xSectorSize: Some(x_sector_size),
+    xDeviceCharacteristics: Some(x_device_characteristics),
+    xShmMap: None,
+    xShmLock: None,
+    xShmBarrier: None,
+    xShmUnmap: None,
 };
 
 macro_rules! delegate {
@@ -409,6 +657,13 @@ pub(crate) unsafe extern "C" fn x_delete(
                 SQLITE_IOERR_DELETE_NOENT
             };
         }
+        if let Some(db) = wal_owner(&n) {
+            return if db.wal_delete() {
+                SQLITE_OK
+            } else {
+                SQLITE_IOERR_DELETE_NOENT
+            };
+        }
     }
     let d = default_vfs();
     ((*d).xDelete.unwrap())(d, name, sync)
@@ -425,6 +680,10 @@ pub(crate) unsafe extern "C" fn x_access(
         let n = CStr::from_ptr(name).to_string_lossy();
         if crate::journal::is_journal_name(&n) {
             *out = crate::journal::exists(&n) as c_int;
+            return SQLITE_OK;
+        }
+        if let Some(db) = wal_owner(&n) {
+            *out = db.wal_exists() as c_int;
             return SQLITE_OK;
         }
     }
@@ -461,7 +720,8 @@ pub(crate) unsafe extern "C" fn x_current_time_int64(
 pub(crate) fn make_vfs(name: &str, default: *mut sqlite3_vfs) -> *mut sqlite3_vfs {
     let sz = unsafe { (*default).szOsFile }
         .max(std::mem::size_of::<MainFile>() as c_int)
-        .max(std::mem::size_of::<crate::journal::JournalFile>() as c_int);
+        .max(std::mem::size_of::<crate::journal::JournalFile>() as c_int)
+        .max(std::mem::size_of::<WalFile>() as c_int);
     let name = CString::new(name).unwrap().into_raw();
     Box::into_raw(Box::new(sqlite3_vfs {
         iVersion: 2,

@@ -163,7 +163,7 @@ impl Database {
         if let Some(f) = self.state().publisher.fenced() {
             return Err(VfsError::Fenced(f.clone()));
         }
-        self.role.set(crate::standby::Role::Writer);
+        crate::shim::promote(self);
         Ok(())
     }
 }

@@ -55,6 +55,8 @@ impl Database {
             "mode": if self.cfg.write_enabled { "write" } else { "read" },
             // reader, standby (waiting for the writer Lease; reads served) or writer.
             "role": self.role.get().name(),
+            // The writer's journal mode: "wal" while SQLite has the WAL open.
+            "journal": if st.wal.is_some() { "wal" } else { "rollback" },
             "txid": txid,
             "txid_hex": format!("{txid:016x}"),
             "published_txid": st.publisher.state().published_txid,
