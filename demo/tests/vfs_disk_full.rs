@@ -41,6 +41,17 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_fails_the_commit_and_loses_nothing_acknowledged() {
+    full_disk(None);
+}
+
+/// The same in WAL mode: the commit frame's write fails, SQLite rolls the transaction back,
+/// and the next one writes over its frames.
+#[test]
+fn a_full_disk_fails_a_wal_commit_and_loses_nothing_acknowledged() {
+    full_disk(Some("WAL"));
+}
+
+fn full_disk(journal_mode: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(&dir.path().join("fs"), "1m");
     let filler = fs.0.join("filler");
@@ -49,7 +60,7 @@ fn a_full_disk_fails_the_commit_and_loses_nothing_acknowledged() {
     let url = format!("file://{}", dir.path().join("r").display());
     let db = dir.path().join("app.db");
     let buffer = fs.0.join("app.db-buffer");
-    let env = [
+    let mut env = vec![
         ("LITESTREAM_REPLICA_URL", url.clone()),
         // Nothing is published during the test: the buffer only grows.
         ("LITESTREAM_SYNC_INTERVAL", "1h".to_string()),
@@ -60,6 +71,9 @@ fn a_full_disk_fails_the_commit_and_loses_nothing_acknowledged() {
         ),
         ("LITESTREAM_LOG_LEVEL", "warn".to_string()),
     ];
+    if let Some(m) = journal_mode {
+        env.push(("SQLITE_KUBE_DEMO_JOURNAL_MODE", m.to_string()));
+    }
     let mut child = Command::new(demo())
         .args(["write"])
         .arg(&db)
