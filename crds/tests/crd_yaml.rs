@@ -6,8 +6,16 @@ fn checked_in_crds_match_the_types() {
         (false, "config/crd/sqlitedatabases.yaml", ""),
         (true, "config/crd/legacy/sqlitedatabases.yaml", " --legacy"),
         // The Helm chart's copies (operator/tests/helm.rs renders them).
-        (false, "config/helm/sqlite-kube/files/sqlitedatabases.yaml", ""),
-        (true, "config/helm/sqlite-kube/files/sqlitedatabases-legacy.yaml", " --legacy"),
+        (
+            false,
+            "config/helm/sqlite-kube/files/sqlitedatabases.yaml",
+            "",
+        ),
+        (
+            true,
+            "config/helm/sqlite-kube/files/sqlitedatabases-legacy.yaml",
+            " --legacy",
+        ),
     ] {
         let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
         let on_disk = std::fs::read_to_string(&path).unwrap_or_default();

@@ -65,6 +65,7 @@ pub async fn run(a: RestoreArgs) -> Result<()> {
         force: a.force,
         staging_dir: None,
         progress: progress.clone(),
+        ..Default::default()
     };
     let res = restore(&replica, &a.output, &opts).await;
     progress.finish();

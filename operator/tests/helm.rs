@@ -30,7 +30,10 @@ fn objects(yaml: &str) -> BTreeMap<(String, String, String), Value> {
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
-            v["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+            v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         );
         assert!(out.insert(key.clone(), v).is_none(), "{key:?} twice");
     }
@@ -67,7 +70,10 @@ fn kustomize(dir: &str) -> String {
 fn assert_same(helm: &str, kustomize: &str, what: &str) {
     let (h, k) = (objects(helm), objects(kustomize));
     let (hk, kk): (Vec<_>, Vec<_>) = (h.keys().collect(), k.keys().collect());
-    assert_eq!(hk, kk, "{what}: the chart renders other objects than kustomize");
+    assert_eq!(
+        hk, kk,
+        "{what}: the chart renders other objects than kustomize"
+    );
     for (key, want) in &k {
         assert!(
             &h[key] == want,
@@ -80,7 +86,11 @@ fn assert_same(helm: &str, kustomize: &str, what: &str) {
 
 #[test]
 fn default_values_render_exactly_config_default() {
-    assert_same(&helm(json!({})).unwrap(), &kustomize("default"), "default values");
+    assert_same(
+        &helm(json!({})).unwrap(),
+        &kustomize("default"),
+        "default values",
+    );
 }
 
 #[test]
@@ -114,7 +124,11 @@ fn values_for_images_replicas_resources_and_namespace_apply() {
         }))
         .unwrap(),
     );
-    let d = &out[&("Deployment".into(), NS.into(), "sqlite-kube-operator".into())];
+    let d = &out[&(
+        "Deployment".into(),
+        NS.into(),
+        "sqlite-kube-operator".into(),
+    )];
     assert_eq!(d["spec"]["replicas"], 3);
     let c = &d["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "registry.example/op:1");
@@ -126,7 +140,9 @@ fn values_for_images_replicas_resources_and_namespace_apply() {
     );
     let env = c["env"].as_array().unwrap();
     assert!(env.contains(&json!({"name": "HYDRATOR_IMAGE", "value": "registry.example/hy:1"})));
-    assert!(!out.keys().any(|k| k.0 == "Namespace" || k.0 == "CustomResourceDefinition"));
+    assert!(!out
+        .keys()
+        .any(|k| k.0 == "Namespace" || k.0 == "CustomResourceDefinition"));
 }
 
 /// cert-manager mode: a Certificate (self-signed Issuer unless one is named) mounted into
@@ -135,7 +151,11 @@ fn values_for_images_replicas_resources_and_namespace_apply() {
 #[test]
 fn cert_manager_mode_mounts_a_certificate_and_drops_self_issuing() {
     let out = objects(&helm(json!({"webhook": {"certificate": "cert-manager"}})).unwrap());
-    let cert = &out[&("Certificate".into(), NS.into(), "sqlite-kube-webhook".into())];
+    let cert = &out[&(
+        "Certificate".into(),
+        NS.into(),
+        "sqlite-kube-webhook".into(),
+    )];
     assert_eq!(cert["spec"]["secretName"], "sqlite-kube-webhook-cert");
     assert_eq!(
         cert["spec"]["dnsNames"][0],
@@ -146,21 +166,34 @@ fn cert_manager_mode_mounts_a_certificate_and_drops_self_issuing() {
         json!({"name": "sqlite-kube-selfsigned", "kind": "Issuer"})
     );
     assert!(out.contains_key(&("Issuer".into(), NS.into(), "sqlite-kube-selfsigned".into())));
-    let d = &out[&("Deployment".into(), NS.into(), "sqlite-kube-operator".into())];
+    let d = &out[&(
+        "Deployment".into(),
+        NS.into(),
+        "sqlite-kube-operator".into(),
+    )];
     let pod = &d["spec"]["template"]["spec"];
     let args = pod["containers"][0]["args"].as_array().unwrap();
     assert!(args.contains(&json!("--webhook-cert-dir=/certs")));
-    assert!(!args.iter().any(|a| a.as_str().unwrap().starts_with("--webhook-service")));
-    assert!(pod["volumes"]
-        .as_array()
-        .unwrap()
-        .contains(&json!({"name": "webhook-cert", "secret": {"secretName": "sqlite-kube-webhook-cert"}})));
-    let mwc = &out[&("MutatingWebhookConfiguration".into(), String::new(), "sqlite-kube".into())];
+    assert!(!args
+        .iter()
+        .any(|a| a.as_str().unwrap().starts_with("--webhook-service")));
+    assert!(pod["volumes"].as_array().unwrap().contains(
+        &json!({"name": "webhook-cert", "secret": {"secretName": "sqlite-kube-webhook-cert"}})
+    ));
+    let mwc = &out[&(
+        "MutatingWebhookConfiguration".into(),
+        String::new(),
+        "sqlite-kube".into(),
+    )];
     assert_eq!(
         mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
         "sqlite-kube-system/sqlite-kube-webhook"
     );
-    let cr = &out[&("ClusterRole".into(), String::new(), "sqlite-kube-operator".into())];
+    let cr = &out[&(
+        "ClusterRole".into(),
+        String::new(),
+        "sqlite-kube-operator".into(),
+    )];
     assert!(!cr.to_string().contains("mutatingwebhookconfigurations"));
     let role = &out[&("Role".into(), NS.into(), "sqlite-kube-operator".into())];
     assert!(!role.to_string().contains("secrets"));
@@ -171,7 +204,11 @@ fn cert_manager_mode_mounts_a_certificate_and_drops_self_issuing() {
         .unwrap(),
     );
     assert!(!out.keys().any(|k| k.0 == "Issuer"));
-    let cert = &out[&("Certificate".into(), NS.into(), "sqlite-kube-webhook".into())];
+    let cert = &out[&(
+        "Certificate".into(),
+        NS.into(),
+        "sqlite-kube-webhook".into(),
+    )];
     assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
 }
 

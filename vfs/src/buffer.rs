@@ -23,7 +23,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ltx::format::checksum::CRC64;
+use ltx::format::checksum::crc64;
 
 const MAGIC: &[u8; 4] = b"SKWB";
 const VERSION: u32 = 1;
@@ -178,7 +178,7 @@ impl WriteBuffer {
             body.extend_from_slice(&pgno.to_be_bytes());
             body.extend_from_slice(data);
         }
-        let crc = CRC64.checksum(&body);
+        let crc = crc64(&body);
         body.extend_from_slice(&crc.to_be_bytes());
         let mut rec = Vec::with_capacity(4 + body.len());
         rec.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -384,7 +384,7 @@ fn parse_record(data: &[u8], page_size: u32) -> Option<(TxRecord, usize)> {
         return None;
     }
     let (content, crc) = body.split_at(len - 8);
-    if CRC64.checksum(content) != u64::from_be_bytes(crc.try_into().ok()?) {
+    if crc64(content) != u64::from_be_bytes(crc.try_into().ok()?) {
         return None;
     }
     let seq = u64::from_be_bytes(content[0..8].try_into().ok()?);

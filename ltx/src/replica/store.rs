@@ -364,26 +364,12 @@ impl Replica {
     /// Streams an object into a local file with `concurrency` ranged reads in flight.
     /// Returns the bytes written. The file is not fsynced.
     pub async fn download_to(&self, key: &LtxKey, dest: &Path, concurrency: usize) -> Result<u64> {
-        let path = self.path_of(key);
-        let reader = self
-            .op
-            .reader_with(&path)
-            .chunk(8 * 1024 * 1024)
-            .concurrent(concurrency.max(1))
-            .await
-            .map_err(|e| ReplicaError::store(&path, e))?;
-        let mut stream = reader
-            .into_bytes_stream(..)
-            .await
-            .map_err(|e| ReplicaError::store(&path, e))?;
+        let mut stream = Box::pin(self.download_stream(key, concurrency).await?);
         let mut f = tokio::fs::File::create(dest)
             .await
             .map_err(|e| ReplicaError::io(dest, e))?;
         let mut n = 0u64;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| ReplicaError::Io {
-            path: path.clone(),
-            source: e,
-        })? {
+        while let Some(chunk) = stream.try_next().await? {
             f.write_all(&chunk)
                 .await
                 .map_err(|e| ReplicaError::io(dest, e))?;
@@ -392,6 +378,31 @@ impl Replica {
         // No fsync: a download torn by a crash is caught by the LTX checksum when used.
         f.flush().await.map_err(|e| ReplicaError::io(dest, e))?;
         Ok(n)
+    }
+
+    /// An object's bytes in order, fetched as 8 MiB ranges `concurrency` at a time (so a
+    /// consumer can decode the start while later ranges are still in flight).
+    pub async fn download_stream(
+        &self,
+        key: &LtxKey,
+        concurrency: usize,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes>> + Send + 'static> {
+        let path = self.path_of(key);
+        let reader = self
+            .op
+            .reader_with(&path)
+            .chunk(8 * 1024 * 1024)
+            .concurrent(concurrency.max(1))
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))?;
+        let stream = reader
+            .into_bytes_stream(..)
+            .await
+            .map_err(|e| ReplicaError::store(&path, e))?;
+        Ok(stream.map_err(move |e| ReplicaError::Io {
+            path: path.clone(),
+            source: e,
+        }))
     }
 
     /// Header and page index of an object, with at most three ranged reads (two when

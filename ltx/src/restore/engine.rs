@@ -1,6 +1,7 @@
 //! Restore a replica to a database file: plan, download in parallel into a staging
 //! directory (resumable: finished downloads survive an interruption), verify and apply
-//! in TXID order while later files still download, then rename into place atomically.
+//! in TXID order while later files still download (a big file while it downloads itself:
+//! `stream.rs`), then rename into place atomically.
 //! The output path is only ever touched by the final rename.
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,10 @@ pub struct RestoreOptions {
     /// Where downloads are staged; default `<output>.restore/`. Kept on failure so a
     /// rerun resumes; removed on success.
     pub staging_dir: Option<PathBuf>,
+    /// Files at least this big are applied while they download (`stream.rs`); smaller ones
+    /// download ahead in parallel (also while a big one streams) and are applied from the
+    /// staging directory.
+    pub stream_min: u64,
     pub progress: Arc<dyn Progress>,
 }
 
@@ -73,6 +78,7 @@ impl Default for RestoreOptions {
             concurrency: 8,
             force: false,
             staging_dir: None,
+            stream_min: 64 << 20,
             progress: Arc::new(NoProgress),
         }
     }
@@ -155,23 +161,30 @@ pub async fn restore(
     }
     opts.progress.planned(&chosen, to_fetch);
 
-    // Downloads run `concurrency` wide; `buffered` yields them in plan order so each file
-    // is applied as soon as it and all before it are local.
-    let per_file = if chosen.len() == 1 {
+    // Files of at least `stream_min` are applied while they download (`stream.rs`), with
+    // the whole concurrency. The others download ahead, `concurrency` wide, as spawned tasks
+    // (so they keep going during a streamed apply), and `buffered` yields them in plan
+    // order: each is applied as soon as it and all before it are local.
+    let small_ranges = if chosen.len() == 1 {
         opts.concurrency.max(1)
     } else {
         2
     };
+    let stream_min = opts.stream_min;
     let downloads = futures::stream::iter(chosen.iter().cloned().map(|f| {
         let dest = staged(&f);
         let progress = opts.progress.clone();
-        async move {
+        let replica = replica.clone();
+        let task = AbortOnDrop(tokio::spawn(async move {
             if is_complete(&dest, f.size).await {
                 progress.downloaded(&f, true);
-                return Ok::<_, RestoreError>((f, dest, true, 0u64));
+                return Ok::<_, RestoreError>(Ready::Local(f, dest, true, 0));
+            }
+            if f.size >= stream_min {
+                return Ok(Ready::Stream(f));
             }
             let part = dest.with_extension("part");
-            let n = replica.download_to(&f.key, &part, per_file).await?;
+            let n = replica.download_to(&f.key, &part, small_ranges).await?;
             if n != f.size {
                 return Err(RestoreError::SizeMismatch {
                     path: replica.path_of(&f.key),
@@ -186,7 +199,13 @@ pub async fn restore(
                     source,
                 })?;
             progress.downloaded(&f, false);
-            Ok((f, dest, false, n))
+            Ok(Ready::Local(f, dest, false, n))
+        }));
+        async move {
+            match task.join().await {
+                Ok(r) => r,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
         }
     }))
     .buffered(opts.concurrency.max(1));
@@ -204,26 +223,48 @@ pub async fn restore(
     let mut bytes = 0u64;
     let result: Result<DbSummary, RestoreError> = async {
         while let Some(item) = downloads.next().await {
-            let (f, path, was_resumed, n) = item?;
-            resumed += was_resumed as usize;
-            bytes += n;
-            let name = replica.path_of(&f.key);
-            let (w, res) = tokio::task::spawn_blocking(move || {
-                let res = std::fs::File::open(&path)
-                    .map_err(ApplyError::Io)
-                    .and_then(|file| {
-                        writer.apply(&name, std::io::BufReader::with_capacity(1 << 20, file))
-                    });
-                if res.is_err() {
-                    // A corrupt download must not be trusted by the next attempt.
-                    let _ = std::fs::remove_file(&path);
+            let f = match item? {
+                Ready::Local(f, path, was_resumed, n) => {
+                    resumed += was_resumed as usize;
+                    bytes += n;
+                    let name = replica.path_of(&f.key);
+                    let (w, res) = tokio::task::spawn_blocking(move || {
+                        let res =
+                            std::fs::File::open(&path)
+                                .map_err(ApplyError::Io)
+                                .and_then(|file| {
+                                    writer.apply(
+                                        &name,
+                                        std::io::BufReader::with_capacity(1 << 20, file),
+                                    )
+                                });
+                        if res.is_err() {
+                            // A corrupt download must not be trusted by the next attempt.
+                            let _ = std::fs::remove_file(&path);
+                        }
+                        (writer, res)
+                    })
+                    .await
+                    .expect("apply task panicked");
+                    writer = w;
+                    res?;
+                    f
                 }
-                (writer, res)
-            })
-            .await
-            .expect("apply task panicked");
-            writer = w;
-            res?;
+                Ready::Stream(f) => {
+                    let (w, res) = super::stream::download_and_apply(
+                        replica,
+                        &f,
+                        &staged(&f),
+                        opts.concurrency,
+                        writer,
+                    )
+                    .await;
+                    writer = w;
+                    bytes += res?;
+                    opts.progress.downloaded(&f, false);
+                    f
+                }
+            };
             opts.progress.applied(&f);
         }
         let db = tokio::task::spawn_blocking(move || writer.finish())
@@ -262,6 +303,29 @@ pub async fn restore(
         "restore complete"
     );
     Ok(summary)
+}
+
+/// A file of the plan, ready to apply: local (downloaded now, or `resumed` from an earlier
+/// attempt, with the bytes fetched) or to be streamed.
+enum Ready {
+    Local(LtxFileInfo, PathBuf, bool, u64),
+    Stream(LtxFileInfo),
+}
+
+/// A download task that is cancelled when the restore stops waiting for it (an error
+/// earlier in the plan), so nothing keeps writing into the staging directory.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn is_complete(path: &Path, size: u64) -> bool {

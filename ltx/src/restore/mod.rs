@@ -4,6 +4,7 @@ pub mod apply;
 pub mod engine;
 pub mod hydrated;
 pub mod plan;
+mod stream;
 
 pub use apply::{ApplyError, DbSummary, DbWriter};
 pub use engine::{

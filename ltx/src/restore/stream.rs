@@ -1,0 +1,125 @@
+//! Applying a file while it downloads: its ranges arrive in order from the store, go to
+//! the staging file (so an interrupted restore resumes) and, through a bounded channel,
+//! to the decoder on a blocking thread. A restore of one big snapshot then takes about
+//! as long as its download, not the download plus the decode.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::apply::DbWriter;
+use super::engine::RestoreError;
+use crate::replica::{LtxFileInfo, Replica};
+
+/// Ranges in flight between the download and the decoder (8 MiB each).
+const QUEUE: usize = 8;
+
+/// `Read` over the chunks a download sends; an error chunk ends the stream with it.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Downloads `f` into `dest` (through `dest.part`) while `writer` applies it. Returns the
+/// writer (for the next file) and the bytes downloaded, or the first error: a download
+/// error wins over the decoder's complaint about the stream it cut short.
+pub(super) async fn download_and_apply(
+    replica: &Replica,
+    f: &LtxFileInfo,
+    dest: &Path,
+    concurrency: usize,
+    writer: DbWriter,
+) -> (DbWriter, Result<u64, RestoreError>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
+    let name = replica.path_of(&f.key);
+    let apply = tokio::task::spawn_blocking(move || {
+        let mut writer = writer;
+        let reader = ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        };
+        let res = writer.apply(&name, std::io::BufReader::with_capacity(1 << 20, reader));
+        (writer, res)
+    });
+    let part = dest.with_extension("part");
+    let fetched = fetch(replica, f, &part, concurrency, &tx).await;
+    if let Err(e) = &fetched {
+        let _ = tx
+            .send(Err(std::io::Error::other(format!("download failed: {e}"))))
+            .await;
+    }
+    drop(tx);
+    let (writer, applied) = match apply.await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let result = match (fetched, applied) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            Err(e.into())
+        }
+        (Ok(n), Ok(_)) => match tokio::fs::rename(&part, dest).await {
+            Ok(()) => Ok(n),
+            Err(source) => Err(RestoreError::Io {
+                path: dest.to_path_buf(),
+                source,
+            }),
+        },
+    };
+    (writer, result)
+}
+
+/// The download side: every range to `part` and to the decoder. A decoder that stopped
+/// reading (it found the file corrupt) stops the download.
+async fn fetch(
+    replica: &Replica,
+    f: &LtxFileInfo,
+    part: &PathBuf,
+    concurrency: usize,
+    tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<u64, RestoreError> {
+    let io = |source| RestoreError::Io {
+        path: part.clone(),
+        source,
+    };
+    let mut stream = Box::pin(replica.download_stream(&f.key, concurrency).await?);
+    let mut file = tokio::fs::File::create(part).await.map_err(io)?;
+    let mut n = 0u64;
+    while let Some(chunk) = stream.try_next().await? {
+        file.write_all(&chunk).await.map_err(io)?;
+        n += chunk.len() as u64;
+        if tx.send(Ok(chunk)).await.is_err() {
+            // The decoder gave up; its error is the one to report.
+            break;
+        }
+    }
+    file.flush().await.map_err(io)?;
+    if n != f.size && !tx.is_closed() {
+        return Err(RestoreError::SizeMismatch {
+            path: replica.path_of(&f.key),
+            expected: f.size,
+            got: n,
+        });
+    }
+    Ok(n)
+}
