@@ -4,10 +4,13 @@
 //!   kubectl sqlite status [NAME…] [-A] [-o table|json|yaml]
 //!   kubectl sqlite restore NAME --to FILE [--txid HEX | --timestamp RFC3339]
 //!   kubectl sqlite switchover NAME [--timeout 120s]
+//!   kubectl sqlite fence NAME [--reason TEXT]
+//!   kubectl sqlite unfence NAME [--timeout 120s] [--force]
 //!   kubectl sqlite logs NAME [-f] [--tail N]
 //!
 //! `--namespace`/`-n` and `--context` as kubectl takes them.
 
+mod fence;
 mod restore;
 mod status;
 mod switchover;
@@ -82,6 +85,27 @@ enum Command {
         /// How long to wait for the new writer.
         #[arg(long, default_value = "120s")]
         timeout: String,
+    },
+    /// Stops writes for maintenance: takes the writer Lease, as if another writer had;
+    /// the writer refuses writes from its next renewal on (and still publishes what it
+    /// committed). Pods wait until `unfence`.
+    Fence {
+        name: String,
+        /// Why (shown in the database's status).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Ends a fence once the writer it stopped has published everything it committed; a
+    /// waiting pod takes over.
+    Unfence {
+        name: String,
+        /// How long to wait for the fenced writer's report.
+        #[arg(long, default_value = "120s")]
+        timeout: String,
+        /// Release even if the fenced writer has not reported (its unpublished commits
+        /// would be lost when another writer takes over).
+        #[arg(long)]
+        force: bool,
     },
     /// The writer pod's logs (`kubectl logs`).
     Logs {
@@ -158,6 +182,16 @@ async fn main() -> Result<()> {
             let timeout = crds::parse_duration(&timeout)
                 .map_err(|e| anyhow::anyhow!("--timeout {timeout:?}: {e}"))?;
             switchover::run(&client, &ns, &name, timeout).await?
+        }
+        Command::Fence { name, reason } => fence::fence(&client, &ns, &name, &reason).await?,
+        Command::Unfence {
+            name,
+            timeout,
+            force,
+        } => {
+            let timeout = crds::parse_duration(&timeout)
+                .map_err(|e| anyhow::anyhow!("--timeout {timeout:?}: {e}"))?;
+            fence::unfence(&client, &ns, &name, timeout, force).await?
         }
         Command::Logs { name, follow, tail } => {
             let api: Api<SqliteDatabase> = Api::namespaced(client, &ns);

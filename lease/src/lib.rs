@@ -407,3 +407,178 @@ pub mod handoff {
         })
     }
 }
+
+/// Maintenance fences (`kubectl sqlite fence`): the writer Lease taken by [`IDENTITY`],
+/// which never renews and never runs out, so writers stop exactly as when another writer
+/// takes their lease, and waiting pods keep waiting until [`unfence`].
+///
+/// The fence records whose lease it took ([`FROM`]). That writer, once everything it had
+/// committed is published, writes [`FROM_SYNCED`] (its last TXID); [`unfence`] waits for
+/// that note, since a new writer taking over earlier would strand those commits.
+pub mod fence {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use kube::api::{Api, PostParams};
+
+    use super::{holder_of, LeaseError};
+
+    pub const IDENTITY: &str = "fenced-by-kubectl-sqlite";
+    pub const REASON: &str = "sqlitekube.dev/fence-reason";
+    pub const AT: &str = "sqlitekube.dev/fenced-at";
+    /// The holder the fence took the lease from (empty: nobody held it).
+    pub const FROM: &str = "sqlitekube.dev/fenced-from";
+    /// Written by that holder once everything it committed is published: its last TXID.
+    pub const FROM_SYNCED: &str = "sqlitekube.dev/fenced-from-synced";
+    /// A fence never runs out (the longest duration a Lease can say).
+    const FOREVER: i32 = i32::MAX;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Fenced {
+        /// Taken from this holder (`None`: nobody held it); the new epoch.
+        Now {
+            from: Option<String>,
+            epoch: i64,
+        },
+        Already,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Unfenced {
+        /// Released: the next writer takes it with a higher epoch.
+        Released,
+        NotFenced,
+        /// The writer the fence stopped has not reported that its commits are published.
+        WriterNotSynced {
+            writer: String,
+        },
+    }
+
+    fn err(ns: &str, name: &str, source: kube::Error) -> LeaseError {
+        LeaseError::Api {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            source,
+        }
+    }
+
+    /// Whether `lease` is held by a fence.
+    pub fn is_fenced(lease: &Lease) -> bool {
+        holder_of(lease).is_some_and(|h| h.identity == IDENTITY)
+    }
+
+    /// Takes the Lease `name` for the fence, whoever holds it (a new epoch).
+    pub async fn fence(
+        api: &Api<Lease>,
+        ns: &str,
+        name: &str,
+        reason: &str,
+    ) -> Result<Fenced, LeaseError> {
+        loop {
+            let now = MicroTime(jiff::Timestamp::now());
+            let existing = api.get_opt(name).await.map_err(|e| err(ns, name, e))?;
+            let mut lease = existing.clone().unwrap_or_else(|| Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec::default()),
+            });
+            if is_fenced(&lease) {
+                return Ok(Fenced::Already);
+            }
+            let from = holder_of(&lease).map(|h| h.identity);
+            let a = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            a.insert(REASON.into(), reason.to_string());
+            a.insert(AT.into(), now.0.to_string());
+            a.insert(FROM.into(), from.clone().unwrap_or_default());
+            a.remove(FROM_SYNCED);
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            let epoch = spec.lease_transitions.unwrap_or(0) as i64 + 1;
+            spec.holder_identity = Some(IDENTITY.to_string());
+            spec.lease_transitions = Some(epoch.clamp(0, i32::MAX as i64) as i32);
+            spec.lease_duration_seconds = Some(FOREVER);
+            spec.acquire_time = Some(now.clone());
+            spec.renew_time = Some(now);
+            let done = if existing.is_some() {
+                api.replace(name, &PostParams::default(), &lease).await
+            } else {
+                api.create(&PostParams::default(), &lease).await
+            };
+            match done {
+                Ok(_) => return Ok(Fenced::Now { from, epoch }),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(err(ns, name, e)),
+            }
+        }
+    }
+
+    /// Releases a fence (the Lease goes back to `duration_secs`, nobody holding it). Unless
+    /// `force`, only once the writer it stopped has reported its commits published.
+    pub async fn unfence(
+        api: &Api<Lease>,
+        ns: &str,
+        name: &str,
+        duration_secs: i32,
+        force: bool,
+    ) -> Result<Unfenced, LeaseError> {
+        loop {
+            let Some(mut lease) = api.get_opt(name).await.map_err(|e| err(ns, name, e))? else {
+                return Ok(Unfenced::NotFenced);
+            };
+            if !is_fenced(&lease) {
+                return Ok(Unfenced::NotFenced);
+            }
+            let a = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            let from = a.get(FROM).cloned().unwrap_or_default();
+            if !force && !from.is_empty() && !a.contains_key(FROM_SYNCED) {
+                return Ok(Unfenced::WriterNotSynced { writer: from });
+            }
+            for k in [REASON, AT, FROM, FROM_SYNCED] {
+                a.remove(k);
+            }
+            let spec = lease.spec.get_or_insert_with(Default::default);
+            spec.holder_identity = None;
+            spec.acquire_time = None;
+            spec.renew_time = None;
+            spec.lease_duration_seconds = Some(duration_secs.max(1));
+            match api.replace(name, &PostParams::default(), &lease).await {
+                Ok(_) => return Ok(Unfenced::Released),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(err(ns, name, e)),
+            }
+        }
+    }
+
+    /// The writer `identity`, fenced, reports that everything it committed is published
+    /// (through `txid`). False if the Lease is not a fence taken from it.
+    pub async fn report_synced(
+        api: &Api<Lease>,
+        ns: &str,
+        name: &str,
+        identity: &str,
+        txid: u64,
+    ) -> Result<bool, LeaseError> {
+        loop {
+            let Some(mut lease) = api.get_opt(name).await.map_err(|e| err(ns, name, e))? else {
+                return Ok(false);
+            };
+            let fenced = is_fenced(&lease);
+            let a = lease.metadata.annotations.get_or_insert_with(BTreeMap::new);
+            if !fenced || !is_fenced_from(a, identity) {
+                return Ok(false);
+            }
+            a.insert(FROM_SYNCED.into(), format!("{txid:016x}"));
+            match api.replace(name, &PostParams::default(), &lease).await {
+                Ok(_) => return Ok(true),
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => return Err(err(ns, name, e)),
+            }
+        }
+    }
+
+    fn is_fenced_from(a: &BTreeMap<String, String>, identity: &str) -> bool {
+        a.get(FROM).is_some_and(|f| f == identity)
+    }
+}

@@ -187,6 +187,22 @@ async fn apply(
         record_handoff(ctx, db, &old, &mut st, h).await;
     }
     match view.holder.filter(|h| !h.expired(jiff::Timestamp::now())) {
+        Some(_) if view.fenced.is_some() => {
+            let reason = view.fenced.clone().unwrap_or_default();
+            conditions::set(
+                &mut st.conditions,
+                WRITER_HELD,
+                false,
+                "Fenced",
+                format!(
+                    "writes are fenced for maintenance ({}); `kubectl sqlite unfence {}` lets a writer take over",
+                    if reason.is_empty() { "no reason given" } else { &reason },
+                    db.name_any()
+                ),
+                generation,
+            );
+            st.writer = None;
+        }
         Some(h) => {
             conditions::set(
                 &mut st.conditions,

@@ -47,13 +47,24 @@ pub fn template(db: &SqliteDatabase) -> ObjectMeta {
 pub struct LeaseView {
     pub holder: Option<Holder>,
     pub handoff: Option<Handoff>,
+    /// Writes are fenced for maintenance (`kubectl sqlite fence`): the reason given.
+    pub fenced: Option<String>,
 }
 
 impl LeaseView {
     fn of(l: &Lease) -> LeaseView {
+        let fenced = lease::fence::is_fenced(l).then(|| {
+            l.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(lease::fence::REASON))
+                .cloned()
+                .unwrap_or_default()
+        });
         LeaseView {
             holder: lease::holder_of(l),
             handoff: lease::handoff::of(l),
+            fenced,
         }
     }
 }

@@ -96,7 +96,12 @@ fn sync_loop(db: Arc<Database>) {
             db.poll()
         };
         match res {
-            Ok(()) => backoff = interval,
+            Ok(()) => {
+                backoff = interval;
+                if writer {
+                    db.report_if_fenced();
+                }
+            }
             Err(VfsError::Fenced(_)) => backoff = interval * 10,
             Err(e) => {
                 tracing::warn!(error = %e, "background sync failed; retrying with backoff");
@@ -105,6 +110,23 @@ fn sync_loop(db: Arc<Database>) {
             }
         }
         db.write_status();
+    }
+}
+
+impl Database {
+    /// A writer stopped by a maintenance fence tells the Lease once all it committed is
+    /// published (`WriterLease::report_fenced_synced`).
+    fn report_if_fenced(&self) {
+        let Some(lease) = self.lease().filter(|l| l.check().is_err()) else {
+            return;
+        };
+        let (pending, txid) = {
+            let st = self.state();
+            (st.publisher.unpublished_pages(), st.pages.txid())
+        };
+        if pending == 0 {
+            lease.report_fenced_synced(txid);
+        }
     }
 }
 

@@ -88,6 +88,10 @@ pub struct WriterLease {
     /// When the last successful acquisition or renewal began (wall clock, for status).
     renewal_started: Mutex<std::time::SystemTime>,
     lost: Mutex<Option<String>>,
+    /// Whom the lease went to, when another holder took it.
+    lost_to: Mutex<Option<String>>,
+    /// This writer, stopped by a maintenance fence, has reported its commits published.
+    fence_reported: AtomicBool,
     stop: AtomicBool,
     renewal: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -142,6 +146,8 @@ impl WriterLease {
                         epoch: AtomicI64::new(epoch),
                         released_txid,
                         lost: Mutex::new(None),
+                        lost_to: Mutex::new(None),
+                        fence_reported: AtomicBool::new(false),
                         stop: AtomicBool::new(false),
                         renewal: Mutex::new(None),
                         settings,
@@ -277,11 +283,22 @@ impl WriterLease {
                     "the writer lease changed hands while this writer could not renew it (now epoch {epoch}, ours {}); this writer is fenced",
                     self.epoch()
                 )),
-                Ok(Ok(Attempt::HeldBy(h))) => self.mark_lost(format!(
-                    "the writer lease was taken by {} (epoch {}); this writer is fenced",
-                    if h.identity.is_empty() { "nobody (released)" } else { &h.identity },
-                    h.epoch
-                )),
+                Ok(Ok(Attempt::HeldBy(h))) => {
+                    *self.lost_to.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(h.identity.clone());
+                    self.mark_lost(if h.identity == lease::fence::IDENTITY {
+                        format!(
+                            "writes are fenced for maintenance (kubectl sqlite fence; epoch {}); committed transactions are still published",
+                            h.epoch
+                        )
+                    } else {
+                        format!(
+                            "the writer lease was taken by {} (epoch {}); this writer is fenced",
+                            if h.identity.is_empty() { "nobody (released)" } else { &h.identity },
+                            h.epoch
+                        )
+                    })
+                }
                 Ok(Err(e)) => {
                     if !failing {
                         tracing::warn!(error = %e, "cannot renew the writer lease; writes stop when it runs out");
@@ -301,6 +318,38 @@ impl WriterLease {
     fn mark_lost(&self, msg: String) {
         tracing::error!("{msg}");
         *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+    }
+
+    /// Stopped by a maintenance fence and everything committed is published (through
+    /// `txid`): says so on the Lease, once, so `kubectl sqlite unfence` may let another
+    /// writer take over without stranding anything.
+    pub fn report_fenced_synced(&self, txid: u64) {
+        let fenced = self
+            .lost_to
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            == Some(lease::fence::IDENTITY);
+        if !fenced || self.fence_reported.load(Ordering::Relaxed) {
+            return;
+        }
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let s = self.settings.clone();
+        match block_on(async move {
+            lease::fence::report_synced(&api, &s.namespace, &s.name, &s.holder, txid).await
+        }) {
+            Ok(true) => {
+                self.fence_reported.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    txid = format!("{txid:016x}"),
+                    "fenced: everything committed is published; reported on the writer lease"
+                );
+            }
+            Ok(false) => self.fence_reported.store(true, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(error = %e, "fenced: cannot report the last publish on the writer lease; retrying")
+            }
+        }
     }
 
     /// Marks the lease lost (e.g. the store refused our epoch).
