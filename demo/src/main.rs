@@ -24,6 +24,9 @@
 //!                                              busy timeout: SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS
 //!                                              (default 500). SIGTERM: close cleanly (final
 //!                                              sync, lease hand-over).
+//!                                              With several databases (SQLITE_KUBE_DATABASES)
+//!                                              it writes a row to each per round and prints
+//!                                              "name id".
 //!   sqlitekube-demo ready                      the readiness probe: exit 0 once `app` has
 //!                                              opened its database
 //! Other settings come from the environment (LITESTREAM_* as documented).
@@ -186,7 +189,89 @@ fn write(db: &str, url: &str, n: Option<u64>) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The databases of a pod set up for several (`SQLITE_KUBE_DATABASES`): (name, path,
+/// writable), in path order.
+fn several_databases() -> Vec<(String, String, bool)> {
+    let Ok(raw) = std::env::var("SQLITE_KUBE_DATABASES") else {
+        return Vec::new();
+    };
+    let all: std::collections::BTreeMap<String, std::collections::HashMap<String, String>> =
+        serde_json::from_str(&raw).unwrap_or_default();
+    all.into_iter()
+        .map(|(path, e)| {
+            let name = e.get("SQLITE_KUBE_DATABASE").cloned().unwrap_or_default();
+            let write = e
+                .get("LITESTREAM_WRITE_ENABLED")
+                .is_some_and(|v| v == "true");
+            (name, path, write)
+        })
+        .collect()
+}
+
+/// `app` for a pod with several databases: one connection each; each round inserts a row
+/// into every writable one and prints "name id" once committed. SIGTERM: close all (their
+/// final syncs), exit 0.
+fn app_several(dbs: Vec<(String, String, bool)>) -> Result<(), String> {
+    let every = std::time::Duration::from_millis(
+        std::env::var("SQLITE_KUBE_DEMO_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
+    );
+    term_requested();
+    let mut conns = Vec::new();
+    for (name, path, write) in &dbs {
+        let flags = if *write {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } | OpenFlags::SQLITE_OPEN_URI;
+        let c = Connection::open_with_flags(format!("file:{path}?vfs=sqlitekube"), flags)
+            .map_err(|e| format!("open {path}: {e}"))?;
+        // SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS (default 5 s): how long a write waits for the lock.
+        let busy = std::env::var("SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5000);
+        c.busy_timeout(std::time::Duration::from_millis(busy))
+            .map_err(|e| e.to_string())?;
+        if *write {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+            )
+            .map_err(|e| format!("{name}: {e}"))?;
+        }
+        eprintln!(
+            "sqlitekube-demo: opened {name} at {path} ({})",
+            if *write { "write" } else { "read" }
+        );
+        conns.push((name.clone(), c, *write));
+    }
+    let mut out = std::io::stdout().lock();
+    while !term_requested() {
+        for (name, c, write) in &conns {
+            if !write {
+                continue;
+            }
+            match c.execute("INSERT INTO t(v) VALUES (?1)", [name]) {
+                Ok(_) => {
+                    writeln!(out, "{name} {}", c.last_insert_rowid()).ok();
+                    out.flush().ok();
+                }
+                Err(e) => eprintln!("sqlitekube-demo: write failed ({name}): {e}"),
+            }
+        }
+        std::thread::sleep(every);
+    }
+    drop(conns);
+    Ok(())
+}
+
 fn app() -> Result<(), String> {
+    let several = several_databases();
+    if several.len() > 1 {
+        return app_several(several);
+    }
     let db = std::env::var("SQLITE_KUBE_DB_PATH")
         .map_err(|_| "SQLITE_KUBE_DB_PATH is not set (is the pod opted in?)".to_string())?;
     let write = std::env::var("LITESTREAM_WRITE_ENABLED").is_ok_and(|v| v == "true");

@@ -211,6 +211,7 @@ impl Kubelet {
         let mut out = Vec::new();
         for e in c.env.clone().unwrap_or_default() {
             if let Some(v) = e.value {
+                let v = expand(&v, &out);
                 out.push((e.name, v));
                 continue;
             }
@@ -370,7 +371,13 @@ impl Kubelet {
             cmd.env(k, v);
         }
         for (k, v) in self.env_of(pod, c).await? {
-            cmd.env(k, rewrite(&v));
+            // A JSON object of settings (several databases in one pod) names paths in its
+            // keys and values: those are mapped like any other.
+            let v = match serde_json::from_str::<serde_json::Value>(&v) {
+                Ok(j @ serde_json::Value::Object(_)) => rewrite_json(j, &rewrite).to_string(),
+                _ => rewrite(&v),
+            };
+            cmd.env(k, v);
         }
         let mut child = cmd
             .spawn()
@@ -393,5 +400,57 @@ impl Kubelet {
             started: Instant::now(),
             eof: Some(eof),
         })
+    }
+}
+
+/// `$(NAME)` references to variables defined earlier in the list, expanded as the kubelet
+/// does (`$$` is a literal `$`; an unknown name stays as written).
+fn expand(v: &str, earlier: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let (Some(r), Some(end)) = (after.strip_prefix('('), after.find(')')) {
+            let name = &r[..end - 1];
+            match earlier.iter().rev().find(|(k, _)| k == name) {
+                Some((_, val)) => out.push_str(val),
+                None => out.push_str(&rest[i..i + 2 + end]),
+            }
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn rewrite_json(v: serde_json::Value, rewrite: &dyn Fn(&str) -> String) -> serde_json::Value {
+    match v {
+        serde_json::Value::String(s) => serde_json::Value::String(rewrite(&s)),
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (rewrite(&k), rewrite_json(v, rewrite)))
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(|v| rewrite_json(v, rewrite)).collect())
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn references_expand_like_the_kubelet() {
+        let earlier = vec![("A".to_string(), "1".to_string())];
+        assert_eq!(super::expand("x$(A)y$(B)z$$(A)", &earlier), "x1y$(B)z$(A)");
+        assert_eq!(super::expand("plain $ end", &earlier), "plain $ end");
     }
 }

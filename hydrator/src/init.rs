@@ -165,11 +165,24 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `name` for the first database's hydrator, `name` with `-<index>` before the extension
+/// for the others (several databases in one pod: `ready-1`, `vfs-1.env`).
+pub fn indexed(name: &str) -> String {
+    match var(env::INIT_INDEX).filter(|i| i != "0") {
+        None => name.to_string(),
+        Some(i) => match name.split_once('.') {
+            Some((stem, ext)) => format!("{stem}-{i}.{ext}"),
+            None => format!("{name}-{i}"),
+        },
+    }
+}
+
 pub async fn run(a: InitArgs) -> Result<()> {
     let cfg = InitConfig::from_env()?;
-    let _ = std::fs::remove_file(cfg.shared_dir.join(READY_FILE));
+    let ready = cfg.shared_dir.join(indexed(READY_FILE));
+    let _ = std::fs::remove_file(&ready);
     setup(&cfg).await?;
-    write_atomic(&cfg.shared_dir.join(READY_FILE), b"ok\n")?;
+    write_atomic(&ready, b"ok\n")?;
     if a.stay {
         tracing::info!("init done; staying until SIGTERM (sidecar)");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -206,7 +219,10 @@ async fn setup(cfg: &InitConfig) -> Result<()> {
             "no VFS extension in this image; only the configuration is written"
         );
     }
-    write_atomic(&cfg.shared_dir.join("vfs.env"), cfg.vfs_env().as_bytes())?;
+    write_atomic(
+        &cfg.shared_dir.join(indexed("vfs.env")),
+        cfg.vfs_env().as_bytes(),
+    )?;
 
     let replica = Replica::open(&cfg.replica_url).context(env::INIT_REPLICA_URL)?;
     replica

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 use crds::SqliteDatabase;
-use operator::webhook::inject::{inject, opt_in, InjectConfig, Mode};
+use operator::webhook::inject::{inject, inject_all, opt_in, InjectConfig, Mode};
 
 fn pod(annotations: serde_json::Value) -> Pod {
     serde_json::from_value(json!({
@@ -130,6 +130,164 @@ fn bad_annotations_are_refused_with_a_reason() {
     ))
     .unwrap_err();
     assert!(e.contains("absolute"), "{e}");
+    for (value, says) in [
+        ("orders, orders", "named twice"),
+        ("orders:rw", "\"rw\""),
+        ("Orders", "not a SqliteDatabase name"),
+        (" , ", "names no database"),
+    ] {
+        let e = opt_in(&pod(json!({"sqlitekube.dev/database": value}))).unwrap_err();
+        assert!(e.contains(says), "{value:?}: {e}");
+    }
+}
+
+/// Two databases in one pod (`orders, sessions:read`): a hydrator each (the second with
+/// its own ready file), one `SQLITE_KUBE_DATABASES` entry each with its own replica, mode,
+/// lease and credentials, Secrets referenced under names of their own that come before
+/// the entry (the kubelet expands `$(…)` only from earlier variables), and the VFS opening
+/// each database with its own settings from that environment.
+#[test]
+fn two_databases_in_one_pod_get_their_own_settings() {
+    let orders = db();
+    let sessions: SqliteDatabase = serde_json::from_value(json!({
+        "apiVersion": "sqlitekube.dev/v1alpha1", "kind": "SqliteDatabase",
+        "metadata": {"name": "sessions", "namespace": "shop"},
+        "spec": {"replica": {"s3": {"bucket": "other", "path": "shop/sessions",
+                                    "region": "us-east-1", "credentialsSecretRef": {"name": "s3-sessions"}}},
+                 "writer": {"drainTimeout": "20s"}}
+    }))
+    .unwrap();
+    let p = pod(json!({"sqlitekube.dev/database": "orders, sessions:read"}));
+    let opt = opt_in(&p).unwrap().unwrap();
+    assert_eq!(
+        opt.databases,
+        vec![
+            ("orders".into(), Mode::Write),
+            ("sessions".into(), Mode::Read)
+        ]
+    );
+    let out = inject_all(
+        &p,
+        &[(&orders, Mode::Write), (&sessions, Mode::Read)],
+        &opt,
+        &cfg(true),
+    )
+    .unwrap();
+    let ps = out.spec.as_ref().unwrap();
+    let inits: Vec<&str> = ps
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(inits, ["sqlite-kube-hydrator", "sqlite-kube-hydrator-1"]);
+    let second = &ps.init_containers.as_ref().unwrap()[1];
+    let probe = second
+        .startup_probe
+        .as_ref()
+        .unwrap()
+        .exec
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        probe.command.as_ref().unwrap().last().unwrap(),
+        "/sqlite-kube/lib/ready-1"
+    );
+    assert!(second
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.name == "SQLITE_KUBE_INIT_INDEX" && e.value.as_deref() == Some("1")));
+    assert_eq!(
+        ps.termination_grace_period_seconds,
+        Some(45 + 20 + 10),
+        "room for both final syncs"
+    );
+
+    let app = &ps.containers[0];
+    let env = app.env.as_ref().unwrap();
+    let at = |n: &str| env.iter().position(|e| e.name == n);
+    let dbs_at = at("SQLITE_KUBE_DATABASES").expect("SQLITE_KUBE_DATABASES");
+    for secret in [
+        "SQLITE_KUBE_DB0_AWS_ACCESS_KEY_ID",
+        "SQLITE_KUBE_DB1_AWS_SECRET_ACCESS_KEY",
+    ] {
+        let i = at(secret).unwrap_or_else(|| panic!("{secret} missing"));
+        assert!(
+            i < dbs_at,
+            "{secret} must come before the entry that names it"
+        );
+        assert!(
+            env[i].value.is_none() && env[i].value_from.is_some(),
+            "{secret} is a reference"
+        );
+    }
+    assert!(
+        at("LITESTREAM_REPLICA_URL").is_none(),
+        "no single-database variables"
+    );
+    let raw = env[dbs_at].value.clone().unwrap();
+    let entries: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&raw).unwrap();
+    let path = |name: &str| {
+        entries
+            .keys()
+            .find(|k| k.ends_with(&format!("/{name}.db")))
+            .unwrap_or_else(|| panic!("no entry for {name}: {raw}"))
+            .clone()
+    };
+    let (orders_db, sessions_db) = (path("orders"), path("sessions"));
+    assert_eq!(
+        entries[&orders_db]["AWS_ACCESS_KEY_ID"],
+        "$(SQLITE_KUBE_DB0_AWS_ACCESS_KEY_ID)"
+    );
+    assert_eq!(
+        env.iter()
+            .find(|e| e.name == "SQLITE_KUBE_DB_PATH")
+            .and_then(|e| e.value.clone()),
+        Some(orders_db.clone()),
+        "apps reading one path get the first database"
+    );
+    assert!(!raw.contains("secretKeyRef"));
+
+    // The VFS, with the environment as the kubelet makes it (references expanded; the
+    // optional session token absent, so its reference stays as written).
+    let mut plain: std::collections::HashMap<String, String> = env
+        .iter()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect();
+    plain.insert("SQLITE_KUBE_POD_NAME".into(), "app-0".into());
+    plain.insert("SQLITE_KUBE_NAMESPACE".into(), "shop".into());
+    let expanded = raw
+        .replace("$(SQLITE_KUBE_DB0_AWS_ACCESS_KEY_ID)", "key-orders")
+        .replace("$(SQLITE_KUBE_DB1_AWS_ACCESS_KEY_ID)", "key-sessions");
+    plain.insert("SQLITE_KUBE_DATABASES".into(), expanded);
+    let open = |path: &str| {
+        sqlite_kube_vfs::Config::from_env(std::path::Path::new(path), &Default::default(), |k| {
+            plain.get(k).cloned()
+        })
+        .expect("the VFS accepts the entry")
+    };
+    let o = open(&orders_db);
+    assert!(o.replica_url.starts_with("s3://bkt/shop/orders"));
+    assert!(o.write_enabled);
+    assert_eq!(o.lease.as_ref().unwrap().name, "orders-writer");
+    assert_eq!(o.credentials.access_key_id.as_deref(), Some("key-orders"));
+    assert!(
+        o.credentials.session_token.is_none(),
+        "an unexpanded reference is unset"
+    );
+    let s = open(&sessions_db);
+    assert!(s.replica_url.starts_with("s3://other/shop/sessions"));
+    assert!(!s.write_enabled && s.lease.is_none());
+    assert_eq!(s.credentials.access_key_id.as_deref(), Some("key-sessions"));
+    assert_eq!(
+        s.buffer_path,
+        std::path::PathBuf::from(format!("{sessions_db}-buffer"))
+    );
+    assert!(
+        o.conflicts_with(&s).is_none(),
+        "each has its own replica, buffer and lease"
+    );
 }
 
 /// What the CRD accepts, the VFS accepts: a database with Go-style compound durations is

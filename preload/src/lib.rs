@@ -5,8 +5,8 @@
 //! It defines `sqlite3_open_v2` and `sqlite3_open`, which the dynamic linker binds ahead of
 //! libsqlite3's (preloaded libraries come first in the global scope, also for libraries
 //! dlopen'ed later, such as CPython's `_sqlite3` module). A call that opens exactly the
-//! database the pod was set up for (`SQLITE_KUBE_DB_PATH`, as a path or a `file:` URI, with
-//! no VFS named) registers the VFS with that libsqlite3 once and opens through it; every
+//! database the pod was set up for (`SQLITE_KUBE_DB_PATH`, or any path `SQLITE_KUBE_DATABASES`
+//! names when the pod has several; as a path or a `file:` URI, with no VFS named) registers the VFS with that libsqlite3 once and opens through it; every
 //! other call (other files, `:memory:`, an explicit VFS) goes to libsqlite3 unchanged.
 //! Settings come from the environment the webhook injects, as for the extension.
 //!
@@ -77,16 +77,24 @@ fn real() -> Option<&'static Real> {
     .as_ref()
 }
 
-/// The database this pod was set up for, made absolute.
-fn target() -> Option<&'static PathBuf> {
-    static T: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// The databases this pod was set up for, made absolute: `SQLITE_KUBE_DB_PATH`, and with
+/// several databases every path `SQLITE_KUBE_DATABASES` names.
+fn targets() -> &'static [PathBuf] {
+    static T: OnceLock<Vec<PathBuf>> = OnceLock::new();
     T.get_or_init(|| {
-        std::env::var(settings::env::DB_PATH)
+        let mut t: Vec<PathBuf> = std::env::var(settings::env::DB_PATH)
             .ok()
             .filter(|p| !p.is_empty())
             .map(|p| absolute(Path::new(&p)))
+            .into_iter()
+            .collect();
+        t.extend(
+            sqlite_kube_vfs::configured_paths()
+                .iter()
+                .map(|p| absolute(p)),
+        );
+        t
     })
-    .as_ref()
 }
 
 /// `p` against the working directory, with `.` and `..` resolved lexically (the file may
@@ -134,11 +142,12 @@ fn is_target(name: *const c_char, vfs: *const c_char) -> bool {
     if name.is_null() || !vfs.is_null() {
         return false;
     }
-    let Some(t) = target() else {
+    let t = targets();
+    if t.is_empty() {
         return false;
-    };
+    }
     let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
-    file_path(&name).is_some_and(|p| &p == t)
+    file_path(&name).is_some_and(|p| t.contains(&p))
 }
 
 /// Registers the VFS with the real libsqlite3 (once).

@@ -91,6 +91,17 @@ pub const VFS_SETTINGS: &[&str] = &[
 pub const DB_PATH: &str = "SQLITE_KUBE_DB_PATH";
 /// Where the VFS extension is in the shared volume.
 pub const VFS_PATH: &str = "SQLITE_KUBE_VFS";
+/// Several databases in one pod: a JSON object from each database's path to its settings
+/// (these same variable names; secrets as `$(VAR)` references the kubelet expands). The VFS
+/// reads a database's entry first, then the process environment.
+pub const DATABASES: &str = "SQLITE_KUBE_DATABASES";
+/// Credentials the VFS reads per database (only from a [`DATABASES`] entry; with one
+/// database the object-store client reads them from the environment itself).
+pub const AWS_ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const AWS_SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+pub const AWS_SESSION_TOKEN: &str = "AWS_SESSION_TOKEN";
+pub const AZURE_STORAGE_KEY: &str = "AZURE_STORAGE_KEY";
+pub const GOOGLE_APPLICATION_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
 
 // --- `hydrator init` ---
 
@@ -102,6 +113,9 @@ pub const INIT_HYDRATION: &str = "SQLITE_KUBE_HYDRATION";
 pub const INIT_SHARED_DIR: &str = "SQLITE_KUBE_SHARED_DIR";
 /// Where the extension is inside the hydrator image.
 pub const INIT_VFS_SOURCE: &str = "SQLITE_KUBE_VFS_SOURCE";
+/// Several databases in one pod: this hydrator's index (> 0 for all but the first), so
+/// its `ready` and `vfs.env` files get their own names (`ready-1`, `vfs-1.env`).
+pub const INIT_INDEX: &str = "SQLITE_KUBE_INIT_INDEX";
 /// Prefix of extra VFS settings `hydrator init` passes through to `vfs.env`: the rest of
 /// the name must be one of [`VFS_SETTINGS`] (`SQLITE_KUBE_VFS_LITESTREAM_SYNC_INTERVAL=2s`
 /// is written as `LITESTREAM_SYNC_INTERVAL=2s`).

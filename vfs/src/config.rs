@@ -64,6 +64,9 @@ pub struct Config {
     pub writer_standby: bool,
     /// Lease-gated writes (Kubernetes); `None` outside Kubernetes.
     pub lease: Option<LeaseSettings>,
+    /// This database's own store credentials (several databases in one pod); empty: the
+    /// store client reads the environment.
+    pub credentials: ltx::replica::Credentials,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +78,28 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Builds the settings for the database at `db` from `params` (URI) and the process
-    /// environment.
+    /// Builds the settings for the database at `db` from `params` (URI), its entry in
+    /// `SQLITE_KUBE_DATABASES` (several databases in one pod), and the process environment.
     pub fn load(db: &Path, params: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        Self::from_lookup(db, params, |k| std::env::var(k).ok())
+        Self::from_env(db, params, |k| std::env::var(k).ok())
+    }
+
+    /// [`Config::load`] with the environment given as a lookup, `SQLITE_KUBE_DATABASES`
+    /// included (tests of what the webhook injects for several databases).
+    pub fn from_env(
+        db: &Path,
+        params: &HashMap<String, String>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let entry = database_entry(db, lookup(env::DATABASES))?;
+        let mut cfg = Self::from_lookup(db, params, |k| match &entry {
+            Some(e) if e.contains_key(k) => e.get(k).cloned(),
+            _ => lookup(k),
+        })?;
+        if let Some(e) = &entry {
+            cfg.credentials = credentials(e)?;
+        }
+        Ok(cfg)
     }
 
     /// [`Config::load`] with the environment given as a lookup (a pod spec's `env`, in
@@ -201,6 +222,7 @@ impl Config {
                 false,
             )?,
             writer_standby: boolean("writer_standby", &[env::WRITER_STANDBY], true)?,
+            credentials: ltx::replica::Credentials::default(),
             lease: match get("lease", &[env::LEASE]) {
                 None => None,
                 Some((_, name)) => {
@@ -248,6 +270,66 @@ impl Config {
             },
         })
     }
+}
+
+/// The paths of the databases `SQLITE_KUBE_DATABASES` configures (several in one pod).
+pub fn configured_paths() -> Vec<PathBuf> {
+    databases()
+        .map(|m| m.keys().map(PathBuf::from).collect())
+        .unwrap_or_default()
+}
+
+type Entry = HashMap<String, String>;
+
+fn databases() -> Option<HashMap<String, Entry>> {
+    let raw = std::env::var(env::DATABASES)
+        .ok()
+        .filter(|v| !v.trim().is_empty())?;
+    serde_json::from_str(&raw).ok()
+}
+
+/// The entry of `db` in `SQLITE_KUBE_DATABASES`, if that variable names it. A value still
+/// reading `$(VAR)` is a reference the kubelet could not expand (an optional Secret key
+/// that is absent): unset.
+fn database_entry(db: &Path, raw: Option<String>) -> Result<Option<Entry>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    let all: HashMap<String, Entry> = serde_json::from_str(&raw).map_err(|e| ConfigError {
+        name: env::DATABASES.into(),
+        value: raw.chars().take(80).collect(),
+        reason: format!("not a JSON object of path -> settings: {e}"),
+    })?;
+    Ok(all
+        .into_iter()
+        .find(|(p, _)| Path::new(p) == db)
+        .map(|(_, mut e)| {
+            e.retain(|_, v| !(v.starts_with("$(") && v.ends_with(')')));
+            e
+        }))
+}
+
+/// A database's own credentials from its entry (the key file's content for GCS).
+fn credentials(e: &Entry) -> Result<ltx::replica::Credentials, ConfigError> {
+    let get = |k: &str| e.get(k).filter(|v| !v.is_empty()).cloned();
+    let gcs = match get(env::GOOGLE_APPLICATION_CREDENTIALS) {
+        None => None,
+        Some(path) => Some(std::fs::read_to_string(&path).map_err(|err| ConfigError {
+            name: env::GOOGLE_APPLICATION_CREDENTIALS.into(),
+            value: path.clone(),
+            reason: format!("cannot read the service-account key: {err}"),
+        })?),
+    };
+    Ok(ltx::replica::Credentials {
+        access_key_id: get(env::AWS_ACCESS_KEY_ID),
+        secret_access_key: get(env::AWS_SECRET_ACCESS_KEY),
+        session_token: get(env::AWS_SESSION_TOKEN),
+        azure_account_key: get(env::AZURE_STORAGE_KEY),
+        gcs_service_account_json: gcs,
+    })
 }
 
 /// The Lease holder identity: unique per pod incarnation and process, so a pod that comes

@@ -136,7 +136,7 @@ impl Database {
             std::fs::File::create(path).map_err(|e| VfsError::buffer(path, e))?;
         }
         crate::journal::remove_stale_file(path);
-        let store = Store::open(&cfg.replica_url, cfg.store_retries)?;
+        let store = Store::open(&cfg.replica_url, cfg.store_retries, &cfg.credentials)?;
         // Proof that the store can fence, before the lease or any write.
         let create_only = if cfg.write_enabled {
             Some(crate::fencing::check_create_only(&store, &cfg)?)

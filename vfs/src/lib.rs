@@ -39,7 +39,7 @@ pub mod writer_lease;
 
 use std::os::raw::{c_char, c_int, c_void};
 
-pub use config::Config;
+pub use config::{configured_paths, Config};
 pub use error::{Fenced, VfsError};
 pub use shim::{shutdown_all, status};
 

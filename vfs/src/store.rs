@@ -40,9 +40,14 @@ impl Store {
     }
 
     /// Opens the replica at `url`; each failed request is retried `retries` times.
-    pub fn open(url: &str, retries: usize) -> Result<Self, VfsError> {
+    pub fn open(
+        url: &str,
+        retries: usize,
+        credentials: &ltx::replica::Credentials,
+    ) -> Result<Self, VfsError> {
         let opts = ltx::replica::ReplicaOptions {
             retries,
+            credentials: credentials.clone(),
             ..Default::default()
         };
         Ok(Self::new(Replica::open_with(

@@ -22,7 +22,7 @@ impl Fixture {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().join("replica").display());
-        let store = Store::open(&url, 4).unwrap();
+        let store = Store::open(&url, 4, &Default::default()).unwrap();
         Fixture { dir, store }
     }
 

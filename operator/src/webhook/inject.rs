@@ -57,8 +57,12 @@ pub enum Mode {
 /// The annotation values of an opted-in pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OptIn {
+    /// The first database the annotation names, and its mode.
     pub database: String,
     pub mode: Mode,
+    /// Every database the annotation names (`orders, sessions:read`), the first included,
+    /// in order.
+    pub databases: Vec<(String, Mode)>,
     pub mount_path: Option<String>,
     /// `LD_PRELOAD` the preload library (unmodified apps on the system libsqlite3).
     pub preload: bool,
@@ -71,7 +75,7 @@ pub fn opt_in(pod: &Pod) -> Result<Option<OptIn>, String> {
     if ann.contains_key(INJECTED) {
         return Ok(None);
     }
-    let Some(database) = ann.get(ANNOTATION_DATABASE).filter(|d| !d.is_empty()) else {
+    let Some(raw) = ann.get(ANNOTATION_DATABASE).filter(|d| !d.is_empty()) else {
         return Ok(None);
     };
     let mode = match ann.get(ANNOTATION_MODE).map(String::as_str) {
@@ -100,12 +104,54 @@ pub fn opt_in(pod: &Pod) -> Result<Option<OptIn>, String> {
             ))
         }
     };
+    let databases = databases(raw, mode)?;
     Ok(Some(OptIn {
-        database: database.clone(),
-        mode,
+        database: databases[0].0.clone(),
+        mode: databases[0].1,
+        databases,
         mount_path,
         preload,
     }))
+}
+
+/// The databases an annotation value names: `name` or `name:write|read`, comma-separated
+/// (`default` for entries without a mode).
+fn databases(raw: &str, default: Mode) -> Result<Vec<(String, Mode)>, String> {
+    let mut out: Vec<(String, Mode)> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (name, mode) = match item.split_once(':') {
+            None => (item, default),
+            Some((n, "write")) => (n.trim(), Mode::Write),
+            Some((n, "read")) => (n.trim(), Mode::Read),
+            Some((_, other)) => {
+                return Err(format!(
+                    "annotation {ANNOTATION_DATABASE}: {item:?}: mode {other:?} is not \"write\" or \"read\""
+                ))
+            }
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !valid {
+            return Err(format!(
+                "annotation {ANNOTATION_DATABASE}: {name:?} is not a SqliteDatabase name"
+            ));
+        }
+        if out.iter().any(|(n, _)| n == name) {
+            return Err(format!(
+                "annotation {ANNOTATION_DATABASE}: {name:?} is named twice"
+            ));
+        }
+        out.push((name.to_string(), mode));
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "annotation {ANNOTATION_DATABASE}: {raw:?} names no database"
+        ));
+    }
+    Ok(out)
 }
 
 /// Puts the preload library first in `LD_PRELOAD`, keeping what the container already
@@ -173,8 +219,14 @@ fn secret_env_opt(name: &str, secret: &str, key: &str, optional: bool) -> EnvVar
     }
 }
 
-/// Credentials as environment (secret references only) plus any volume they need.
-fn credentials(db: &SqliteDatabase) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
+/// Credentials as environment (secret references only) plus any volume they need; `i`:
+/// the database's place in the pod (its GCS key gets its own volume).
+fn credentials(db: &SqliteDatabase, i: usize) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
+    let (gcs_volume, gcs_dir) = if i == 0 {
+        (GCS_VOLUME.to_string(), GCS_DIR.to_string())
+    } else {
+        (format!("{GCS_VOLUME}-{i}"), format!("{GCS_DIR}-{i}"))
+    };
     let r = &db.spec.replica;
     let mut envs = Vec::new();
     let mut vols = Vec::new();
@@ -215,7 +267,7 @@ fn credentials(db: &SqliteDatabase) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMoun
         .and_then(|g| g.credentials_secret_ref.as_ref())
     {
         vols.push(Volume {
-            name: GCS_VOLUME.into(),
+            name: gcs_volume.clone(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(c.name.clone()),
                 items: Some(vec![KeyToPath {
@@ -228,14 +280,14 @@ fn credentials(db: &SqliteDatabase) -> (Vec<EnvVar>, Vec<Volume>, Vec<VolumeMoun
             ..Default::default()
         });
         mounts.push(VolumeMount {
-            name: GCS_VOLUME.into(),
-            mount_path: GCS_DIR.into(),
+            name: gcs_volume,
+            mount_path: gcs_dir.clone(),
             read_only: Some(true),
             ..Default::default()
         });
         envs.push(set_env(
-            "GOOGLE_APPLICATION_CREDENTIALS",
-            format!("{GCS_DIR}/service-account.json"),
+            env::GOOGLE_APPLICATION_CREDENTIALS,
+            format!("{gcs_dir}/service-account.json"),
         ));
     }
     (envs, vols, mounts)
@@ -325,45 +377,42 @@ pub fn inject(
     opt: &OptIn,
     cfg: &InjectConfig,
 ) -> Result<Pod, String> {
+    inject_all(pod, &[(db, opt.mode)], opt, cfg)
+}
+
+/// One database's part of the pod: its hydrator, the app's settings for it (standard
+/// variable names; credentials as Secret references), the volumes its credentials need.
+struct Part {
+    hydrator: Container,
+    env: Vec<EnvVar>,
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+    db_file: String,
+    drain: std::time::Duration,
+}
+
+fn part(
+    db: &SqliteDatabase,
+    mode: Mode,
+    i: usize,
+    data_dir: &str,
+    ps: &PodSpec,
+    cfg: &InjectConfig,
+) -> Result<Part, String> {
     let spec = &db.spec;
+    let name = db.metadata.name.clone().unwrap_or_default();
     let url = spec
         .replica
         .url()
-        .ok_or_else(|| "the SqliteDatabase has no single replica backend".to_string())?;
-    let data_dir = opt
-        .mount_path
-        .clone()
-        .unwrap_or_else(|| spec.hydration.path.clone());
+        .ok_or_else(|| format!("SqliteDatabase {name} has no single replica backend"))?;
     // The name the app opens (virtual: the VFS serves it), and the real local copy.
-    let db_file = format!("{}/{}.db", data_dir.trim_end_matches('/'), opt.database);
+    let db_file = format!("{}/{}.db", data_dir.trim_end_matches('/'), name);
     let hydrated = format!("{db_file}-hydrated");
     let cache = parse_quantity(&spec.hydration.cache_size)
         .map_err(|e| format!("spec.hydration.cacheSize: {e}"))?;
     let drain = parse_duration(&spec.writer.drain_timeout)
         .map_err(|e| format!("spec.writer.drainTimeout: {e}"))?;
-    let (cred_env, cred_vols, cred_mounts) = credentials(db);
-
-    let mut out = pod.clone();
-    let ann = out.metadata.annotations.get_or_insert_with(BTreeMap::new);
-    ann.insert(INJECTED.into(), "true".into());
-    let ps = out.spec.get_or_insert_with(Default::default);
-
-    let mut volumes = vec![
-        Volume {
-            name: LIB_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
-        Volume {
-            name: DATA_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
-    ];
-    volumes.extend(cred_vols);
-    upsert(ps.volumes.get_or_insert_with(Vec::new), &volumes, |v| {
-        &v.name
-    });
+    let (cred_env, cred_vols, cred_mounts) = credentials(db, i);
 
     // The hydrator: installs the extension, writes vfs.env, hydrates per spec.
     let mut hyd_env = vec![
@@ -372,14 +421,17 @@ pub fn inject(
         set_env(env::INIT_HYDRATION, spec.hydration.mode.as_str()),
         set_env(env::INIT_SHARED_DIR, LIB_DIR),
     ];
+    if i > 0 {
+        hyd_env.push(set_env(env::INIT_INDEX, i.to_string()));
+    }
     hyd_env.extend(cred_env.iter().cloned());
     let mut hyd_mounts = vec![
         mount(LIB_VOLUME, LIB_DIR, false),
-        mount(DATA_VOLUME, &data_dir, false),
+        mount(DATA_VOLUME, data_dir, false),
     ];
     hyd_mounts.extend(cred_mounts.iter().cloned());
     let mut hydrator = Container {
-        name: HYDRATOR_NAME.into(),
+        name: hydrator_name(i),
         image: Some(cfg.hydrator_image.clone()),
         args: Some(vec!["init".into()]),
         env: Some(hyd_env),
@@ -391,26 +443,31 @@ pub fn inject(
     if cfg.native_sidecar {
         // Runs beside the app for the pod's life; the app starts once init is done (the
         // startup probe on the `ready` file the hydrator writes last).
+        let ready = if i == 0 {
+            "ready".to_string()
+        } else {
+            format!("ready-{i}")
+        };
         hydrator.args = Some(vec!["init".into(), "--stay".into()]);
         hydrator.restart_policy = Some("Always".into());
         hydrator.startup_probe = Some(Probe {
             exec: Some(ExecAction {
-                command: Some(vec!["test".into(), "-f".into(), format!("{LIB_DIR}/ready")]),
+                command: Some(vec![
+                    "test".into(),
+                    "-f".into(),
+                    format!("{LIB_DIR}/{ready}"),
+                ]),
             }),
             period_seconds: Some(1),
             failure_threshold: Some(600),
             ..Default::default()
         });
     }
-    let inits = ps.init_containers.get_or_insert_with(Vec::new);
-    inits.retain(|c| c.name != HYDRATOR_NAME);
-    inits.insert(0, hydrator);
 
-    // Every app container gets the VFS settings and the two volumes.
-    let write = opt.mode == Mode::Write;
+    let write = mode == Mode::Write;
     let hydrate = spec.hydration.mode != HydrationMode::Disabled;
     let mut app_env = vec![
-        set_env(env::DATABASE, &opt.database),
+        set_env(env::DATABASE, &name),
         set_env(env::DB_PATH, &db_file),
         set_env(env::VFS_PATH, format!("{LIB_DIR}/libsqlite_kube_vfs.so")),
         set_env(env::REPLICA_URL, &url),
@@ -429,7 +486,7 @@ pub fn inject(
     if write {
         // Lease-gated writes: the VFS holds the database's writer Lease while it writes.
         app_env.extend([
-            set_env(env::LEASE, crate::writer_lease::lease_name(&opt.database)),
+            set_env(env::LEASE, crate::writer_lease::lease_name(&name)),
             field_env(env::NAMESPACE, "metadata.namespace"),
             field_env(env::POD_NAME, "metadata.name"),
             field_env(env::POD_UID, "metadata.uid"),
@@ -441,11 +498,129 @@ pub fn inject(
         }
     }
     app_env.extend(cred_env);
+    Ok(Part {
+        hydrator,
+        env: app_env,
+        volumes: cred_vols,
+        mounts: cred_mounts,
+        db_file,
+        drain,
+    })
+}
+
+/// The hydrator of the database at place `i` in the pod.
+pub fn hydrator_name(i: usize) -> String {
+    if i == 0 {
+        HYDRATOR_NAME.to_string()
+    } else {
+        format!("{HYDRATOR_NAME}-{i}")
+    }
+}
+
+/// The app containers' environment for several databases: per database, its settings
+/// become its entry in `SQLITE_KUBE_DATABASES` (JSON, path -> settings) and its Secret
+/// references variables of its own (`SQLITE_KUBE_DB<i>_<NAME>`) that the entry names as
+/// `$(…)`, which the kubelet expands (they come first in the list, as it requires). The
+/// pod's own fields, the extension's path and the first database's path stay plain.
+fn several(parts: &[Part]) -> Result<Vec<EnvVar>, String> {
+    let mut common: Vec<EnvVar> = Vec::new();
+    let mut entries = serde_json::Map::new();
+    for (i, p) in parts.iter().enumerate() {
+        let mut entry = serde_json::Map::new();
+        for e in &p.env {
+            let field = e.value_from.as_ref().is_some_and(|f| f.field_ref.is_some());
+            if field || e.name == env::VFS_PATH || e.name == env::DB_PATH {
+                if !common.iter().any(|c| c.name == e.name) {
+                    common.push(e.clone());
+                }
+                if e.name != env::DB_PATH {
+                    continue;
+                }
+            }
+            match (&e.value, &e.value_from) {
+                (_, Some(_)) => {
+                    let own = format!("SQLITE_KUBE_DB{i}_{}", e.name);
+                    entry.insert(e.name.clone(), format!("$({own})").into());
+                    common.push(EnvVar {
+                        name: own,
+                        ..e.clone()
+                    });
+                }
+                (Some(v), None) => {
+                    entry.insert(e.name.clone(), v.clone().into());
+                }
+                (None, None) => {}
+            }
+        }
+        entries.insert(p.db_file.clone(), entry.into());
+    }
+    let json = serde_json::to_string(&entries).map_err(|e| e.to_string())?;
+    common.push(set_env(env::DATABASES, json));
+    Ok(common)
+}
+
+/// The mutated pod for the databases `dbs` (each with a valid spec; the caller rejects
+/// invalid ones). One database keeps the plain variables; several get
+/// `SQLITE_KUBE_DATABASES` ([`several`]), a hydrator each, and a grace period for all their
+/// final syncs.
+pub fn inject_all(
+    pod: &Pod,
+    dbs: &[(&SqliteDatabase, Mode)],
+    opt: &OptIn,
+    cfg: &InjectConfig,
+) -> Result<Pod, String> {
+    let first = dbs.first().ok_or("no database to inject")?.0;
+    let data_dir = opt
+        .mount_path
+        .clone()
+        .unwrap_or_else(|| first.spec.hydration.path.clone());
+    let mut out = pod.clone();
+    let ann = out.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    ann.insert(INJECTED.into(), "true".into());
+    let ps = out.spec.get_or_insert_with(Default::default);
+
+    let parts = dbs
+        .iter()
+        .enumerate()
+        .map(|(i, (db, mode))| part(db, *mode, i, &data_dir, ps, cfg))
+        .collect::<Result<Vec<Part>, String>>()?;
+
+    let mut volumes = vec![
+        Volume {
+            name: LIB_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        Volume {
+            name: DATA_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    ];
     let mut app_mounts = vec![
         mount(LIB_VOLUME, LIB_DIR, true),
         mount(DATA_VOLUME, &data_dir, false),
     ];
-    app_mounts.extend(cred_mounts);
+    for p in &parts {
+        volumes.extend(p.volumes.iter().cloned());
+        app_mounts.extend(p.mounts.iter().cloned());
+    }
+    upsert(ps.volumes.get_or_insert_with(Vec::new), &volumes, |v| {
+        &v.name
+    });
+
+    let inits = ps.init_containers.get_or_insert_with(Vec::new);
+    inits.retain(|c| c.name != HYDRATOR_NAME && !c.name.starts_with(&format!("{HYDRATOR_NAME}-")));
+    for (i, p) in parts.iter().enumerate() {
+        inits.insert(i, p.hydrator.clone());
+    }
+
+    // Every app container gets the VFS settings and the volumes.
+    let app_env = if parts.len() == 1 {
+        parts[0].env.clone()
+    } else {
+        several(&parts)?
+    };
     for c in ps.containers.iter_mut() {
         upsert(c.env.get_or_insert_with(Vec::new), &app_env, |e| &e.name);
         if opt.preload {
@@ -458,8 +633,8 @@ pub fn inject(
         );
     }
 
-    // Long enough for the final sync plus the lease release.
-    let need = drain.as_secs() as i64 + 10;
+    // Long enough for every final sync (one after the other at exit) plus the releases.
+    let need = parts.iter().map(|p| p.drain.as_secs() as i64).sum::<i64>() + 10;
     let grace = ps.termination_grace_period_seconds.unwrap_or(30);
     ps.termination_grace_period_seconds = Some(grace.max(need));
     Ok(out)

@@ -100,6 +100,60 @@ async fn mutate_pods(State(s): State<WebhookState>, body: Bytes) -> Response {
     Json(resp.into_review()).into_response()
 }
 
+/// The SqliteDatabase `name` in `ns`, if a pod may use it now; else why not.
+async fn admissible(s: &WebhookState, ns: &str, name: &str) -> Result<SqliteDatabase, String> {
+    let cached = s.cache.as_ref().and_then(|c| {
+        c.get(&ObjectRef::new(name).within(ns))
+            .map(|d| d.as_ref().clone())
+    });
+    let dbs: Api<SqliteDatabase> = Api::namespaced(s.client.clone(), ns);
+    let lookup = match cached {
+        Some(db) => Ok(Some(db)),
+        None => dbs.get_opt(name).await,
+    };
+    let db = match lookup {
+        Ok(Some(db)) => db,
+        Ok(None) => {
+            return Err(format!(
+                "SqliteDatabase {ns}/{name} (annotation {ANNOTATION_DATABASE}) does not exist; create it \
+                 first (kubectl -n {ns} get sqlitedatabases)"
+            ))
+        }
+        Err(e) => {
+            warn!(error = %e, "reading SqliteDatabase for admission");
+            return Err(format!("could not read SqliteDatabase {ns}/{name}: {e}"));
+        }
+    };
+    if let Some(msg) = crds::validation_message(&db.spec) {
+        return Err(format!(
+            "SqliteDatabase {ns}/{name} has an invalid spec: {msg}"
+        ));
+    }
+    if db.spec.bootstrap.is_some()
+        && !db.status.as_ref().is_some_and(|st| {
+            crate::conditions::is_true(&st.conditions, crds::condition::BOOTSTRAPPED)
+        })
+    {
+        let why = db
+            .status
+            .as_ref()
+            .and_then(|st| crate::conditions::get(&st.conditions, crds::condition::BOOTSTRAPPED))
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| "not started yet".into());
+        return Err(format!(
+            "SqliteDatabase {ns}/{name} is still being bootstrapped from spec.bootstrap.from ({why}); \
+             its pods are admitted once condition Bootstrapped is True"
+        ));
+    }
+    if let Some(cache) = &s.cache {
+        let all = cache.state();
+        if let Some(why) = crate::conflict::refusal(&db, all.iter().map(|d| d.as_ref()), ns) {
+            return Err(format!("SqliteDatabase {ns}/{name} cannot be used: {why}"));
+        }
+    }
+    Ok(db)
+}
+
 /// Allow untouched, allow with a patch, or deny with a reason.
 pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionResponse {
     let resp = AdmissionResponse::from(req);
@@ -122,65 +176,15 @@ pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionR
         .clone()
         .or_else(|| pod.metadata.generate_name.clone())
         .unwrap_or_default();
-    let cached = s.cache.as_ref().and_then(|c| {
-        c.get(&ObjectRef::new(&opt.database).within(&ns))
-            .map(|d| d.as_ref().clone())
-    });
-    let dbs: Api<SqliteDatabase> = Api::namespaced(s.client.clone(), &ns);
-    let lookup = match cached {
-        Some(db) => Ok(Some(db)),
-        None => dbs.get_opt(&opt.database).await,
-    };
-    let db = match lookup {
-        Ok(Some(db)) => db,
-        Ok(None) => {
-            return resp.deny(format!(
-            "SqliteDatabase {ns}/{} (annotation {ANNOTATION_DATABASE}) does not exist; create it \
-                 first (kubectl -n {ns} get sqlitedatabases)",
-            opt.database
-        ))
-        }
-        Err(e) => {
-            warn!(error = %e, "reading SqliteDatabase for admission");
-            return resp.deny(format!(
-                "could not read SqliteDatabase {ns}/{}: {e}",
-                opt.database
-            ));
-        }
-    };
-    if let Some(msg) = crds::validation_message(&db.spec) {
-        return resp.deny(format!(
-            "SqliteDatabase {ns}/{} has an invalid spec: {msg}",
-            opt.database
-        ));
-    }
-    if db.spec.bootstrap.is_some()
-        && !db.status.as_ref().is_some_and(|st| {
-            crate::conditions::is_true(&st.conditions, crds::condition::BOOTSTRAPPED)
-        })
-    {
-        let why = db
-            .status
-            .as_ref()
-            .and_then(|st| crate::conditions::get(&st.conditions, crds::condition::BOOTSTRAPPED))
-            .map(|c| c.message.clone())
-            .unwrap_or_else(|| "not started yet".into());
-        return resp.deny(format!(
-            "SqliteDatabase {ns}/{} is still being bootstrapped from spec.bootstrap.from ({why}); \
-             its pods are admitted once condition Bootstrapped is True",
-            opt.database
-        ));
-    }
-    if let Some(cache) = &s.cache {
-        let all = cache.state();
-        if let Some(why) = crate::conflict::refusal(&db, all.iter().map(|d| d.as_ref()), &ns) {
-            return resp.deny(format!(
-                "SqliteDatabase {ns}/{} cannot be used: {why}",
-                opt.database
-            ));
+    let mut dbs = Vec::new();
+    for (name, mode) in &opt.databases {
+        match admissible(s, &ns, name).await {
+            Ok(db) => dbs.push((db, *mode)),
+            Err(msg) => return resp.deny(msg),
         }
     }
-    let mutated = match inject::inject(pod, &db, &opt, &s.config) {
+    let refs: Vec<(&SqliteDatabase, inject::Mode)> = dbs.iter().map(|(d, m)| (d, *m)).collect();
+    let mutated = match inject::inject_all(pod, &refs, &opt, &s.config) {
         Ok(p) => p,
         Err(msg) => return resp.deny(msg),
     };
@@ -189,7 +193,8 @@ pub async fn decide(s: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionR
         return resp.deny("internal error serialising the pod");
     };
     let patch = json_patch::diff(&before, &after);
-    info!(namespace = %ns, pod = %pod_name, database = %opt.database, mode = ?opt.mode, "injecting");
+    let names: Vec<&str> = opt.databases.iter().map(|(n, _)| n.as_str()).collect();
+    info!(namespace = %ns, pod = %pod_name, databases = ?names, mode = ?opt.mode, "injecting");
     match resp.clone().with_patch(patch) {
         Ok(r) => r,
         Err(e) => resp.deny(format!("internal error building the patch: {e}")),
