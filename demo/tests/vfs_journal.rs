@@ -4,21 +4,12 @@
 //!   cache give exactly what local SQLite gives, and no journal file ever appears on disk;
 //! - `synchronous=NORMAL` commits are not fsynced, FULL ones are (status `buffer_fsyncs`).
 
+mod common;
+
 use std::path::Path;
 
+use common::register;
 use rusqlite::{Connection, OpenFlags};
-
-fn register() {
-    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
-    let rc = unsafe {
-        sqlite_kube_vfs::register_raw(
-            rusqlite::ffi::sqlite3_vfs_find as *const (),
-            rusqlite::ffi::sqlite3_vfs_register as *const (),
-            false,
-        )
-    };
-    assert_eq!(rc, 0);
-}
 
 fn open_vfs(db: &Path, url: &str, write: bool) -> Connection {
     register();

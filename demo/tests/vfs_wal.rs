@@ -16,18 +16,6 @@ use rand::Rng;
 use rusqlite::{Connection, OpenFlags};
 use testkit::{litestream, sqlite};
 
-fn register() {
-    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
-    let rc = unsafe {
-        sqlite_kube_vfs::register_raw(
-            rusqlite::ffi::sqlite3_vfs_find as *const (),
-            rusqlite::ffi::sqlite3_vfs_register as *const (),
-            false,
-        )
-    };
-    assert_eq!(rc, 0);
-}
-
 /// Opens connections to one database: through the VFS (`Some(replica url)`) or local.
 #[derive(Clone)]
 struct Target {
@@ -283,6 +271,20 @@ fn readers_in_threads_see_only_committed_snapshots_and_never_block_the_writer() 
     );
 }
 
+/// `sqlitekube-demo count` as a writer in WAL mode: reopens the database (replaying the
+/// buffer), prints "rows max_id integrity".
+fn count_process(db: &Path, url: &str) -> std::process::Output {
+    std::process::Command::new(demo())
+        .args(["count"])
+        .arg(db)
+        .arg(url)
+        .env("LITESTREAM_WRITE_ENABLED", "true")
+        .env("SQLITE_KUBE_DEMO_JOURNAL_MODE", "WAL")
+        .env("LITESTREAM_LOG_LEVEL", "warn")
+        .output()
+        .unwrap()
+}
+
 /// kill -9 of a WAL-mode writer that checkpoints after almost every commit, 50 rounds
 /// (`SQLITE_KUBE_WAL_KILL9_ROUNDS`): every round reopens the database (replaying the
 /// buffer) and passes integrity_check; no acknowledged commit is lost.
@@ -322,15 +324,7 @@ fn kill_9_during_checkpoints_loses_nothing() {
         );
         committed.extend(ids);
         if run % 10 == 9 {
-            let o = std::process::Command::new(demo())
-                .args(["count"])
-                .arg(&db)
-                .arg(&url)
-                .env("LITESTREAM_WRITE_ENABLED", "true")
-                .env("SQLITE_KUBE_DEMO_JOURNAL_MODE", "WAL")
-                .env("LITESTREAM_LOG_LEVEL", "warn")
-                .output()
-                .unwrap();
+            let o = count_process(&db, &url);
             let out = String::from_utf8_lossy(&o.stdout);
             assert!(
                 o.status.success() && out.trim_end().ends_with(" ok"),
@@ -345,14 +339,7 @@ fn kill_9_during_checkpoints_loses_nothing() {
             );
         }
     }
-    let o = std::process::Command::new(demo())
-        .args(["count"])
-        .arg(&db)
-        .arg(&url)
-        .env("LITESTREAM_WRITE_ENABLED", "true")
-        .env("LITESTREAM_LOG_LEVEL", "warn")
-        .output()
-        .unwrap();
+    let o = count_process(&db, &url);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = dir.path().join("restored.db");
     litestream::restore(&url, &out, &[], &[]);

@@ -53,6 +53,17 @@ async fn wait_ids(p: &LocalPod, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Every row `pods` acknowledged is in the replica (restored by `litestream restore`, which
+/// passes integrity_check); returns them.
+fn none_lost(f: &Fixture, url: &str, pods: &[&LocalPod], when: &str) -> Result<BTreeSet<i64>> {
+    let acked: BTreeSet<i64> = pods.iter().flat_map(|p| ids(p)).collect();
+    let (integrity, rows) = f.litestream_rows(url, &f.work.path().join(testkit::unique("end")))?;
+    ensure!(integrity == "ok", "integrity_check: {integrity}");
+    let lost: Vec<_> = acked.difference(&rows).take(10).collect();
+    ensure!(lost.is_empty(), "acknowledged rows lost {when}: {lost:?}");
+    Ok(acked)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn status_restore_and_switchover() -> Result<()> {
     let Some(f) = Fixture::start("plugin").await? else {
@@ -163,14 +174,7 @@ async fn status_restore_and_switchover() -> Result<()> {
         b.app().exited().is_some_and(|c| c.success()),
         "orders-b did not drain"
     );
-    let acked: BTreeSet<i64> = ids(&a).into_iter().chain(ids(&b)).collect();
-    let (integrity, rows) = f.litestream_rows(&url, &f.work.path().join(testkit::unique("end")))?;
-    ensure!(integrity == "ok", "integrity_check: {integrity}");
-    let lost: Vec<_> = acked.difference(&rows).take(10).collect();
-    ensure!(
-        lost.is_empty(),
-        "acknowledged rows lost in the switchover: {lost:?}"
-    );
+    let acked = none_lost(&f, &url, &[&a, &b], "in the switchover")?;
     eprintln!(
         "kubectl sqlite: status, restore ({} rows), switchover: {} — {} rows acknowledged, 0 lost",
         got.len(),
@@ -275,14 +279,7 @@ async fn fence_stops_writes_and_unfence_lets_a_waiting_pod_take_over() -> Result
         b.app().exited().is_some_and(|c| c.success()),
         "shelf-b did not drain"
     );
-    let acked: BTreeSet<i64> = ids(&a).into_iter().chain(ids(&b)).collect();
-    let (integrity, rows) = f.litestream_rows(&url, &f.work.path().join(testkit::unique("end")))?;
-    ensure!(integrity == "ok", "integrity_check: {integrity}");
-    let lost: Vec<_> = acked.difference(&rows).take(10).collect();
-    ensure!(
-        lost.is_empty(),
-        "acknowledged rows lost across the fence: {lost:?}"
-    );
+    let acked = none_lost(&f, &url, &[&a, &b], "across the fence")?;
     eprintln!(
         "fence: shelf-a stopped after {stopped} rows, shelf-b took over after unfence; {} acknowledged, 0 lost",
         acked.len()

@@ -160,16 +160,22 @@ unsafe extern "C" fn j_file_size(f: *mut sqlite3_file, out: *mut i64) -> c_int {
     SQLITE_OK
 }
 
-unsafe extern "C" fn j_lock(_f: *mut sqlite3_file, _level: c_int) -> c_int {
+/// Locks of a file only this process sees (the journal, the WAL): nothing to do. Shared
+/// with the WAL's methods (`shim.rs`), like the two below.
+pub(crate) unsafe extern "C" fn j_lock(_f: *mut sqlite3_file, _level: c_int) -> c_int {
     SQLITE_OK
 }
 
-unsafe extern "C" fn j_check_reserved(_f: *mut sqlite3_file, out: *mut c_int) -> c_int {
+pub(crate) unsafe extern "C" fn j_check_reserved(_f: *mut sqlite3_file, out: *mut c_int) -> c_int {
     *out = 0;
     SQLITE_OK
 }
 
-unsafe extern "C" fn j_file_control(_f: *mut sqlite3_file, _op: c_int, _arg: *mut c_void) -> c_int {
+pub(crate) unsafe extern "C" fn j_file_control(
+    _f: *mut sqlite3_file,
+    _op: c_int,
+    _arg: *mut c_void,
+) -> c_int {
     SQLITE_NOTFOUND
 }
 

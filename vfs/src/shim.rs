@@ -599,19 +599,6 @@ unsafe extern "C" fn w_file_size(f: *mut sqlite3_file, out: *mut i64) -> c_int {
     SQLITE_OK
 }
 
-unsafe extern "C" fn w_lock(_f: *mut sqlite3_file, _level: c_int) -> c_int {
-    SQLITE_OK
-}
-
-unsafe extern "C" fn w_check_reserved(_f: *mut sqlite3_file, out: *mut c_int) -> c_int {
-    *out = 0;
-    SQLITE_OK
-}
-
-unsafe extern "C" fn w_file_control(_f: *mut sqlite3_file, _op: c_int, _arg: *mut c_void) -> c_int {
-    SQLITE_NOTFOUND
-}
-
 static WAL_METHODS: sqlite3_io_methods = sqlite3_io_methods {
     iVersion: 1,
     xClose: Some(w_close),
@@ -620,10 +607,10 @@ static WAL_METHODS: sqlite3_io_methods = sqlite3_io_methods {
     xTruncate: Some(w_truncate),
     xSync: Some(w_sync),
     xFileSize: Some(w_file_size),
-    xLock: Some(w_lock),
-    xUnlock: Some(w_lock),
-    xCheckReservedLock: Some(w_check_reserved),
-    xFileControl: Some(w_file_control),
+    xLock: Some(crate::journal::j_lock),
+    xUnlock: Some(crate::journal::j_lock),
+    xCheckReservedLock: Some(crate::journal::j_check_reserved),
+    xFileControl: Some(crate::journal::j_file_control),
     xSectorSize: Some(x_sector_size),
     xDeviceCharacteristics: Some(x_device_characteristics),
     xShmMap: None,

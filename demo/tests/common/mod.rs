@@ -7,6 +7,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+/// Registers the VFS with rusqlite's SQLite (in-process tests).
+pub fn register() {
+    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
+    let rc = unsafe {
+        sqlite_kube_vfs::register_raw(
+            rusqlite::ffi::sqlite3_vfs_find as *const (),
+            rusqlite::ffi::sqlite3_vfs_register as *const (),
+            false,
+        )
+    };
+    assert_eq!(rc, 0, "VFS registration failed");
+}
+
 pub fn demo() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sqlitekube-demo"))
 }
