@@ -332,8 +332,8 @@ async fn corrupt_object_fails_naming_it_and_leaves_output_alone() {
 }
 
 /// A big file is applied while it downloads (here every file from 1 MiB up; by default
-/// from 64 MiB): the result is byte-identical to `litestream restore`, and a corrupt one
-/// fails naming it, leaving no output and no download staged to resume from.
+/// from 64 MiB), without a staged copy: the result is byte-identical to `litestream
+/// restore`, and a corrupt one fails naming it, leaving no output and nothing staged.
 #[tokio::test]
 async fn a_streamed_file_matches_litestream_and_a_corrupt_one_fails_cleanly() {
     let s3 = S3Server::shared();

@@ -64,9 +64,9 @@ pub struct RestoreOptions {
     /// Where downloads are staged; default `<output>.restore/`. Kept on failure so a
     /// rerun resumes; removed on success.
     pub staging_dir: Option<PathBuf>,
-    /// Files at least this big are applied while they download (`stream.rs`); smaller ones
-    /// download ahead in parallel (also while a big one streams) and are applied from the
-    /// staging directory.
+    /// Files at least this big are applied while they download (`stream.rs`; not staged, so
+    /// an interrupted restore fetches them again); smaller ones download ahead in parallel
+    /// (also while a big one streams) into the staging directory and are applied from there.
     pub stream_min: u64,
     pub progress: Arc<dyn Progress>,
 }
@@ -251,14 +251,9 @@ pub async fn restore(
                     f
                 }
                 Ready::Stream(f) => {
-                    let (w, res) = super::stream::download_and_apply(
-                        replica,
-                        &f,
-                        &staged(&f),
-                        opts.concurrency,
-                        writer,
-                    )
-                    .await;
+                    let (w, res) =
+                        super::stream::download_and_apply(replica, &f, opts.concurrency, writer)
+                            .await;
                     writer = w;
                     bytes += res?;
                     opts.progress.downloaded(&f, false);

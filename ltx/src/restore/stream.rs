@@ -1,14 +1,13 @@
-//! Applying a file while it downloads: its ranges arrive in order from the store, go to
-//! the staging file (so an interrupted restore resumes) and, through a bounded channel,
-//! to the decoder on a blocking thread. A restore of one big snapshot then takes about
-//! as long as its download, not the download plus the decode.
+//! Applying a file while it downloads: its ranges arrive in order from the store and go,
+//! through a bounded channel, to the decoder on a blocking thread. A restore of one big
+//! snapshot then overlaps its download and its decode, and needs no disk beside the
+//! database for it (the staging directory holds only the smaller files). The price: an
+//! interrupted restore fetches a streamed file again.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use tokio::io::AsyncWriteExt;
 
 use super::apply::DbWriter;
 use super::engine::RestoreError;
@@ -39,13 +38,12 @@ impl Read for ChannelReader {
     }
 }
 
-/// Downloads `f` into `dest` (through `dest.part`) while `writer` applies it. Returns the
-/// writer (for the next file) and the bytes downloaded, or the first error: a download
-/// error wins over the decoder's complaint about the stream it cut short.
+/// Downloads `f` while `writer` applies it. Returns the writer (for the next file) and
+/// the bytes downloaded, or the first error: a download error wins over the decoder's
+/// complaint about the stream it cut short.
 pub(super) async fn download_and_apply(
     replica: &Replica,
     f: &LtxFileInfo,
-    dest: &Path,
     concurrency: usize,
     writer: DbWriter,
 ) -> (DbWriter, Result<u64, RestoreError>) {
@@ -60,8 +58,7 @@ pub(super) async fn download_and_apply(
         let res = writer.apply(&name, std::io::BufReader::with_capacity(1 << 20, reader));
         (writer, res)
     });
-    let part = dest.with_extension("part");
-    let fetched = fetch(replica, f, &part, concurrency, &tx).await;
+    let fetched = fetch(replica, f, concurrency, &tx).await;
     if let Err(e) = &fetched {
         let _ = tx
             .send(Err(std::io::Error::other(format!("download failed: {e}"))))
@@ -74,46 +71,29 @@ pub(super) async fn download_and_apply(
     };
     let result = match (fetched, applied) {
         (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => {
-            let _ = tokio::fs::remove_file(&part).await;
-            Err(e.into())
-        }
-        (Ok(n), Ok(_)) => match tokio::fs::rename(&part, dest).await {
-            Ok(()) => Ok(n),
-            Err(source) => Err(RestoreError::Io {
-                path: dest.to_path_buf(),
-                source,
-            }),
-        },
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Ok(n), Ok(_)) => Ok(n),
     };
     (writer, result)
 }
 
-/// The download side: every range to `part` and to the decoder. A decoder that stopped
-/// reading (it found the file corrupt) stops the download.
+/// The download side: every range to the decoder. A decoder that stopped reading (it
+/// found the file corrupt) stops the download.
 async fn fetch(
     replica: &Replica,
     f: &LtxFileInfo,
-    part: &PathBuf,
     concurrency: usize,
     tx: &tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
 ) -> Result<u64, RestoreError> {
-    let io = |source| RestoreError::Io {
-        path: part.clone(),
-        source,
-    };
     let mut stream = Box::pin(replica.download_stream(&f.key, concurrency).await?);
-    let mut file = tokio::fs::File::create(part).await.map_err(io)?;
     let mut n = 0u64;
     while let Some(chunk) = stream.try_next().await? {
-        file.write_all(&chunk).await.map_err(io)?;
         n += chunk.len() as u64;
         if tx.send(Ok(chunk)).await.is_err() {
             // The decoder gave up; its error is the one to report.
             break;
         }
     }
-    file.flush().await.map_err(io)?;
     if n != f.size && !tx.is_closed() {
         return Err(RestoreError::SizeMismatch {
             path: replica.path_of(&f.key),
