@@ -402,3 +402,42 @@ fn a_reader_of_a_wal_replica_stays_in_rollback_mode() {
     );
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["delete", "3|6"]);
 }
+
+/// `synchronous` in WAL mode as in local WAL: FULL fsyncs every commit (SQLite syncs the
+/// WAL, which fsyncs the write buffer); NORMAL fsyncs nothing, not even at checkpoints
+/// (they only change memory here; the commits are already in the buffer).
+#[test]
+fn wal_commits_are_fsynced_at_full_and_not_at_normal() {
+    for (level, want_fsyncs) in [("NORMAL", false), ("FULL", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Target {
+            db: dir.path().join("app.db"),
+            url: Some(format!("file://{}", dir.path().join("r").display())),
+        };
+        let c = t.open();
+        c.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={level}; PRAGMA wal_autocheckpoint=5;
+             CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL, n INTEGER NOT NULL)"
+        ))
+        .unwrap();
+        let fsyncs = || {
+            sqlite_kube_vfs::status(&t.db).expect("open")["buffer_fsyncs"]
+                .as_u64()
+                .unwrap()
+        };
+        let before = fsyncs();
+        for i in 0..50 {
+            c.execute("INSERT INTO t(v, n) VALUES ('x', ?1)", [i])
+                .unwrap();
+        }
+        let st = sqlite_kube_vfs::status(&t.db).expect("open");
+        let fsyncs = fsyncs() - before;
+        assert_eq!(st["journal"], "wal");
+        if want_fsyncs {
+            assert!(fsyncs >= 50, "{level}: {fsyncs} fsyncs for 50 commits");
+        } else {
+            assert_eq!(fsyncs, 0, "{level}: commits and checkpoints fsynced");
+        }
+        drop(c);
+    }
+}

@@ -114,6 +114,10 @@ pub struct Database {
     /// Set when unpublished bytes pass half of `buffer_limit`: the sync thread publishes
     /// now instead of at the end of its interval.
     pub(crate) publish_soon: AtomicBool,
+    /// Connections at `synchronous=FULL` or `EXTRA` (SQLite's default): while there is one,
+    /// a WAL sync fsyncs the write buffer; with all at NORMAL it never does, as a process
+    /// crash loses nothing either way (`wal_io.rs`).
+    pub(crate) full_sync: AtomicU64,
     /// The WAL index of this process's connections in WAL mode (`shm.rs`); a leaf lock.
     pub(crate) shm: Mutex<crate::shm::Shm>,
     /// The Kubernetes writer lease, when writes are lease-gated and it is ours (a
@@ -197,6 +201,7 @@ impl Database {
             next_handle: AtomicU64::new(1),
             publish_soon: AtomicBool::new(false),
             shm: Mutex::new(crate::shm::Shm::default()),
+            full_sync: AtomicU64::new(0),
             lease: RwLock::new(lease.clone()),
             role: RoleCell::new(role),
             create_only,
@@ -222,6 +227,17 @@ impl Database {
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection's `synchronous` level became FULL (`true`) or stopped being FULL.
+    pub fn full_sync_connections(&self, full: bool) {
+        if full {
+            self.full_sync.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .full_sync
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     pub fn new_handle(&self) -> u64 {

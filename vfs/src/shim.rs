@@ -199,6 +199,7 @@ pub(crate) unsafe extern "C" fn x_open(
             }
         };
         let handle = db.new_handle();
+        db.full_sync_connections(true);
         let f = file as *mut MainFile;
         let mut standbys = standby_files().lock().unwrap_or_else(|e| e.into_inner());
         let methods: &'static sqlite3_io_methods = match db.role.get() {
@@ -242,6 +243,9 @@ unsafe extern "C" fn x_close(f: *mut sqlite3_file) -> c_int {
             .retain(|&(file, _)| file != f as usize);
         let db = Arc::from_raw((*mf).db);
         db.shm_unmap((*mf).handle);
+        if (*mf).full_sync {
+            db.full_sync_connections(false);
+        }
         if db.close_handle() {
             let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
             if reg.get(&db.path).is_some_and(|d| Arc::ptr_eq(d, &db)) {
@@ -375,7 +379,11 @@ unsafe extern "C" fn x_file_control(f: *mut sqlite3_file, op: c_int, arg: *mut c
                         .eq_ignore_ascii_case(b"synchronous")
                 {
                     if let Some(full) = full_sync(&CStr::from_ptr(value).to_string_lossy()) {
-                        (*(f as *mut MainFile)).full_sync = full;
+                        let mf = f as *mut MainFile;
+                        if (*mf).full_sync != full {
+                            db(f).full_sync_connections(full);
+                        }
+                        (*mf).full_sync = full;
                     }
                 }
                 SQLITE_NOTFOUND
