@@ -63,7 +63,6 @@ pub struct DbWriter {
     page_sums: Vec<u64>,
     /// Post-apply checksum of the last file, when it carries one.
     expected_checksum: Option<u64>,
-    page_buf: Vec<u8>,
     /// Consecutive pages not yet written: (first page, their bytes). One `pwrite` per run
     /// instead of one per page (a snapshot is one long run).
     run: (u32, Vec<u8>),
@@ -71,6 +70,64 @@ pub struct DbWriter {
 
 /// Bytes of consecutive pages gathered before they are written.
 const RUN_BYTES: usize = 1 << 20;
+/// Pages per batch from the decoding thread to the writing one, and batches in flight.
+const BATCH_PAGES: usize = 256;
+const BATCHES: usize = 4;
+
+/// Decoded pages on their way to the [`PageSink`].
+#[derive(Default)]
+struct Batch {
+    pgnos: Vec<u32>,
+    data: Vec<u8>,
+}
+
+impl Batch {
+    fn cleared(mut self) -> Batch {
+        self.pgnos.clear();
+        self.data.clear();
+        self
+    }
+}
+
+/// The writing side of an apply: pages into the file in runs, their checksums and the
+/// bitmap of pages written.
+struct PageSink<'a> {
+    file: &'a File,
+    run: &'a mut (u32, Vec<u8>),
+    written: &'a mut Vec<u64>,
+    sums: &'a mut Vec<u64>,
+    page_size: u64,
+}
+
+impl PageSink<'_> {
+    fn put(&mut self, pgno: u32, page: &[u8]) -> std::io::Result<()> {
+        let next = self.run.0 + (self.run.1.len() as u64 / self.page_size) as u32;
+        if !self.run.1.is_empty() && (pgno != next || self.run.1.len() >= RUN_BYTES) {
+            self.flush()?;
+        }
+        if self.run.1.is_empty() {
+            self.run.0 = pgno;
+        }
+        self.run.1.extend_from_slice(page);
+        set_bit(self.written, pgno);
+        let i = pgno as usize;
+        if self.sums.len() <= i {
+            self.sums.resize(i + 1, 0);
+        }
+        self.sums[i] = page_checksum(pgno, page);
+        Ok(())
+    }
+
+    /// Writes the gathered run of pages.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.run.1.is_empty() {
+            let at = (self.run.0 as u64 - 1) * self.page_size;
+            self.file.write_all_at(&self.run.1, at)?;
+            self.run.1.clear();
+        }
+        Ok(())
+    }
+}
 
 /// What a finished restore produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +158,6 @@ impl DbWriter {
             written: Vec::new(),
             page_sums: Vec::new(),
             expected_checksum: None,
-            page_buf: Vec::new(),
             run: (0, Vec::with_capacity(RUN_BYTES)),
         })
     }
@@ -146,30 +202,71 @@ impl DbWriter {
                 }
             }
         }
-        self.page_buf.resize(h.page_size as usize, 0);
-        let ps = h.page_size as u64;
-        let mut buf = std::mem::take(&mut self.page_buf);
-        while let Some(pgno) = dec.next_page(&mut buf).map_err(ltx)? {
-            let next = self.run.0 + (self.run.1.len() as u64 / ps) as u32;
-            if !self.run.1.is_empty() && (pgno != next || self.run.1.len() >= RUN_BYTES) {
-                self.flush_run()?;
+        let ps = h.page_size as usize;
+        // Two threads: this one decodes (read, decompress, file checksum), the sink writes
+        // (page checksums, the file); pages cross in batches, and batches come back empty
+        // to be filled again.
+        let mut sink = PageSink {
+            file: &self.file,
+            run: &mut self.run,
+            written: &mut self.written,
+            sums: &mut self.page_sums,
+            page_size: ps as u64,
+        };
+        let decoded = std::thread::scope(|scope| -> Result<(), ApplyError> {
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
+            let writer = scope.spawn(move || -> std::io::Result<()> {
+                for batch in full_rx {
+                    for (i, pgno) in batch.pgnos.iter().enumerate() {
+                        sink.put(*pgno, &batch.data[i * ps..(i + 1) * ps])?;
+                    }
+                    let _ = empty_tx.send(batch);
+                }
+                sink.flush()
+            });
+            let mut page = vec![0u8; ps];
+            let mut batch = Batch::default();
+            let mut sink_gone = false;
+            let mut result = Ok(());
+            loop {
+                match dec.next_page(&mut page) {
+                    Ok(Some(pgno)) => {
+                        batch.pgnos.push(pgno);
+                        batch.data.extend_from_slice(&page);
+                        if batch.pgnos.len() == BATCH_PAGES {
+                            let next = empty_rx.try_recv().unwrap_or_default();
+                            if full_tx
+                                .send(std::mem::replace(&mut batch, next.cleared()))
+                                .is_err()
+                            {
+                                sink_gone = true;
+                                break;
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        result = Err(ltx(e));
+                        break;
+                    }
+                }
             }
-            if self.run.1.is_empty() {
-                self.run.0 = pgno;
+            if !sink_gone && !batch.pgnos.is_empty() {
+                let _ = full_tx.send(batch);
             }
-            self.run.1.extend_from_slice(&buf);
-            set_bit(&mut self.written, pgno);
-            let i = pgno as usize;
-            if self.page_sums.len() <= i {
-                self.page_sums.resize(i + 1, 0);
+            drop(full_tx);
+            // A write error (the sink stopped) is the one to report.
+            match writer.join() {
+                Ok(Ok(())) => result,
+                Ok(Err(e)) => Err(e.into()),
+                Err(p) => std::panic::resume_unwind(p),
             }
-            self.page_sums[i] = page_checksum(pgno, &buf);
-        }
-        self.page_buf = buf;
-        self.flush_run()?;
+        });
+        decoded?;
         let trailer = dec.finish().map_err(ltx)?;
         // Shrink or grow to the committed size; forget pages cut off.
-        self.file.set_len(h.commit as u64 * ps)?;
+        self.file.set_len(h.commit as u64 * ps as u64)?;
         if h.commit < self.commit {
             for p in h.commit + 1..=self.commit {
                 clear_bit(&mut self.written, p);
@@ -179,16 +276,6 @@ impl DbWriter {
         self.txid = h.max_txid;
         self.expected_checksum = h.has_checksums().then_some(trailer.post_apply_checksum);
         Ok(h)
-    }
-
-    /// Writes the gathered run of pages.
-    fn flush_run(&mut self) -> std::io::Result<()> {
-        if !self.run.1.is_empty() {
-            let at = (self.run.0 as u64 - 1) * self.page_size as u64;
-            self.file.write_all_at(&self.run.1, at)?;
-            self.run.1.clear();
-        }
-        Ok(())
     }
 
     /// Checks every page is present, computes (and where possible verifies) the
