@@ -4,6 +4,7 @@
 //!
 //!   cargo bench -p hydrator --bench restore            # 256 MiB and 1 GiB
 //!   BENCH_SIZES_MB=64 cargo bench -p hydrator --bench restore
+//!   BENCH_REPEAT=5 cargo bench -p hydrator --bench restore   # alternating runs (default 3)
 //! Needs scripts/test-deps.sh to have run (litestream and SeaweedFS in .deps/).
 
 use std::path::Path;
@@ -72,6 +73,9 @@ async fn main() {
                 .expect("BENCH_SIZES_MB: comma-separated MiB")
         })
         .collect();
+    let repeat: usize = std::env::var("BENCH_REPEAT")
+        .map(|s| s.parse().expect("BENCH_REPEAT: a count"))
+        .unwrap_or(3);
     let s3 = S3Server::start();
     s3.export_env();
     println!(
@@ -98,33 +102,42 @@ async fn main() {
         let db_mb = std::fs::metadata(&db).unwrap().len() as f64 / 1e6;
 
         // Raw parallel download of the same objects (no decode, no apply): the ceiling.
-        let raw_dir = work.path().join("raw");
-        std::fs::create_dir_all(&raw_dir).unwrap();
-        let t = Instant::now();
-        futures::stream::iter(chosen.iter().map(|f| {
-            let dest = raw_dir.join(f.key.file_name());
-            let r = &replica;
-            async move { r.download_to(&f.key, &dest, 16).await.unwrap() }
-        }))
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-        let raw = t.elapsed().as_secs_f64();
-        std::fs::remove_dir_all(&raw_dir).unwrap();
-
+        // Both vary run to run on a shared machine: alternate them `repeat` times and
+        // compare medians.
+        let mut raws = Vec::new();
+        let mut ourses = Vec::new();
         let ours_out = work.path().join("ours.db");
-        let t = Instant::now();
-        restore(
-            &replica,
-            &ours_out,
-            &RestoreOptions {
-                concurrency: 16,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let ours = t.elapsed().as_secs_f64();
+        for _ in 0..repeat {
+            let raw_dir = work.path().join("raw");
+            std::fs::create_dir_all(&raw_dir).unwrap();
+            let t = Instant::now();
+            futures::stream::iter(chosen.iter().map(|f| {
+                let dest = raw_dir.join(f.key.file_name());
+                let r = &replica;
+                async move { r.download_to(&f.key, &dest, 16).await.unwrap() }
+            }))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+            raws.push(t.elapsed().as_secs_f64());
+            std::fs::remove_dir_all(&raw_dir).unwrap();
+
+            let _ = std::fs::remove_file(&ours_out);
+            let t = Instant::now();
+            restore(
+                &replica,
+                &ours_out,
+                &RestoreOptions {
+                    concurrency: 16,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            ourses.push(t.elapsed().as_secs_f64());
+        }
+        let raw = median(&mut raws);
+        let ours = median(&mut ourses);
 
         let theirs_out = work.path().join("theirs.db");
         let t = Instant::now();
@@ -139,6 +152,7 @@ async fn main() {
             "{mb} MiB database ({db_mb:.0} MB; replica {replica_mb:.0} MB in {} files):",
             chosen.len()
         );
+        println!("  ({repeat} alternating runs each, medians; raw {raws:.2?}, ours {ourses:.2?})");
         println!(
             "  raw parallel download   {raw:>7.2}s  {:>7.0} MB/s of replica",
             replica_mb / raw
@@ -157,4 +171,9 @@ async fn main() {
             theirs / ours
         );
     }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
 }

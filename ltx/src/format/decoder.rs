@@ -54,6 +54,14 @@ impl<R: Read> Decoder<R> {
         &self.header
     }
 
+    /// Leaves a snapshot's post-apply checksum unchecked here, for a caller that checks it
+    /// itself from page checksums it computes anyway (a restore): each page's CRC once,
+    /// not twice.
+    pub fn without_db_checksum(mut self) -> Self {
+        self.db_checksum = None;
+        self
+    }
+
     /// Decodes the next page into `out` (exactly `page_size` bytes) and returns its
     /// number, or `None` after the last page.
     pub fn next_page(&mut self, out: &mut [u8]) -> Result<Option<u32>> {

@@ -55,7 +55,8 @@ pub(super) async fn download_and_apply(
             rx,
             cur: Bytes::new(),
         };
-        let res = writer.apply(&name, std::io::BufReader::with_capacity(1 << 20, reader));
+        // No `BufReader`: the decoder's reads copy straight out of the downloaded chunks.
+        let res = writer.apply(&name, reader);
         (writer, res)
     });
     let fetched = fetch(replica, f, concurrency, &tx).await;
