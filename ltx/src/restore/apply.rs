@@ -56,11 +56,10 @@ pub struct DbWriter {
     page_size: u32,
     commit: u32,
     txid: Txid,
-    /// Pages holding data from some applied file (bit per page, 1-based).
-    written: Vec<u64>,
-    /// Each page's checksum as last written (index = page number), and their XOR over
-    /// pages 1..=commit (lock page excluded): the database checksum after every file,
-    /// without reading the file back (8 bytes per page).
+    /// Each page's checksum as last written (index = page number; 0 = no data, as a
+    /// checksum always has its flag bit), and their XOR over pages 1..=commit (lock page
+    /// excluded): the database checksum after every file, without reading the file back
+    /// (8 bytes per page).
     page_sums: Vec<u64>,
     sum: DbChecksum,
     /// Post-apply checksum of the last file, when it carries one.
@@ -194,10 +193,9 @@ fn open_direct(path: &Path) -> Option<File> {
     }
 }
 
-/// The checksumming side of an apply: each page's checksum, the running database
-/// checksum and the bitmap of pages written.
+/// The checksumming side of an apply: each page's checksum and the running database
+/// checksum.
 struct PageSums<'a> {
-    written: &'a mut Vec<u64>,
     sums: &'a mut Vec<u64>,
     sum: &'a mut DbChecksum,
     page_size: usize,
@@ -213,12 +211,9 @@ impl PageSums<'_> {
             if self.sums.len() <= p {
                 self.sums.resize(p + 1, 0);
             }
-            if get_bit(self.written, pgno) {
-                self.sum.xor(self.sums[p]);
-            }
+            // The old checksum out (0 changes nothing), the new one in.
+            self.sum.xor(std::mem::replace(&mut self.sums[p], c));
             self.sum.xor(c);
-            self.sums[p] = c;
-            set_bit(self.written, pgno);
         }
     }
 }
@@ -262,7 +257,6 @@ impl DbWriter {
             page_size: 0,
             commit: 0,
             txid: 0,
-            written: Vec::new(),
             page_sums: Vec::new(),
             sum: DbChecksum::EMPTY,
             expected_checksum: None,
@@ -319,7 +313,6 @@ impl DbWriter {
         // waits for the disk: no reason to hold up the checksums meanwhile). Batches come
         // back empty to be filled again.
         let mut sums = PageSums {
-            written: &mut self.written,
             sums: &mut self.page_sums,
             sum: &mut self.sum,
             page_size: ps,
@@ -403,9 +396,8 @@ impl DbWriter {
         // Shrink or grow to the committed size; forget pages cut off.
         self.out.file.set_len(h.commit as u64 * ps as u64)?;
         for p in h.commit + 1..=self.commit {
-            if get_bit(&self.written, p) {
-                self.sum.xor(self.page_sums[p as usize]);
-                clear_bit(&mut self.written, p);
+            if let Some(c) = self.page_sums.get_mut(p as usize) {
+                self.sum.xor(std::mem::take(c));
             }
         }
         self.commit = h.commit;
@@ -433,7 +425,7 @@ impl DbWriter {
             lock_pgno(self.page_size)
         };
         for p in 1..=self.commit {
-            if p != lock && !get_bit(&self.written, p) {
+            if p != lock && self.page_sums.get(p as usize).is_none_or(|&c| c == 0) {
                 return Err(ApplyError::MissingPage {
                     pgno: p,
                     commit: self.commit,
@@ -473,25 +465,6 @@ impl DbWriter {
             checksum_verified: self.expected_checksum.is_some(),
         })
     }
-}
-
-fn set_bit(v: &mut Vec<u64>, pgno: u32) {
-    let i = pgno as usize / 64;
-    if v.len() <= i {
-        v.resize(i + 1, 0);
-    }
-    v[i] |= 1 << (pgno % 64);
-}
-
-fn clear_bit(v: &mut [u64], pgno: u32) {
-    if let Some(w) = v.get_mut(pgno as usize / 64) {
-        *w &= !(1 << (pgno % 64));
-    }
-}
-
-fn get_bit(v: &[u64], pgno: u32) -> bool {
-    v.get(pgno as usize / 64)
-        .is_some_and(|w| w & (1 << (pgno % 64)) != 0)
 }
 
 #[cfg(test)]
@@ -603,6 +576,29 @@ mod tests {
                 "page size {ps} in {}",
                 dir.path().display()
             );
+        }
+    }
+
+    /// A file that grows the database without carrying the new pages leaves a hole that
+    /// `finish` reports by page number (not as a checksum mismatch).
+    #[test]
+    fn a_page_no_file_wrote_is_reported_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = DbWriter::create(&dir.path().join("db")).unwrap();
+        let mut m = Model {
+            ps: 4096,
+            pages: vec![],
+        };
+        let snap = m.change(1, 10, &(1..=10).collect::<Vec<_>>());
+        w.apply("snap", &snap[..]).unwrap();
+        let grow = m.change(2, 12, &[11]);
+        w.apply("grow", &grow[..]).unwrap();
+        match w.finish() {
+            Err(ApplyError::MissingPage {
+                pgno: 12,
+                commit: 12,
+            }) => {}
+            other => panic!("{other:?}"),
         }
     }
 
