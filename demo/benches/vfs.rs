@@ -24,18 +24,6 @@ use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags};
 
-fn register_ours() {
-    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
-    let rc = unsafe {
-        sqlite_kube_vfs::register_raw(
-            rusqlite::ffi::sqlite3_vfs_find as *const (),
-            rusqlite::ffi::sqlite3_vfs_register as *const (),
-            false,
-        )
-    };
-    assert_eq!(rc, 0, "VFS registration failed");
-}
-
 fn open_variant(variant: &str, dir: &Path) -> Connection {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -49,7 +37,7 @@ fn open_variant(variant: &str, dir: &Path) -> Connection {
             c
         }
         "ours-normal" | "ours-full" | "ours-1mib-buf" | "ours-wal-normal" | "ours-wal-full" => {
-            register_ours();
+            sqlitekube_demo::register();
             let c = Connection::open_with_flags(
                 format!(
                     "file:{}?vfs=sqlitekube&replica_url={replica}&write_enabled=true",
@@ -272,7 +260,7 @@ fn which(bin: &str) -> Result<PathBuf, ()> {
 
 /// Child: open a cold replica and answer one point query; print ms.
 fn cold_child(url: &str, dir: &Path) {
-    register_ours();
+    sqlitekube_demo::register();
     let t = Instant::now();
     let c = Connection::open_with_flags(
         format!(

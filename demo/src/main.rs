@@ -33,19 +33,9 @@
 
 use std::io::Write;
 
-use rusqlite::{Connection, OpenFlags};
+use sqlitekube_demo::register;
 
-fn register() {
-    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
-    let rc = unsafe {
-        sqlite_kube_vfs::register_raw(
-            rusqlite::ffi::sqlite3_vfs_find as *const (),
-            rusqlite::ffi::sqlite3_vfs_register as *const (),
-            false,
-        )
-    };
-    assert_eq!(rc, 0, "VFS registration failed");
-}
+use rusqlite::{Connection, OpenFlags};
 
 fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {
     let uri = format!("file:{db}?vfs=sqlitekube&replica_url={url}&write_enabled={write}");

@@ -5,15 +5,7 @@ use rusqlite::{Connection, OpenFlags};
 
 #[tokio::test(flavor = "current_thread")]
 async fn writes_and_reads_from_inside_a_runtime() {
-    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
-    let rc = unsafe {
-        sqlite_kube_vfs::register_raw(
-            rusqlite::ffi::sqlite3_vfs_find as *const (),
-            rusqlite::ffi::sqlite3_vfs_register as *const (),
-            false,
-        )
-    };
-    assert_eq!(rc, 0, "VFS registration failed");
+    sqlitekube_demo::register();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("r").display());
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE

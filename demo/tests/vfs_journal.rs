@@ -8,31 +8,8 @@ mod common;
 
 use std::path::Path;
 
-use common::register;
-use rusqlite::{Connection, OpenFlags};
-
-fn open_vfs(db: &Path, url: &str, write: bool) -> Connection {
-    register();
-    Connection::open_with_flags(
-        format!(
-            "file:{}?vfs=sqlitekube&replica_url={url}&write_enabled={write}",
-            db.display()
-        ),
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_URI,
-    )
-    .unwrap()
-}
-
-fn dump(c: &Connection) -> Vec<(i64, String, i64)> {
-    c.prepare("SELECT id, v, n FROM t ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
-}
+use common::{dump, open_vfs};
+use rusqlite::Connection;
 
 /// The same workload on `c`; `journal` is the path a journal file would have, checked
 /// while transactions are open.

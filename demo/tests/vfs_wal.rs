@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rand::Rng;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use testkit::{litestream, sqlite};
 
 /// Opens connections to one database: through the VFS (`Some(replica url)`) or local.
@@ -24,35 +24,22 @@ struct Target {
 }
 
 impl Target {
+    /// `<dir>/app.db` through the VFS, replicated to [`replica_url`]`(dir)`.
+    fn vfs(dir: &Path) -> Target {
+        Target {
+            db: dir.join("app.db"),
+            url: Some(replica_url(dir)),
+        }
+    }
+
     fn open(&self) -> Connection {
         let c = match &self.url {
-            Some(url) => {
-                register();
-                Connection::open_with_flags(
-                    format!(
-                        "file:{}?vfs=sqlitekube&replica_url={url}&write_enabled=true",
-                        self.db.display()
-                    ),
-                    OpenFlags::SQLITE_OPEN_READ_WRITE
-                        | OpenFlags::SQLITE_OPEN_CREATE
-                        | OpenFlags::SQLITE_OPEN_URI,
-                )
-                .unwrap()
-            }
+            Some(url) => open_vfs(&self.db, url, true),
             None => Connection::open(&self.db).unwrap(),
         };
         c.busy_timeout(Duration::from_secs(10)).unwrap();
         c
     }
-}
-
-fn dump(c: &Connection) -> Vec<(i64, String, i64)> {
-    c.prepare("SELECT id, v, n FROM t ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
 }
 
 fn count(c: &Connection) -> i64 {
@@ -137,11 +124,8 @@ fn wal_mode_matches_local_sqlite_and_restores_with_litestream() {
         db: dir.path().join("local.db"),
         url: None,
     };
-    let url = format!("file://{}", dir.path().join("r").display());
-    let vfs = Target {
-        db: dir.path().join("app.db"),
-        url: Some(url.clone()),
-    };
+    let url = replica_url(dir.path());
+    let vfs = Target::vfs(dir.path());
     let (want, want_seen) = story(&local);
     let (got, got_seen) = story(&vfs);
     assert_eq!(got_seen, want_seen, "what the reader saw, step by step");
@@ -184,11 +168,8 @@ fn wal_mode_matches_local_sqlite_and_restores_with_litestream() {
 #[test]
 fn readers_in_threads_see_only_committed_snapshots_and_never_block_the_writer() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().join("r").display());
-    let t = Target {
-        db: dir.path().join("app.db"),
-        url: Some(url.clone()),
-    };
+    let url = replica_url(dir.path());
+    let t = Target::vfs(dir.path());
     let w = t.open();
     w.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=50; PRAGMA cache_size=20;
@@ -291,7 +272,7 @@ fn count_process(db: &Path, url: &str) -> std::process::Output {
 #[test]
 fn kill_9_during_checkpoints_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().join("r").display());
+    let url = replica_url(dir.path());
     let db = dir.path().join("app.db");
     let rounds: usize = std::env::var("SQLITE_KUBE_WAL_KILL9_ROUNDS")
         .ok()
@@ -369,11 +350,8 @@ fn kill_9_during_checkpoints_loses_nothing() {
 #[test]
 fn a_reader_of_a_wal_replica_stays_in_rollback_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().join("r").display());
-    let t = Target {
-        db: dir.path().join("app.db"),
-        url: Some(url.clone()),
-    };
+    let url = replica_url(dir.path());
+    let t = Target::vfs(dir.path());
     let w = t.open();
     w.execute_batch(
         "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL, n INTEGER NOT NULL);
@@ -410,10 +388,7 @@ fn a_reader_of_a_wal_replica_stays_in_rollback_mode() {
 fn wal_commits_are_fsynced_at_full_and_not_at_normal() {
     for (level, want_fsyncs) in [("NORMAL", false), ("FULL", true)] {
         let dir = tempfile::tempdir().unwrap();
-        let t = Target {
-            db: dir.path().join("app.db"),
-            url: Some(format!("file://{}", dir.path().join("r").display())),
-        };
+        let t = Target::vfs(dir.path());
         let c = t.open();
         c.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous={level}; PRAGMA wal_autocheckpoint=5;

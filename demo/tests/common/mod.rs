@@ -7,17 +7,36 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-/// Registers the VFS with rusqlite's SQLite (in-process tests).
-pub fn register() {
-    // SAFETY: rusqlite's own sqlite3_vfs_find / sqlite3_vfs_register.
-    let rc = unsafe {
-        sqlite_kube_vfs::register_raw(
-            rusqlite::ffi::sqlite3_vfs_find as *const (),
-            rusqlite::ffi::sqlite3_vfs_register as *const (),
-            false,
-        )
-    };
-    assert_eq!(rc, 0, "VFS registration failed");
+pub use sqlitekube_demo::register;
+
+/// Opens `db` in-process through the VFS, replicated to `url`.
+pub fn open_vfs(db: &Path, url: &str, write: bool) -> rusqlite::Connection {
+    register();
+    rusqlite::Connection::open_with_flags(
+        format!(
+            "file:{}?vfs=sqlitekube&replica_url={url}&write_enabled={write}",
+            db.display()
+        ),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap()
+}
+
+/// The rows of the tests' table `t(id, v, n)`, by id.
+pub fn dump(c: &rusqlite::Connection) -> Vec<(i64, String, i64)> {
+    c.prepare("SELECT id, v, n FROM t ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// A `file://` replica URL for `<dir>/r`.
+pub fn replica_url(dir: &Path) -> String {
+    format!("file://{}", dir.join("r").display())
 }
 
 pub fn demo() -> PathBuf {
