@@ -118,14 +118,8 @@ unsafe extern "C" fn j_close(f: *mut sqlite3_file) -> c_int {
 
 unsafe extern "C" fn j_read(f: *mut sqlite3_file, buf: *mut c_void, n: c_int, off: i64) -> c_int {
     let out = std::slice::from_raw_parts_mut(buf as *mut u8, n as usize);
-    match journal(f).read(out, off as u64) {
-        Ok(got) if got == out.len() => SQLITE_OK,
-        Ok(_) => SQLITE_IOERR_SHORT_READ,
-        Err(e) => {
-            tracing::error!(error = %e, "reading the rollback journal failed");
-            SQLITE_IOERR_READ
-        }
-    }
+    let got = journal(f).read(out, off as u64);
+    crate::shim::read_rc(got.map(|n| n == out.len()), "reading the rollback journal")
 }
 
 unsafe extern "C" fn j_write(

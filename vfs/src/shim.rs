@@ -24,6 +24,19 @@ struct MainFile {
     full_sync: bool,
 }
 
+/// SQLite's answer to an xRead: the buffer filled (`true`), short (`false`; the reader
+/// zero-filled the rest, as SQLite requires), or `what` failed.
+pub(crate) fn read_rc<E: std::fmt::Display>(r: Result<bool, E>, what: &str) -> c_int {
+    match r {
+        Ok(true) => SQLITE_OK,
+        Ok(false) => SQLITE_IOERR_SHORT_READ,
+        Err(e) => {
+            tracing::error!(error = %e, "{what} failed");
+            SQLITE_IOERR_READ
+        }
+    }
+}
+
 /// Runs a callback's body so that a panic never unwinds into SQLite's C frames (which
 /// aborts the host application): it is logged and SQLite gets `on_panic`, an error code.
 fn guard<T>(callback: &'static str, on_panic: T, body: impl FnOnce() -> T) -> T {
@@ -263,14 +276,7 @@ unsafe extern "C" fn x_read(f: *mut sqlite3_file, buf: *mut c_void, n: c_int, of
     guard("read", SQLITE_IOERR_READ, || {
         crate::fault("read");
         let out = std::slice::from_raw_parts_mut(buf as *mut u8, n as usize);
-        match db(f).read(out, off as u64) {
-            Ok(true) => SQLITE_OK,
-            Ok(false) => SQLITE_IOERR_SHORT_READ,
-            Err(e) => {
-                tracing::error!(error = %e, "read failed");
-                SQLITE_IOERR_READ
-            }
-        }
+        read_rc(db(f).read(out, off as u64), "read")
     })
 }
 
@@ -550,14 +556,7 @@ unsafe extern "C" fn w_close(f: *mut sqlite3_file) -> c_int {
 unsafe extern "C" fn w_read(f: *mut sqlite3_file, buf: *mut c_void, n: c_int, off: i64) -> c_int {
     guard("wal_read", SQLITE_IOERR_READ, || {
         let out = std::slice::from_raw_parts_mut(buf as *mut u8, n as usize);
-        match wal_db(f).wal_read(out, off as u64) {
-            Ok(true) => SQLITE_OK,
-            Ok(false) => SQLITE_IOERR_SHORT_READ,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the WAL failed");
-                SQLITE_IOERR_READ
-            }
-        }
+        read_rc(wal_db(f).wal_read(out, off as u64), "reading the WAL")
     })
 }
 
