@@ -5,6 +5,8 @@
 //!   cargo bench -p hydrator --bench restore            # 256 MiB and 1 GiB
 //!   BENCH_SIZES_MB=64 cargo bench -p hydrator --bench restore
 //!   BENCH_REPEAT=5 cargo bench -p hydrator --bench restore   # alternating runs (default 3)
+//!   BENCH_TIMELINE=1 ...   # when each file of our restore was downloaded and applied
+//!   PERF_CTL_FIFO=F perf record -D -1 --control=fifo:F -- <bench binary>   # profile ours only
 //! Needs scripts/test-deps.sh to have run (litestream and SeaweedFS in .deps/).
 
 use std::path::Path;
@@ -77,6 +79,7 @@ async fn main() {
         .map(|s| s.parse().expect("BENCH_REPEAT: a count"))
         .unwrap_or(3);
     let s3 = S3Server::start();
+    let weed = s3.pid().expect("a private server");
     s3.export_env();
     println!(
         "restore benchmark, SeaweedFS S3 on 127.0.0.1, litestream {}",
@@ -106,10 +109,14 @@ async fn main() {
         // compare medians.
         let mut raws = Vec::new();
         let mut ourses = Vec::new();
+        // CPU seconds of (this process, the S3 server) per run: on a small machine both
+        // share the cores, so this says whether a run waited or computed.
+        let (mut raw_cpu, mut ours_cpu) = (Vec::new(), Vec::new());
         let ours_out = work.path().join("ours.db");
         for _ in 0..repeat {
             let raw_dir = work.path().join("raw");
             std::fs::create_dir_all(&raw_dir).unwrap();
+            let cpu0 = (cpu_secs(std::process::id()), cpu_secs(weed));
             let t = Instant::now();
             futures::stream::iter(chosen.iter().map(|f| {
                 let dest = raw_dir.join(f.key.file_name());
@@ -120,21 +127,33 @@ async fn main() {
             .collect::<Vec<_>>()
             .await;
             raws.push(t.elapsed().as_secs_f64());
+            raw_cpu.push((
+                cpu_secs(std::process::id()) - cpu0.0,
+                cpu_secs(weed) - cpu0.1,
+            ));
             std::fs::remove_dir_all(&raw_dir).unwrap();
 
             let _ = std::fs::remove_file(&ours_out);
+            perf_ctl("enable");
+            let cpu0 = (cpu_secs(std::process::id()), cpu_secs(weed));
             let t = Instant::now();
             restore(
                 &replica,
                 &ours_out,
                 &RestoreOptions {
                     concurrency: 16,
+                    progress: std::sync::Arc::new(Timeline(Instant::now())),
                     ..Default::default()
                 },
             )
             .await
             .unwrap();
             ourses.push(t.elapsed().as_secs_f64());
+            perf_ctl("disable");
+            ours_cpu.push((
+                cpu_secs(std::process::id()) - cpu0.0,
+                cpu_secs(weed) - cpu0.1,
+            ));
         }
         let raw = median(&mut raws);
         let ours = median(&mut ourses);
@@ -162,6 +181,18 @@ async fn main() {
             replica_mb / ours,
             raw / ours * 100.0
         );
+        let show = |v: &[(f64, f64)]| {
+            v.iter()
+                .map(|(a, b)| format!("{a:.2}+{b:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "  CPU s (client+store) on {} cores: raw [{}], ours [{}]",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            show(&raw_cpu),
+            show(&ours_cpu)
+        );
         println!(
             "  litestream restore      {theirs:>7.2}s  {:>7.0} MB/s of replica",
             replica_mb / theirs
@@ -170,6 +201,52 @@ async fn main() {
             "  speed-up vs litestream  {:>7.2}x  (target >= 2x)",
             theirs / ours
         );
+    }
+}
+
+/// CPU seconds (user + system, all threads) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name: state is 3rd, utime 14th, stime 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// With `BENCH_TIMELINE` set, when each file of our restore was downloaded and applied,
+/// and this process's CPU seconds so far.
+struct Timeline(Instant);
+
+impl Timeline {
+    fn event(&self, what: &str, f: &ltx::replica::LtxFileInfo) {
+        if std::env::var_os("BENCH_TIMELINE").is_some() {
+            eprintln!(
+                "{:>6.3}s {what} {} ({} bytes), CPU {:.2}s",
+                self.0.elapsed().as_secs_f64(),
+                f.key.file_name(),
+                f.size,
+                cpu_secs(std::process::id())
+            );
+        }
+    }
+}
+
+impl ltx::restore::Progress for Timeline {
+    fn downloaded(&self, f: &ltx::replica::LtxFileInfo, _resumed: bool) {
+        self.event("downloaded", f);
+    }
+    fn applied(&self, f: &ltx::replica::LtxFileInfo) {
+        self.event("applied", f);
+    }
+}
+
+/// `perf record -D -1 --control=fifo:F` with `PERF_CTL_FIFO=F` profiles our restores only.
+fn perf_ctl(cmd: &str) {
+    if let Ok(p) = std::env::var("PERF_CTL_FIFO") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        writeln!(f, "{cmd}").unwrap();
     }
 }
 

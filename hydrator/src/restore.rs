@@ -85,6 +85,7 @@ pub async fn run(a: RestoreArgs) -> Result<()> {
                 "pages": s.db.commit, "page_size": s.db.page_size, "files": s.files,
                 "files_resumed": s.files_resumed, "bytes_downloaded": s.bytes_downloaded,
                 "checksum": format!("{:016x}", s.db.checksum), "checksum_verified": s.db.checksum_verified,
+                "pages_from_later_files": s.db.pages_from_later_files,
                 "duration_ms": s.elapsed.as_millis() as u64,
             })
         );

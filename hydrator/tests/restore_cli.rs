@@ -167,16 +167,25 @@ async fn big_history(replica: &Replica, n: u64) {
 /// A replica of `n` files of incompressible pages, `commit` pages long; TXID t writes pages
 /// 1..=pages(t).
 async fn history(replica: &Replica, n: u64, commit: u32, pages: impl Fn(u64) -> u32) {
+    shaped_history(replica, n, |t| (commit, 1..=pages(t))).await
+}
+
+/// Like `history`, with each TXID's commit size and pages given by `shape`.
+async fn shaped_history(
+    replica: &Replica,
+    n: u64,
+    shape: impl Fn(u64) -> (u32, std::ops::RangeInclusive<u32>),
+) {
     let page_size = 4096u32;
     for txid in 1..=n {
-        let pages = pages(txid);
+        let (commit, pages) = shape(txid);
         let mut enc = ltx::format::Encoder::new(
             Vec::new(),
             ltx::format::Header::new(page_size, commit, txid, txid, txid as i64),
         )
         .unwrap();
         let mut x = txid.wrapping_mul(0x9e3779b97f4a7c15) | 1;
-        for p in 1..=pages {
+        for p in pages {
             let data: Vec<u8> = (0..page_size)
                 .map(|_| {
                     x ^= x << 13;
@@ -381,6 +390,41 @@ async fn a_streamed_file_matches_litestream_and_a_corrupt_one_fails_cleanly() {
             .to_string_lossy()
             .contains("0000000000000001-0000000000000001")),
         "the corrupt download must not stay staged: {staged:?}"
+    );
+}
+
+/// A streamed snapshot takes the newest version of its pages from the smaller files staged
+/// behind it (so those pages are written once), up to the smallest commit size among them:
+/// here a shrink to 4,000 pages and a regrowth. The result is byte-identical to `litestream
+/// restore`.
+#[tokio::test]
+async fn a_streamed_snapshot_takes_later_pages_and_matches_litestream() {
+    let s3 = S3Server::shared();
+    s3.export_env();
+    let url = s3.replica_url("dbs/overlay");
+    let replica = Replica::open(&url).unwrap();
+    shaped_history(&replica, 4, |t| match t {
+        1 => (5000, 1..=5000),
+        2 => (5000, 1..=64),
+        3 => (4000, 1..=32),
+        _ => (5000, 3990..=5000),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ltx::restore::RestoreOptions {
+        stream_min: 8 << 20,
+        ..Default::default()
+    };
+    let out = dir.path().join("db");
+    let s = ltx::restore::restore(&replica, &out, &opts).await.unwrap();
+    // Pages 1-64 (1-32 from TXID 3) and 3990-4000 from TXID 4; 4001-5000 are above the
+    // shrink and written by TXID 4 itself.
+    assert_eq!(s.db.pages_from_later_files, 64 + 11);
+    let theirs = dir.path().join("theirs");
+    litestream::restore(&url, &theirs, &[], &s3.env());
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&theirs).unwrap(),
+        "restore with an overlay differs from litestream restore"
     );
 }
 

@@ -106,6 +106,11 @@ impl S3Server {
         self.wait_ready();
     }
 
+    /// The server process, when this handle started it (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills a private server (its data stays), simulating a store outage.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -6,9 +6,13 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::RangeInclusive;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use super::overlay::{OverlaySlot, Patcher, Placed};
 use crate::format::checksum::{page_checksum, DbChecksum};
 use crate::format::{lock_pgno, Decoder, Header, LtxError, Txid};
 
@@ -48,6 +52,12 @@ pub enum ApplyError {
     },
     #[error("I/O error writing the database: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{name} (TXID {got}) applied out of order: pages of TXID {expected} were put in place before it")]
+    OverlayOrder {
+        name: String,
+        expected: Txid,
+        got: Txid,
+    },
 }
 
 /// Builds a database file from LTX streams applied in TXID order.
@@ -66,12 +76,20 @@ pub struct DbWriter {
     expected_checksum: Option<u64>,
     /// Empty batches, allocated once per restore.
     spare: Vec<Batch>,
+    /// Offered for the next file, used if that is a snapshot (`overlay.rs`).
+    overlay: Option<OverlaySlot>,
+    /// Pages a snapshot's apply already wrote in their final version, and the files that
+    /// skip them.
+    placed: Option<Placed>,
+    pages_from_later: u64,
 }
 
 /// Decoded bytes per batch from the decoding thread to the writing one (one write per
 /// run of consecutive pages in it), and batches in flight.
 const BATCH_BYTES: usize = 1 << 20;
 const BATCHES: usize = 8;
+/// Threads writing batches.
+const WRITERS: usize = 3;
 /// Batches in all (16 MiB): the two queues' worth.
 const POOL: usize = 2 * BATCHES;
 /// Direct I/O wants buffers, offsets and lengths in multiples of the logical block size;
@@ -113,6 +131,12 @@ impl Batch {
         (self.len + ps <= BATCH_BYTES).then(|| &mut self.buf[s..s + ps])
     }
 
+    /// The page numbers and the pages' bytes, to patch in place.
+    fn parts_mut(&mut self) -> (&[u32], &mut [u8]) {
+        let s = self.start();
+        (&self.pgnos, &mut self.buf[s..s + self.len])
+    }
+
     fn clear(&mut self) {
         self.pgnos.clear();
         self.len = 0;
@@ -128,8 +152,10 @@ impl Batch {
 struct Output {
     file: File,
     direct: Option<File>,
+    /// Set when the filesystem refused a direct write: `direct` is not used again.
+    direct_refused: AtomicBool,
     /// Bytes that went through `direct`.
-    direct_bytes: u64,
+    direct_bytes: AtomicU64,
 }
 
 impl Output {
@@ -143,20 +169,44 @@ impl Output {
         Ok(Output {
             file,
             direct: open_direct(path),
-            direct_bytes: 0,
+            direct_refused: AtomicBool::new(false),
+            direct_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Allocates the file's blocks up to `len` (and sets its size), so that direct writes
+    /// into it are overwrites: ext4 then lets them run side by side instead of taking the
+    /// inode lock for each (3 writers spun on it for 3 % of a restore's CPU). Only an
+    /// optimisation: an error leaves the writes to allocate as they go.
+    fn preallocate(&self, len: u64) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain syscall on a descriptor this struct owns.
+            let r = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len as libc::off_t) };
+            if r != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "no preallocation");
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = len;
     }
 
     /// Writes `data` (whole pages) at `at`; `data` starts at an `ALIGN`ed address when it
     /// starts a batch's page at an aligned offset in the batch.
-    fn write_at(&mut self, data: &[u8], at: u64) -> std::io::Result<()> {
+    fn write_at(&self, data: &[u8], at: u64) -> std::io::Result<()> {
         let aligned =
             (data.as_ptr() as usize).is_multiple_of(ALIGN) && at.is_multiple_of(ALIGN as u64);
         let direct_len = data.len() / ALIGN * ALIGN;
-        if let (Some(d), true, true) = (&self.direct, aligned, direct_len >= DIRECT_MIN) {
+        let direct = self
+            .direct
+            .as_ref()
+            .filter(|_| !self.direct_refused.load(Ordering::Relaxed));
+        if let (Some(d), true, true) = (direct, aligned, direct_len >= DIRECT_MIN) {
             match d.write_all_at(&data[..direct_len], at) {
                 Ok(()) => {
-                    self.direct_bytes += direct_len as u64;
+                    self.direct_bytes
+                        .fetch_add(direct_len as u64, Ordering::Relaxed);
                     return self
                         .file
                         .write_all_at(&data[direct_len..], at + direct_len as u64);
@@ -165,7 +215,7 @@ impl Output {
                 // (the buffered write below rewrites the whole run).
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     tracing::debug!(error = %e, "direct writes refused; writing through the page cache");
-                    self.direct = None;
+                    self.direct_refused.store(true, Ordering::Relaxed);
                 }
                 Err(e) => return Err(e),
             }
@@ -219,14 +269,24 @@ impl PageSums<'_> {
 }
 
 impl Output {
-    /// Writes a batch's pages: one write per run of consecutive pages.
-    fn write_batch(&mut self, batch: &Batch, ps: usize) -> std::io::Result<()> {
+    /// Writes a batch's pages, but those in `skip`: one write per run of consecutive pages.
+    fn write_batch(
+        &self,
+        batch: &Batch,
+        ps: usize,
+        skip: Option<&RangeInclusive<u32>>,
+    ) -> std::io::Result<()> {
         let data = batch.data();
         let pgnos = &batch.pgnos;
+        let skipped = |p: &u32| skip.is_some_and(|s| s.contains(p));
         let mut i = 0;
         while i < pgnos.len() {
+            if skipped(&pgnos[i]) {
+                i += 1;
+                continue;
+            }
             let mut j = i + 1;
-            while j < pgnos.len() && pgnos[j] == pgnos[j - 1] + 1 {
+            while j < pgnos.len() && pgnos[j] == pgnos[j - 1] + 1 && !skipped(&pgnos[j]) {
                 j += 1;
             }
             let at = (pgnos[i] as u64 - 1) * ps as u64;
@@ -247,6 +307,9 @@ pub struct DbSummary {
     pub checksum: u64,
     /// Whether `checksum` was compared with a checksum the replica recorded.
     pub checksum_verified: bool,
+    /// Pages the snapshot's apply wrote in a later file's version (`overlay.rs`), so they
+    /// were written once instead of twice.
+    pub pages_from_later_files: u64,
 }
 
 impl DbWriter {
@@ -261,11 +324,23 @@ impl DbWriter {
             sum: DbChecksum::EMPTY,
             expected_checksum: None,
             spare: Vec::new(),
+            overlay: None,
+            placed: None,
+            pages_from_later: 0,
         })
     }
 
     pub fn txid(&self) -> Txid {
         self.txid
+    }
+
+    /// Offers the newest versions of the pages of the files that follow the next one
+    /// (filled in when they are staged, possibly while the next one applies). If the next
+    /// file is a snapshot, its batches written after that take those versions, and the
+    /// following files, which must then be exactly the overlay's files in order, do not
+    /// write those pages again.
+    pub fn offer_overlay(&mut self, slot: OverlaySlot) {
+        self.overlay = Some(slot);
     }
 
     /// Applies one LTX stream (`name` labels errors). The stream is consumed to its end
@@ -308,6 +383,29 @@ impl DbWriter {
             }
         }
         let ps = h.page_size as usize;
+        let mut patcher = self
+            .overlay
+            .take()
+            .filter(|_| h.is_snapshot())
+            .map(|slot| Patcher::new(slot, h.page_size, h.commit));
+        if h.is_snapshot() {
+            self.placed = None;
+            self.out.preallocate(h.commit as u64 * ps as u64);
+        }
+        let skip = match &mut self.placed {
+            Some(p) if p.files.front() == Some(&h.max_txid) => {
+                p.files.pop_front();
+                Some(p.pages.clone())
+            }
+            Some(p) if !p.files.is_empty() => {
+                return Err(ApplyError::OverlayOrder {
+                    name: name.into(),
+                    expected: p.files[0],
+                    got: h.max_txid,
+                });
+            }
+            _ => None,
+        };
         // Three threads: this one decodes (read, decompress, file checksum) straight into
         // a batch, the next checksums its pages, the last writes them (a direct write
         // waits for the disk: no reason to hold up the checksums meanwhile). Batches come
@@ -317,32 +415,53 @@ impl DbWriter {
             sum: &mut self.sum,
             page_size: ps,
         };
-        let out = &mut self.out;
+        let out = &self.out;
         let spare = &mut self.spare;
         while spare.len() < POOL {
             spare.push(Batch::new());
         }
-        let decoded = std::thread::scope(|scope| -> Result<(), ApplyError> {
+        let decoded = std::thread::scope(|scope| -> Result<Option<Placed>, ApplyError> {
             let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
             let (summed_tx, summed_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
             let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
-            scope.spawn(move || {
-                for batch in full_rx {
+            let summer = scope.spawn(move || -> Result<Option<Placed>, ApplyError> {
+                for mut batch in full_rx {
                     sums.add(&batch);
+                    if let Some(p) = &mut patcher {
+                        // After the checksums: those are of this file's pages.
+                        let (pgnos, data) = batch.parts_mut();
+                        p.patch(pgnos, data)?;
+                    }
                     if summed_tx.send(batch).is_err() {
-                        // The writer stopped; its error is reported.
+                        // The writers stopped; their error is reported.
                         break;
                     }
                 }
+                Ok(patcher.and_then(|p| p.placed()))
             });
-            let writer = scope.spawn(move || -> std::io::Result<()> {
-                for mut batch in summed_rx {
-                    out.write_batch(&batch, ps)?;
-                    batch.clear();
-                    let _ = empty_tx.send(batch);
-                }
-                Ok(())
-            });
+            // Several writers: one direct write waits for the disk, and a virtual disk
+            // takes a few at once (1 MiB writes: 2.1 GB/s one at a time, 4.4 GB/s four at
+            // once, measured here). Batches of one file never overlap, so their order does
+            // not matter.
+            let summed_rx = Arc::new(Mutex::new(summed_rx));
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|_| {
+                    let (summed_rx, empty_tx) = (summed_rx.clone(), empty_tx.clone());
+                    let skip = skip.clone();
+                    scope.spawn(move || -> Result<(), ApplyError> {
+                        loop {
+                            let next = summed_rx.lock().expect("writer panicked").recv();
+                            let Ok(mut batch) = next else {
+                                return Ok(());
+                            };
+                            out.write_batch(&batch, ps, skip.as_ref())?;
+                            batch.clear();
+                            let _ = empty_tx.send(batch);
+                        }
+                    })
+                })
+                .collect();
+            drop(empty_tx);
             let mut batch = spare.pop().expect("the pool is full");
             let mut writer_gone = false;
             let mut result = Ok(());
@@ -382,16 +501,25 @@ impl DbWriter {
                 spare.push(batch);
             }
             drop(full_tx);
-            // A write error (the writer stopped) is the one to report.
-            let written = match writer.join() {
-                Ok(Ok(())) => result,
-                Ok(Err(e)) => Err(e.into()),
+            // A write or overlay error (which stopped the pipeline) is the one to report.
+            let placed = match summer.join() {
+                Ok(r) => r,
                 Err(p) => std::panic::resume_unwind(p),
             };
+            let mut written = Ok(());
+            for w in writers {
+                match w.join() {
+                    Ok(r) => written = written.and(r),
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            }
+            let written = written
+                .and(placed)
+                .and_then(|placed| result.map(|()| placed));
             spare.extend(empty_rx.try_iter());
             written
         });
-        decoded?;
+        let placed = decoded?;
         let trailer = dec.finish().map_err(ltx)?;
         // Shrink or grow to the committed size; forget pages cut off.
         self.out.file.set_len(h.commit as u64 * ps as u64)?;
@@ -402,6 +530,14 @@ impl DbWriter {
         }
         self.commit = h.commit;
         self.txid = h.max_txid;
+        if let Some(p) = &placed {
+            tracing::debug!(name, pages = ?p.pages, from_later = p.patched, "pages put in place with their final version");
+            self.pages_from_later += p.patched;
+            self.placed = placed;
+        }
+        if self.placed.as_ref().is_some_and(|p| p.files.is_empty()) {
+            self.placed = None;
+        }
         self.expected_checksum = h.has_checksums().then_some(trailer.post_apply_checksum);
         if let Some(expected) = self.expected_checksum {
             // Pages missing from the database are reported by `finish`, by number.
@@ -452,7 +588,7 @@ impl DbWriter {
             }
         }
         tracing::debug!(
-            direct_bytes = self.out.direct_bytes,
+            direct_bytes = self.out.direct_bytes.load(Ordering::Relaxed),
             "restored database written"
         );
         // One fsync covers the direct writes' metadata and the drive's cache too.
@@ -463,6 +599,7 @@ impl DbWriter {
             commit: self.commit,
             checksum,
             checksum_verified: self.expected_checksum.is_some(),
+            pages_from_later_files: self.pages_from_later,
         })
     }
 }
@@ -565,7 +702,10 @@ mod tests {
                 w.apply(&format!("{txid}.ltx"), &file[..]).unwrap();
             }
             if ps >= ALIGN && w.out.direct.is_some() {
-                assert!(w.out.direct_bytes > 0, "page size {ps}: no direct writes");
+                assert!(
+                    w.out.direct_bytes.load(Ordering::Relaxed) > 0,
+                    "page size {ps}: no direct writes"
+                );
             }
             let s = w.finish().unwrap();
             assert!(s.checksum_verified);
@@ -630,5 +770,162 @@ mod tests {
         let err = w.apply("2.ltx", &bad[..]).unwrap_err().to_string();
         assert!(err.starts_with("2.ltx:"), "{err}");
         assert!(err.contains("checksum"), "{err}");
+    }
+
+    /// Stages `files` (name, bytes) in `dir` and builds their overlay.
+    fn overlay_of(dir: &Path, files: &[(String, Vec<u8>)]) -> crate::restore::Overlay {
+        let named: Vec<(String, std::path::PathBuf)> = files
+            .iter()
+            .map(|(n, b)| {
+                let p = dir.join(n);
+                std::fs::write(&p, b).unwrap();
+                (n.clone(), p)
+            })
+            .collect();
+        crate::restore::Overlay::build(&named).unwrap()
+    }
+
+    /// A model history: a snapshot, incrementals that rewrite pages (some twice), one that
+    /// shrinks the database and one that grows it back.
+    fn history(m: &mut Model, n: u32) -> Vec<(String, Vec<u8>)> {
+        let steps: Vec<(u32, Vec<u32>)> = vec![
+            (n, (1..=n).collect()),
+            (n, (1..=n).step_by(7).collect()),
+            (n, (1..=n).step_by(5).chain([n - 1]).collect()),
+            (n - n / 8, (n / 2..n / 2 + 40).collect()),
+            (n, (n - n / 8..=n).chain([3]).collect()),
+        ];
+        steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, (commit, pgnos))| {
+                let txid = i as u64 + 1;
+                (format!("{txid}.ltx"), m.change(txid, commit, &pgnos))
+            })
+            .collect()
+    }
+
+    /// With the later files' overlay in place from the start, and arriving while the
+    /// snapshot applies (the reader sets it three quarters in), the database is exactly the
+    /// one of applying them one after another, the shrink and regrowth included; the later
+    /// files write only what the snapshot could not take.
+    #[test]
+    fn overlay_gives_the_same_database_whenever_it_arrives() {
+        for arrives_at in [0.0, 0.75] {
+            let dir = tempfile::tempdir().unwrap();
+            let ps = 4096;
+            let mut m = Model { ps, pages: vec![] };
+            let n = ((32 << 20) / ps) as u32;
+            let files = history(&mut m, n);
+            let slot = crate::restore::OverlaySlot::default();
+            let ov = overlay_of(dir.path(), &files[1..]);
+            let path = dir.path().join("db");
+            let mut w = DbWriter::create(&path).unwrap();
+            w.offer_overlay(slot.clone());
+            let snap = &files[0].1;
+            let at = (snap.len() as f64 * arrives_at) as usize;
+            let mut ov = Some(ov);
+            if at == 0 {
+                let _ = slot.set(ov.take().unwrap());
+            }
+            let reader = SetAfter {
+                data: &snap[..],
+                left: at,
+                set: || {
+                    if let Some(o) = ov.take() {
+                        let _ = slot.set(o);
+                    }
+                },
+            };
+            w.apply(&files[0].0, reader).unwrap();
+            let placed = w.placed.clone().expect("pages placed");
+            // Pages above the shrink's commit are written the usual way.
+            assert_eq!(*placed.pages.end(), n - n / 8);
+            if arrives_at == 0.0 {
+                assert_eq!(*placed.pages.start(), 1);
+            } else {
+                // The decoder runs at most the batch pool (16 MiB) ahead of the writer.
+                assert!(*placed.pages.start() > 1, "{placed:?}");
+            }
+            for (name, bytes) in &files[1..] {
+                w.apply(name, &bytes[..]).unwrap();
+            }
+            assert!(w.placed.is_none());
+            let s = w.finish().unwrap();
+            assert_eq!(s.checksum, m.checksum());
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                m.bytes(),
+                "overlay from {arrives_at}"
+            );
+        }
+    }
+
+    /// `Read` over `data` that calls `set` once `left` bytes have been read.
+    struct SetAfter<'a, F: FnMut()> {
+        data: &'a [u8],
+        left: usize,
+        set: F,
+    }
+
+    impl<F: FnMut()> Read for SetAfter<'_, F> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                (self.set)();
+            }
+            let want = buf.len().min(self.left.max(1));
+            let n = self.data.read(&mut buf[..want])?;
+            self.left = self.left.saturating_sub(n);
+            Ok(n)
+        }
+    }
+
+    /// An overlay whose index points at the wrong frame is refused while the snapshot
+    /// applies, naming the staged file; files applied in another order than the overlay's
+    /// are refused too.
+    #[test]
+    fn overlay_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = Model {
+            ps: 4096,
+            pages: vec![],
+        };
+        let files = history(&mut m, 256);
+        // Frame of page 8 in file 2 claims to be page 9.
+        let mut bad = files[1].clone();
+        let entries = match crate::format::index::decode_index_from_tail(&bad.1, bad.1.len() as u64)
+            .unwrap()
+        {
+            crate::format::index::TailIndex::Entries(e) => e,
+            _ => unreachable!(),
+        };
+        let e = entries.iter().find(|e| e.pgno == 8).unwrap();
+        bad.1[e.offset as usize..e.offset as usize + 4].copy_from_slice(&9u32.to_be_bytes());
+        let slot = crate::restore::OverlaySlot::default();
+        let _ = slot.set(overlay_of(dir.path(), &[bad]));
+        let mut w = DbWriter::create(&dir.path().join("db")).unwrap();
+        w.offer_overlay(slot);
+        let err = w.apply("1.ltx", &files[0].1[..]).unwrap_err().to_string();
+        assert!(err.starts_with("2.ltx:"), "{err}");
+        assert!(err.contains("frame holds 9"), "{err}");
+
+        // Overlay of file 3 alone, then file 2 applied: refused before it writes anything.
+        let slot = crate::restore::OverlaySlot::default();
+        let _ = slot.set(overlay_of(dir.path(), &files[2..3]));
+        let mut w = DbWriter::create(&dir.path().join("db2")).unwrap();
+        w.offer_overlay(slot);
+        w.apply("1.ltx", &files[0].1[..]).unwrap();
+        let err = w.apply("2.ltx", &files[1].1[..]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApplyError::OverlayOrder {
+                    expected: 3,
+                    got: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

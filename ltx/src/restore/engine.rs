@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use futures::{StreamExt, TryStreamExt};
 
 use super::apply::{ApplyError, DbSummary, DbWriter};
+use super::overlay::{Overlay, OverlaySlot};
 use super::plan::{plan, PlanError, Target};
 use crate::format::Txid;
 use crate::replica::{LtxFileInfo, Replica, ReplicaError};
@@ -171,11 +172,28 @@ pub async fn restore(
         2
     };
     let stream_min = opts.stream_min;
-    let downloads = futures::stream::iter(chosen.iter().cloned().map(|f| {
+    // A streamed first file is applied after the small files right behind it (the rest of
+    // the first window) are staged: their pages then go into its batches, and the pages
+    // are written once (`overlay.rs`). They are fetched either way; this only orders them.
+    let overlay_files = if chosen[0].size >= stream_min {
+        chosen[1..]
+            .iter()
+            .take(opts.concurrency.max(1) - 1)
+            .take_while(|f| f.size < stream_min)
+            .count()
+    } else {
+        0
+    };
+    let (finished, _) = tokio::sync::watch::channel(0usize);
+    let downloads = futures::stream::iter(chosen.iter().cloned().enumerate().map(|(i, f)| {
         let dest = staged(&f);
         let progress = opts.progress.clone();
         let replica = replica.clone();
+        let ended = (1..=overlay_files)
+            .contains(&i)
+            .then(|| Ended(finished.clone()));
         let task = AbortOnDrop(tokio::spawn(async move {
+            let _ended = ended;
             if is_complete(&dest, f.size).await {
                 progress.downloaded(&f, true);
                 return Ok::<_, RestoreError>(Ready::Local(f, dest, true, 0));
@@ -251,6 +269,13 @@ pub async fn restore(
                     f
                 }
                 Ready::Stream(f) => {
+                    // The files after a streamed first file are usually staged long before
+                    // it ends: their pages go into its batches (`overlay.rs`).
+                    if f.key == chosen[0].key && overlay_files > 0 {
+                        let slot = OverlaySlot::default();
+                        writer.offer_overlay(slot.clone());
+                        build_overlay(&chosen[1..=overlay_files], &staged, &finished, slot).await;
+                    }
                     let (w, res) =
                         super::stream::download_and_apply(replica, &f, opts.concurrency, writer)
                             .await;
@@ -294,10 +319,48 @@ pub async fn restore(
         files = summary.files,
         resumed = summary.files_resumed,
         bytes = summary.bytes_downloaded,
+        pages_from_later_files = summary.db.pages_from_later_files,
         elapsed_ms = summary.elapsed.as_millis() as u64,
         "restore complete"
     );
     Ok(summary)
+}
+
+/// Waits for the downloads of `later` to end (`finished` counts them), then builds their
+/// overlay into `slot` if they all succeeded; a failed one is reported when its turn
+/// comes, without an overlay.
+async fn build_overlay(
+    later: &[LtxFileInfo],
+    staged: &dyn Fn(&LtxFileInfo) -> PathBuf,
+    finished: &tokio::sync::watch::Sender<usize>,
+    slot: OverlaySlot,
+) {
+    let _ = finished.subscribe().wait_for(|&n| n >= later.len()).await;
+    let mut named = Vec::with_capacity(later.len());
+    for f in later {
+        let path = staged(f);
+        if !is_complete(&path, f.size).await {
+            return;
+        }
+        named.push((format!("{}-{}", f.key.level, f.key.file_name()), path));
+    }
+    match tokio::task::spawn_blocking(move || Overlay::build(&named)).await {
+        Ok(Ok(ov)) => {
+            let _ = slot.set(ov);
+        }
+        // The normal apply of that file says what is wrong with it.
+        Ok(Err(e)) => tracing::debug!(error = %e, "no overlay"),
+        Err(e) => tracing::debug!(error = %e, "overlay task failed"),
+    }
+}
+
+/// Counts a download as ended when dropped, however it ended.
+struct Ended(tokio::sync::watch::Sender<usize>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n += 1);
+    }
 }
 
 /// A file of the plan, ready to apply: local (downloaded now, or `resumed` from an earlier

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod engine;
 pub mod hydrated;
+mod overlay;
 pub mod plan;
 mod stream;
 
@@ -10,4 +11,5 @@ pub use apply::{ApplyError, DbSummary, DbWriter};
 pub use engine::{
     list_for_target, restore, NoProgress, Progress, RestoreError, RestoreOptions, RestoreSummary,
 };
+pub use overlay::{Overlay, OverlaySlot};
 pub use plan::{plan, PlanError, Target};
