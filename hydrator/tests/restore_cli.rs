@@ -394,9 +394,9 @@ async fn a_streamed_file_matches_litestream_and_a_corrupt_one_fails_cleanly() {
 }
 
 /// A streamed snapshot takes the newest version of its pages from the smaller files staged
-/// behind it (so those pages are written once), up to the smallest commit size among them:
-/// here a shrink to 4,000 pages and a regrowth. The result is byte-identical to `litestream
-/// restore`.
+/// behind it (so those pages are written and decoded once), as long as their pages lie
+/// below every commit size among them: here a shrink to 4,000 pages, then a regrowth that
+/// is applied the usual way. The result is byte-identical to `litestream restore`.
 #[tokio::test]
 async fn a_streamed_snapshot_takes_later_pages_and_matches_litestream() {
     let s3 = S3Server::shared();
@@ -417,15 +417,33 @@ async fn a_streamed_snapshot_takes_later_pages_and_matches_litestream() {
     };
     let out = dir.path().join("db");
     let s = ltx::restore::restore(&replica, &out, &opts).await.unwrap();
-    // Pages 1-64 (1-32 from TXID 3) and 3990-4000 from TXID 4; 4001-5000 are above the
-    // shrink and written by TXID 4 itself.
-    assert_eq!(s.db.pages_from_later_files, 64 + 11);
+    // TXID 2's 64 pages and TXID 3's 32 are decoded into the snapshot; TXID 4 writes pages
+    // above TXID 3's commit size, so it is applied after them the usual way.
+    assert_eq!(s.db.pages_from_later_files, 64 + 32);
     let theirs = dir.path().join("theirs");
     litestream::restore(&url, &theirs, &[], &s3.env());
     assert!(
         std::fs::read(&out).unwrap() == std::fs::read(&theirs).unwrap(),
         "restore with an overlay differs from litestream restore"
     );
+
+    // A damaged small file behind the snapshot: its pages may already be in the snapshot's
+    // batches, but its own apply refuses it, naming it, and no output appears.
+    let key = LtxKey::new(0, 2, 2);
+    let mut b = replica.read(&key).await.unwrap().to_vec();
+    let at = b.len() / 2;
+    b[at] ^= 0x10;
+    replica.write(&key, Bytes::from(b), 2, false).await.unwrap();
+    let bad = dir.path().join("bad");
+    let err = ltx::restore::restore(&replica, &bad, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("0000000000000002-0000000000000002.ltx"),
+        "error must name the file: {err}"
+    );
+    assert!(!bad.exists());
 }
 
 #[test]

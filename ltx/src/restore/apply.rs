@@ -4,15 +4,15 @@
 //! pages are written in place; after each file the database is truncated or extended to
 //! that file's commit size, so a shrink is honoured exactly as SQLite did it.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
-use std::ops::RangeInclusive;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::overlay::{OverlaySlot, Patcher, Placed};
+use super::overlay::{Overlay, Patcher};
 use crate::format::checksum::{page_checksum, DbChecksum};
 use crate::format::{lock_pgno, Decoder, Header, LtxError, Txid};
 
@@ -52,12 +52,14 @@ pub enum ApplyError {
     },
     #[error("I/O error writing the database: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{name} (TXID {got}) applied out of order: pages of TXID {expected} were put in place before it")]
+    #[error("{name} (TXID {got}) applied out of order: TXID {expected}, decoded into the snapshot, must be folded in first")]
     OverlayOrder {
         name: String,
         expected: Txid,
         got: Txid,
     },
+    #[error("{0}: nothing was decoded ahead to fold")]
+    NothingToFold(String),
 }
 
 /// Builds a database file from LTX streams applied in TXID order.
@@ -77,10 +79,10 @@ pub struct DbWriter {
     /// Empty batches, allocated once per restore.
     spare: Vec<Batch>,
     /// Offered for the next file, used if that is a snapshot (`overlay.rs`).
-    overlay: Option<OverlaySlot>,
-    /// Pages a snapshot's apply already wrote in their final version, and the files that
-    /// skip them.
-    placed: Option<Placed>,
+    overlay: Option<Arc<Overlay>>,
+    /// Files whose pages a snapshot's apply already put in place and verified, to `fold`
+    /// next, in order.
+    ahead: VecDeque<Verified>,
     pages_from_later: u64,
 }
 
@@ -257,36 +259,41 @@ impl PageSums<'_> {
         let data = batch.data();
         for (i, &pgno) in batch.pgnos.iter().enumerate() {
             let c = page_checksum(pgno, &data[i * ps..(i + 1) * ps]);
-            let p = pgno as usize;
-            if self.sums.len() <= p {
-                self.sums.resize(p + 1, 0);
-            }
-            // The old checksum out (0 changes nothing), the new one in.
-            self.sum.xor(std::mem::replace(&mut self.sums[p], c));
-            self.sum.xor(c);
+            put_sum(self.sums, self.sum, pgno, c);
         }
     }
 }
 
+/// Records page `pgno`'s new checksum `c` in `sums` and the database checksum `sum`.
+fn put_sum(sums: &mut Vec<u64>, sum: &mut DbChecksum, pgno: u32, c: u64) {
+    let p = pgno as usize;
+    if sums.len() <= p {
+        sums.resize(p + 1, 0);
+    }
+    // The old checksum out (0 changes nothing), the new one in.
+    sum.xor(std::mem::replace(&mut sums[p], c));
+    sum.xor(c);
+}
+
+/// A file decoded and verified ahead of its turn (file checksum, index, every page, each
+/// page's checksum) while a snapshot applied, its pages put in place: `DbWriter::fold`
+/// applies it without decoding it again.
+pub(super) struct Verified {
+    pub header: Header,
+    pub trailer: crate::format::Trailer,
+    /// Page number and checksum of each page, in file order.
+    pub sums: Vec<(u32, u64)>,
+}
+
 impl Output {
-    /// Writes a batch's pages, but those in `skip`: one write per run of consecutive pages.
-    fn write_batch(
-        &self,
-        batch: &Batch,
-        ps: usize,
-        skip: Option<&RangeInclusive<u32>>,
-    ) -> std::io::Result<()> {
+    /// Writes a batch's pages: one write per run of consecutive pages.
+    fn write_batch(&self, batch: &Batch, ps: usize) -> std::io::Result<()> {
         let data = batch.data();
         let pgnos = &batch.pgnos;
-        let skipped = |p: &u32| skip.is_some_and(|s| s.contains(p));
         let mut i = 0;
         while i < pgnos.len() {
-            if skipped(&pgnos[i]) {
-                i += 1;
-                continue;
-            }
             let mut j = i + 1;
-            while j < pgnos.len() && pgnos[j] == pgnos[j - 1] + 1 && !skipped(&pgnos[j]) {
+            while j < pgnos.len() && pgnos[j] == pgnos[j - 1] + 1 {
                 j += 1;
             }
             let at = (pgnos[i] as u64 - 1) * ps as u64;
@@ -325,7 +332,7 @@ impl DbWriter {
             expected_checksum: None,
             spare: Vec::new(),
             overlay: None,
-            placed: None,
+            ahead: VecDeque::new(),
             pages_from_later: 0,
         })
     }
@@ -334,13 +341,16 @@ impl DbWriter {
         self.txid
     }
 
-    /// Offers the newest versions of the pages of the files that follow the next one
-    /// (filled in when they are staged, possibly while the next one applies). If the next
-    /// file is a snapshot, its batches written after that take those versions, and the
-    /// following files, which must then be exactly the overlay's files in order, do not
-    /// write those pages again.
-    pub fn offer_overlay(&mut self, slot: OverlaySlot) {
-        self.overlay = Some(slot);
+    /// Offers the staged files that follow the next one (`overlay.rs`). If the next file
+    /// is a snapshot, the leading files that can take part are decoded into its batches and
+    /// verified on the way; they must then be applied with `fold`, in order.
+    pub fn offer_overlay(&mut self, ov: Arc<Overlay>) {
+        self.overlay = Some(ov);
+    }
+
+    /// The TXID of the next file `fold` expects, if any.
+    pub fn next_to_fold(&self) -> Option<Txid> {
+        self.ahead.front().map(|v| v.header.max_txid)
     }
 
     /// Applies one LTX stream (`name` labels errors). The stream is consumed to its end
@@ -355,57 +365,20 @@ impl DbWriter {
         // The snapshot's own checksum is the database's after it: checked below.
         let mut dec = Decoder::new(r).map_err(ltx)?.without_db_checksum();
         let h = *dec.header();
-        if self.page_size == 0 {
-            self.page_size = h.page_size;
-        } else if h.page_size != self.page_size {
-            return Err(ApplyError::PageSizeChanged {
-                name: name.into(),
-                expected: self.page_size,
-                got: h.page_size,
-            });
-        }
-        if !crate::format::extends(h.min_txid, h.max_txid, self.txid) {
-            return Err(ApplyError::NotContiguous {
-                name: name.into(),
-                min: h.min_txid,
-                have: self.txid,
-            });
-        }
-        if h.has_checksums() && !h.is_snapshot() && h.min_txid == self.txid + 1 {
-            if let Some(prev) = self.expected_checksum {
-                if prev != h.pre_apply_checksum {
-                    return Err(ApplyError::PreApplyMismatch {
-                        name: name.into(),
-                        expected: h.pre_apply_checksum,
-                        actual: prev,
-                    });
-                }
-            }
-        }
+        self.check_next(name, &h)?;
         let ps = h.page_size as usize;
-        let mut patcher = self
-            .overlay
-            .take()
-            .filter(|_| h.is_snapshot())
-            .map(|slot| Patcher::new(slot, h.page_size, h.commit));
+        let overlay = self.overlay.take().filter(|_| h.is_snapshot());
+        let mut patcher = overlay.as_deref().map(|ov| Patcher::new(ov, &h));
         if h.is_snapshot() {
-            self.placed = None;
             self.out.preallocate(h.commit as u64 * ps as u64);
         }
-        let skip = match &mut self.placed {
-            Some(p) if p.files.front() == Some(&h.max_txid) => {
-                p.files.pop_front();
-                Some(p.pages.clone())
-            }
-            Some(p) if !p.files.is_empty() => {
-                return Err(ApplyError::OverlayOrder {
-                    name: name.into(),
-                    expected: p.files[0],
-                    got: h.max_txid,
-                });
-            }
-            _ => None,
-        };
+        if let Some(v) = self.ahead.front() {
+            return Err(ApplyError::OverlayOrder {
+                name: name.into(),
+                expected: v.header.max_txid,
+                got: h.max_txid,
+            });
+        }
         // Three threads: this one decodes (read, decompress, file checksum) straight into
         // a batch, the next checksums its pages, the last writes them (a direct write
         // waits for the disk: no reason to hold up the checksums meanwhile). Batches come
@@ -420,11 +393,12 @@ impl DbWriter {
         while spare.len() < POOL {
             spare.push(Batch::new());
         }
-        let decoded = std::thread::scope(|scope| -> Result<Option<Placed>, ApplyError> {
+        type Ahead = Option<(VecDeque<Verified>, u64)>;
+        let decoded = std::thread::scope(|scope| -> Result<Ahead, ApplyError> {
             let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
             let (summed_tx, summed_rx) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
             let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
-            let summer = scope.spawn(move || -> Result<Option<Placed>, ApplyError> {
+            let summer = scope.spawn(move || -> Result<Ahead, ApplyError> {
                 for mut batch in full_rx {
                     sums.add(&batch);
                     if let Some(p) = &mut patcher {
@@ -437,7 +411,7 @@ impl DbWriter {
                         break;
                     }
                 }
-                Ok(patcher.and_then(|p| p.placed()))
+                patcher.map(Patcher::finish).transpose()
             });
             // Several writers: one direct write waits for the disk, and a virtual disk
             // takes a few at once (1 MiB writes: 2.1 GB/s one at a time, 4.4 GB/s four at
@@ -447,14 +421,13 @@ impl DbWriter {
             let writers: Vec<_> = (0..WRITERS)
                 .map(|_| {
                     let (summed_rx, empty_tx) = (summed_rx.clone(), empty_tx.clone());
-                    let skip = skip.clone();
                     scope.spawn(move || -> Result<(), ApplyError> {
                         loop {
                             let next = summed_rx.lock().expect("writer panicked").recv();
                             let Ok(mut batch) = next else {
                                 return Ok(());
                             };
-                            out.write_batch(&batch, ps, skip.as_ref())?;
+                            out.write_batch(&batch, ps)?;
                             batch.clear();
                             let _ = empty_tx.send(batch);
                         }
@@ -519,10 +492,81 @@ impl DbWriter {
             spare.extend(empty_rx.try_iter());
             written
         });
-        let placed = decoded?;
+        let ahead = decoded?;
         let trailer = dec.finish().map_err(ltx)?;
-        // Shrink or grow to the committed size; forget pages cut off.
-        self.out.file.set_len(h.commit as u64 * ps as u64)?;
+        if let Some((ahead, patched)) = ahead {
+            tracing::debug!(
+                name,
+                files = ahead.len(),
+                pages = patched,
+                "later files decoded into the snapshot"
+            );
+            self.pages_from_later += patched;
+            self.ahead = ahead;
+        }
+        self.end_file(name, &h, &trailer)?;
+        Ok(h)
+    }
+
+    /// Applies the next file verified while the snapshot applied (`next_to_fold`): the
+    /// same checks as `apply`, its page checksums taken into the database's, nothing
+    /// decoded or written again.
+    pub fn fold(&mut self, name: &str) -> Result<Header, ApplyError> {
+        let Some(v) = self.ahead.pop_front() else {
+            return Err(ApplyError::NothingToFold(name.into()));
+        };
+        let h = v.header;
+        self.check_next(name, &h)?;
+        for &(pgno, c) in &v.sums {
+            put_sum(&mut self.page_sums, &mut self.sum, pgno, c);
+        }
+        self.end_file(name, &h, &v.trailer)?;
+        Ok(h)
+    }
+
+    /// Checks that the file with header `h` can follow what is applied: same page size,
+    /// contiguous TXIDs, and (where recorded) its pre-apply checksum is the database's.
+    fn check_next(&mut self, name: &str, h: &Header) -> Result<(), ApplyError> {
+        if self.page_size == 0 {
+            self.page_size = h.page_size;
+        } else if h.page_size != self.page_size {
+            return Err(ApplyError::PageSizeChanged {
+                name: name.into(),
+                expected: self.page_size,
+                got: h.page_size,
+            });
+        }
+        if !crate::format::extends(h.min_txid, h.max_txid, self.txid) {
+            return Err(ApplyError::NotContiguous {
+                name: name.into(),
+                min: h.min_txid,
+                have: self.txid,
+            });
+        }
+        if h.has_checksums() && !h.is_snapshot() && h.min_txid == self.txid + 1 {
+            if let Some(prev) = self.expected_checksum {
+                if prev != h.pre_apply_checksum {
+                    return Err(ApplyError::PreApplyMismatch {
+                        name: name.into(),
+                        expected: h.pre_apply_checksum,
+                        actual: prev,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After a file's pages: the database takes its commit size (pages cut off are
+    /// forgotten) and TXID, and its checksum must be the file's post-apply checksum.
+    fn end_file(
+        &mut self,
+        name: &str,
+        h: &Header,
+        trailer: &crate::format::Trailer,
+    ) -> Result<(), ApplyError> {
+        let ps = h.page_size as u64;
+        self.out.file.set_len(h.commit as u64 * ps)?;
         for p in h.commit + 1..=self.commit {
             if let Some(c) = self.page_sums.get_mut(p as usize) {
                 self.sum.xor(std::mem::take(c));
@@ -530,14 +574,6 @@ impl DbWriter {
         }
         self.commit = h.commit;
         self.txid = h.max_txid;
-        if let Some(p) = &placed {
-            tracing::debug!(name, pages = ?p.pages, from_later = p.patched, "pages put in place with their final version");
-            self.pages_from_later += p.patched;
-            self.placed = placed;
-        }
-        if self.placed.as_ref().is_some_and(|p| p.files.is_empty()) {
-            self.placed = None;
-        }
         self.expected_checksum = h.has_checksums().then_some(trailer.post_apply_checksum);
         if let Some(expected) = self.expected_checksum {
             // Pages missing from the database are reported by `finish`, by number.
@@ -551,7 +587,7 @@ impl DbWriter {
                 });
             }
         }
-        Ok(h)
+        Ok(())
     }
 
     fn all_pages_present(&self) -> Result<(), ApplyError> {
@@ -785,14 +821,17 @@ mod tests {
         crate::restore::Overlay::build(&named).unwrap()
     }
 
-    /// A model history: a snapshot, incrementals that rewrite pages (some twice), one that
-    /// shrinks the database and one that grows it back.
-    fn history(m: &mut Model, n: u32) -> Vec<(String, Vec<u8>)> {
+    /// A model history: a snapshot, incrementals that rewrite pages (some twice), and,
+    /// with `shrink`, one that shrinks the database and one that grows it back.
+    fn history(m: &mut Model, n: u32, shrink: bool) -> Vec<(String, Vec<u8>)> {
         let steps: Vec<(u32, Vec<u32>)> = vec![
             (n, (1..=n).collect()),
             (n, (1..=n).step_by(7).collect()),
             (n, (1..=n).step_by(5).chain([n - 1]).collect()),
-            (n - n / 8, (n / 2..n / 2 + 40).collect()),
+            (
+                if shrink { n - n / 8 } else { n },
+                (n / 2..n / 2 + 40).collect(),
+            ),
             (n, (n - n / 8..=n).chain([3]).collect()),
         ];
         steps
@@ -805,84 +844,50 @@ mod tests {
             .collect()
     }
 
-    /// With the later files' overlay in place from the start, and arriving while the
-    /// snapshot applies (the reader sets it three quarters in), the database is exactly the
-    /// one of applying them one after another, the shrink and regrowth included; the later
-    /// files write only what the snapshot could not take.
+    /// Applies `files` with the later ones offered as an overlay of the snapshot: those
+    /// decoded into it are folded, the rest applied. Returns the TXIDs folded.
+    fn apply_with_overlay(w: &mut DbWriter, dir: &Path, files: &[(String, Vec<u8>)]) -> Vec<u64> {
+        w.offer_overlay(Arc::new(overlay_of(dir, &files[1..])));
+        w.apply(&files[0].0, &files[0].1[..]).unwrap();
+        let mut folded = vec![];
+        for (i, (name, bytes)) in files.iter().enumerate().skip(1) {
+            let txid = i as u64 + 1;
+            if w.next_to_fold() == Some(txid) {
+                w.fold(name).unwrap();
+                folded.push(txid);
+            } else {
+                w.apply(name, &bytes[..]).unwrap();
+            }
+        }
+        folded
+    }
+
+    /// The files behind a snapshot are decoded into its batches and folded in afterwards
+    /// (all of them; with a shrink, the run before the file whose pages lie above it), and
+    /// the database is exactly the one of applying them one after another.
     #[test]
-    fn overlay_gives_the_same_database_whenever_it_arrives() {
-        for arrives_at in [0.0, 0.75] {
+    fn later_files_decoded_into_the_snapshot_give_the_same_database() {
+        for (shrink, expect) in [(false, vec![2, 3, 4, 5]), (true, vec![2, 3])] {
             let dir = tempfile::tempdir().unwrap();
             let ps = 4096;
             let mut m = Model { ps, pages: vec![] };
             let n = ((32 << 20) / ps) as u32;
-            let files = history(&mut m, n);
-            let slot = crate::restore::OverlaySlot::default();
-            let ov = overlay_of(dir.path(), &files[1..]);
+            let files = history(&mut m, n, shrink);
             let path = dir.path().join("db");
             let mut w = DbWriter::create(&path).unwrap();
-            w.offer_overlay(slot.clone());
-            let snap = &files[0].1;
-            let at = (snap.len() as f64 * arrives_at) as usize;
-            let mut ov = Some(ov);
-            if at == 0 {
-                let _ = slot.set(ov.take().unwrap());
-            }
-            let reader = SetAfter {
-                data: &snap[..],
-                left: at,
-                set: || {
-                    if let Some(o) = ov.take() {
-                        let _ = slot.set(o);
-                    }
-                },
-            };
-            w.apply(&files[0].0, reader).unwrap();
-            let placed = w.placed.clone().expect("pages placed");
-            // Pages above the shrink's commit are written the usual way.
-            assert_eq!(*placed.pages.end(), n - n / 8);
-            if arrives_at == 0.0 {
-                assert_eq!(*placed.pages.start(), 1);
-            } else {
-                // The decoder runs at most the batch pool (16 MiB) ahead of the writer.
-                assert!(*placed.pages.start() > 1, "{placed:?}");
-            }
-            for (name, bytes) in &files[1..] {
-                w.apply(name, &bytes[..]).unwrap();
-            }
-            assert!(w.placed.is_none());
+            let folded = apply_with_overlay(&mut w, dir.path(), &files);
+            assert_eq!(folded, expect, "shrink {shrink}");
+            assert!(w.next_to_fold().is_none());
             let s = w.finish().unwrap();
+            assert!(s.pages_from_later_files > 0);
             assert_eq!(s.checksum, m.checksum());
-            assert_eq!(
-                std::fs::read(&path).unwrap(),
-                m.bytes(),
-                "overlay from {arrives_at}"
-            );
+            assert_eq!(std::fs::read(&path).unwrap(), m.bytes(), "shrink {shrink}");
         }
     }
 
-    /// `Read` over `data` that calls `set` once `left` bytes have been read.
-    struct SetAfter<'a, F: FnMut()> {
-        data: &'a [u8],
-        left: usize,
-        set: F,
-    }
-
-    impl<F: FnMut()> Read for SetAfter<'_, F> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            if self.left == 0 {
-                (self.set)();
-            }
-            let want = buf.len().min(self.left.max(1));
-            let n = self.data.read(&mut buf[..want])?;
-            self.left = self.left.saturating_sub(n);
-            Ok(n)
-        }
-    }
-
-    /// An overlay whose index points at the wrong frame is refused while the snapshot
-    /// applies, naming the staged file; files applied in another order than the overlay's
-    /// are refused too.
+    /// A staged file whose frame disagrees with its index, or whose page data is damaged,
+    /// is refused while the snapshot applies, naming that file; a file decoded ahead that
+    /// is applied instead of folded is refused too.
     #[test]
     fn overlay_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -890,37 +895,40 @@ mod tests {
             ps: 4096,
             pages: vec![],
         };
-        let files = history(&mut m, 256);
-        // Frame of page 8 in file 2 claims to be page 9.
-        let mut bad = files[1].clone();
-        let entries = match crate::format::index::decode_index_from_tail(&bad.1, bad.1.len() as u64)
-            .unwrap()
+        let files = history(&mut m, 256, false);
+        let entries = match crate::format::index::decode_index_from_tail(
+            &files[1].1,
+            files[1].1.len() as u64,
+        )
+        .unwrap()
         {
             crate::format::index::TailIndex::Entries(e) => e,
             _ => unreachable!(),
         };
         let e = entries.iter().find(|e| e.pgno == 8).unwrap();
-        bad.1[e.offset as usize..e.offset as usize + 4].copy_from_slice(&9u32.to_be_bytes());
-        let slot = crate::restore::OverlaySlot::default();
-        let _ = slot.set(overlay_of(dir.path(), &[bad]));
-        let mut w = DbWriter::create(&dir.path().join("db")).unwrap();
-        w.offer_overlay(slot);
-        let err = w.apply("1.ltx", &files[0].1[..]).unwrap_err().to_string();
-        assert!(err.starts_with("2.ltx:"), "{err}");
-        assert!(err.contains("frame holds 9"), "{err}");
+        // The frame of page 8 in file 2 claims to be page 9; then, a byte of its data.
+        let mut renumbered = files[1].clone();
+        renumbered.1[e.offset as usize..e.offset as usize + 4].copy_from_slice(&9u32.to_be_bytes());
+        let mut damaged = files[1].clone();
+        damaged.1[(e.offset + e.size) as usize - 2] ^= 0x40;
+        for (bad, says) in [(renumbered, "page 8"), (damaged, "2.ltx")] {
+            let mut w = DbWriter::create(&dir.path().join("db")).unwrap();
+            w.offer_overlay(Arc::new(overlay_of(dir.path(), &[bad])));
+            let err = w.apply("1.ltx", &files[0].1[..]).unwrap_err().to_string();
+            assert!(err.starts_with("2.ltx:"), "{err}");
+            assert!(err.contains(says), "{err}");
+        }
 
-        // Overlay of file 3 alone, then file 2 applied: refused before it writes anything.
-        let slot = crate::restore::OverlaySlot::default();
-        let _ = slot.set(overlay_of(dir.path(), &files[2..3]));
         let mut w = DbWriter::create(&dir.path().join("db2")).unwrap();
-        w.offer_overlay(slot);
+        assert!(matches!(w.fold("x"), Err(ApplyError::NothingToFold(_))));
+        w.offer_overlay(Arc::new(overlay_of(dir.path(), &files[1..3])));
         w.apply("1.ltx", &files[0].1[..]).unwrap();
         let err = w.apply("2.ltx", &files[1].1[..]).unwrap_err();
         assert!(
             matches!(
                 err,
                 ApplyError::OverlayOrder {
-                    expected: 3,
+                    expected: 2,
                     got: 2,
                     ..
                 }

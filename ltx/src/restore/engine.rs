@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 use futures::{StreamExt, TryStreamExt};
 
 use super::apply::{ApplyError, DbSummary, DbWriter};
-use super::overlay::{Overlay, OverlaySlot};
+use super::overlay::Overlay;
 use super::plan::{plan, PlanError, Target};
 use crate::format::Txid;
 use crate::replica::{LtxFileInfo, Replica, ReplicaError};
@@ -173,8 +173,9 @@ pub async fn restore(
     };
     let stream_min = opts.stream_min;
     // A streamed first file is applied after the small files right behind it (the rest of
-    // the first window) are staged: their pages then go into its batches, and the pages
-    // are written once (`overlay.rs`). They are fetched either way; this only orders them.
+    // the first window) are staged: their pages are then decoded into its batches, so each
+    // page is decoded and written once (`overlay.rs`). They are fetched either way; this
+    // only orders the work.
     let overlay_files = if chosen[0].size >= stream_min {
         chosen[1..]
             .iter()
@@ -194,30 +195,7 @@ pub async fn restore(
             .then(|| Ended(finished.clone()));
         let task = AbortOnDrop(tokio::spawn(async move {
             let _ended = ended;
-            if is_complete(&dest, f.size).await {
-                progress.downloaded(&f, true);
-                return Ok::<_, RestoreError>(Ready::Local(f, dest, true, 0));
-            }
-            if f.size >= stream_min {
-                return Ok(Ready::Stream(f));
-            }
-            let part = dest.with_extension("part");
-            let n = replica.download_to(&f.key, &part, small_ranges).await?;
-            if n != f.size {
-                return Err(RestoreError::SizeMismatch {
-                    path: replica.path_of(&f.key),
-                    expected: f.size,
-                    got: n,
-                });
-            }
-            tokio::fs::rename(&part, &dest)
-                .await
-                .map_err(|source| RestoreError::Io {
-                    path: dest.clone(),
-                    source,
-                })?;
-            progress.downloaded(&f, false);
-            Ok(Ready::Local(f, dest, false, n))
+            stage(f, dest, &replica, &*progress, stream_min, small_ranges).await
         }));
         async move {
             match task.join().await {
@@ -246,6 +224,15 @@ pub async fn restore(
                     resumed += was_resumed as usize;
                     bytes += n;
                     let name = replica.path_of(&f.key);
+                    if writer.next_to_fold() == Some(f.key.max_txid) {
+                        // Verified and put in place while the snapshot applied.
+                        if let Err(e) = writer.fold(&name) {
+                            let _ = tokio::fs::remove_file(&path).await;
+                            return Err(e.into());
+                        }
+                        opts.progress.applied(&f);
+                        continue;
+                    }
                     let (w, res) = tokio::task::spawn_blocking(move || {
                         let res =
                             std::fs::File::open(&path)
@@ -272,9 +259,12 @@ pub async fn restore(
                     // The files after a streamed first file are usually staged long before
                     // it ends: their pages go into its batches (`overlay.rs`).
                     if f.key == chosen[0].key && overlay_files > 0 {
-                        let slot = OverlaySlot::default();
-                        writer.offer_overlay(slot.clone());
-                        build_overlay(&chosen[1..=overlay_files], &staged, &finished, slot).await;
+                        if let Some(ov) =
+                            build_overlay(replica, &chosen[1..=overlay_files], &staged, &finished)
+                                .await
+                        {
+                            writer.offer_overlay(Arc::new(ov));
+                        }
                     }
                     let (w, res) =
                         super::stream::download_and_apply(replica, &f, opts.concurrency, writer)
@@ -326,31 +316,71 @@ pub async fn restore(
     Ok(summary)
 }
 
-/// Waits for the downloads of `later` to end (`finished` counts them), then builds their
-/// overlay into `slot` if they all succeeded; a failed one is reported when its turn
-/// comes, without an overlay.
+/// A file of the plan: found complete in the staging directory, downloaded into it, or
+/// (from `stream_min` up) left to stream.
+async fn stage(
+    f: LtxFileInfo,
+    dest: PathBuf,
+    replica: &Replica,
+    progress: &dyn Progress,
+    stream_min: u64,
+    small_ranges: usize,
+) -> Result<Ready, RestoreError> {
+    if is_complete(&dest, f.size).await {
+        progress.downloaded(&f, true);
+        return Ok(Ready::Local(f, dest, true, 0));
+    }
+    if f.size >= stream_min {
+        return Ok(Ready::Stream(f));
+    }
+    let part = dest.with_extension("part");
+    let n = replica.download_to(&f.key, &part, small_ranges).await?;
+    if n != f.size {
+        return Err(RestoreError::SizeMismatch {
+            path: replica.path_of(&f.key),
+            expected: f.size,
+            got: n,
+        });
+    }
+    tokio::fs::rename(&part, &dest)
+        .await
+        .map_err(|source| RestoreError::Io {
+            path: dest.clone(),
+            source,
+        })?;
+    progress.downloaded(&f, false);
+    Ok(Ready::Local(f, dest, false, n))
+}
+
+/// Waits for the downloads of `later` to end (`finished` counts them), then maps them for
+/// the first file's apply if they all succeeded; a failed one is reported when its turn
+/// comes.
 async fn build_overlay(
+    replica: &Replica,
     later: &[LtxFileInfo],
     staged: &dyn Fn(&LtxFileInfo) -> PathBuf,
     finished: &tokio::sync::watch::Sender<usize>,
-    slot: OverlaySlot,
-) {
+) -> Option<Overlay> {
     let _ = finished.subscribe().wait_for(|&n| n >= later.len()).await;
     let mut named = Vec::with_capacity(later.len());
     for f in later {
         let path = staged(f);
         if !is_complete(&path, f.size).await {
-            return;
+            return None;
         }
-        named.push((format!("{}-{}", f.key.level, f.key.file_name()), path));
+        named.push((replica.path_of(&f.key), path));
     }
     match tokio::task::spawn_blocking(move || Overlay::build(&named)).await {
-        Ok(Ok(ov)) => {
-            let _ = slot.set(ov);
-        }
+        Ok(Ok(ov)) => Some(ov),
         // The normal apply of that file says what is wrong with it.
-        Ok(Err(e)) => tracing::debug!(error = %e, "no overlay"),
-        Err(e) => tracing::debug!(error = %e, "overlay task failed"),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "no overlay");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "overlay task failed");
+            None
+        }
     }
 }
 

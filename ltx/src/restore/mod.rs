@@ -11,5 +11,5 @@ pub use apply::{ApplyError, DbSummary, DbWriter};
 pub use engine::{
     list_for_target, restore, NoProgress, Progress, RestoreError, RestoreOptions, RestoreSummary,
 };
-pub use overlay::{Overlay, OverlaySlot};
+pub use overlay::Overlay;
 pub use plan::{plan, PlanError, Target};

@@ -1,66 +1,52 @@
-//! Writing each page once: the pages that files later in a plan rewrite, patched into the
-//! snapshot's batches before those are written.
+//! Writing each page once and decoding it once: the small files staged behind a streamed
+//! snapshot are decoded while the snapshot's batches pass, into those batches.
 //!
 //! Applied one after another, a snapshot and the incrementals after it write every page
 //! the incrementals touch twice, and the second writes are scattered single pages through
-//! the page cache that the final fsync then writes back (a quarter of a 1 GiB restore whose
-//! incrementals touch 40 % of its pages). Once the later files are staged locally, their
-//! page indexes say where the newest version of each page is; the snapshot's batches get
-//! those versions before their long direct writes, and the later files, applied in order
-//! as before (decoded, checksummed, verified), skip writing the pages already in place.
+//! the page cache that the final fsync writes back (a quarter of a 1 GiB restore whose
+//! incrementals touch 40 % of its pages). Instead the restore stages the files right behind
+//! the snapshot first. While the snapshot applies, each batch of its pages (in page order)
+//! meets each staged file's next pages (also in page order): they are decoded straight into
+//! the batch in TXID order, so the newest version is what the long direct write takes.
+//! Every page of those files is decoded this way exactly once, in file order, so their own
+//! decoders verify them completely (file checksum, index, trailer) and record each page's
+//! checksum; afterwards `DbWriter::fold` applies them from that record, checks and all,
+//! without decoding or writing anything again.
 //!
-//! Only pages at or below every later file's commit size are placed this way: no file in
-//! between truncates them, so the newest version is the final one. The overlay is only an
-//! optimisation: a file it cannot read is left to the normal apply to report.
+//! Only a run of files whose pages all lie at or below every commit size among them and
+//! the snapshot takes part: no file in between cuts those pages off, so the newest version
+//! is the final one. The files after that run are applied the usual way, after it.
 
-use std::ops::RangeInclusive;
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 
 use memmap2::Mmap;
 
-use super::apply::ApplyError;
+use super::apply::{ApplyError, Verified};
+use crate::format::checksum::page_checksum;
 use crate::format::index::{decode_index_from_tail, TailIndex};
-use crate::format::page::{decode_frame, FrameError};
-use crate::format::{Header, LtxError, Txid, HEADER_SIZE};
+use crate::format::{Decoder, Header, LtxError, PageIndexEntry, HEADER_SIZE};
 
-/// Set (once) by whoever stages the later files, read by the writer of the snapshot: the
-/// snapshot's batches written before it is set are written as they are.
-pub type OverlaySlot = Arc<OnceLock<Overlay>>;
-
-/// The newest version of each page among a run of staged LTX files.
+/// Staged LTX files that follow a snapshot, mapped, with their headers and page indexes.
 pub struct Overlay {
     files: Vec<Staged>,
-    page_size: u32,
-    /// The smallest commit size among the files.
-    limit: u32,
-    /// Sorted by page number, one per page, pages above `limit` left out.
-    pages: Vec<Newest>,
 }
 
 struct Staged {
     name: String,
-    max_txid: Txid,
+    header: Header,
     map: Mmap,
-}
-
-#[derive(Clone, Copy)]
-struct Newest {
-    pgno: u32,
-    file: u32,
-    offset: u64,
-    size: u64,
+    /// The page index as the file states it; its decoder checks it against the frames.
+    entries: Vec<PageIndexEntry>,
 }
 
 impl Overlay {
-    /// Reads the headers and page indexes of `files`: staged LTX files (label, path) that
-    /// follow the snapshot, in plan order. An error says why the overlay cannot be used.
+    /// Maps `files` (label, path: staged LTX files that follow the snapshot, in plan order)
+    /// and reads their headers and indexes. An error names the file; its own apply then
+    /// reports what is wrong with it.
     pub fn build(files: &[(String, PathBuf)]) -> Result<Overlay, String> {
         let mut staged = Vec::with_capacity(files.len());
-        let mut all = Vec::new();
-        let mut page_size = 0;
-        let mut limit = u32::MAX;
-        for (i, (name, path)) in files.iter().enumerate() {
+        for (name, path) in files {
             let fail = |e: &dyn std::fmt::Display| format!("{name}: {e}");
             let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
             // SAFETY: the staging directory is this restore's own; nothing writes a staged
@@ -70,158 +56,126 @@ impl Overlay {
             if map.len() < HEADER_SIZE {
                 return Err(fail(&"shorter than a header"));
             }
-            let h = Header::decode_prefix(&map[..]).map_err(|e| fail(&e))?;
-            h.validate().map_err(|e| fail(&e))?;
-            if page_size != 0 && h.page_size != page_size {
-                return Err(fail(&"page size differs"));
-            }
-            page_size = h.page_size;
-            limit = limit.min(h.commit);
+            let header = Header::decode_prefix(&map[..]).map_err(|e| fail(&e))?;
             let entries = match decode_index_from_tail(&map[..], map.len() as u64) {
                 Ok(TailIndex::Entries(e)) => e,
                 Ok(TailIndex::Beyond(_)) => return Err(fail(&"index outside the file")),
                 Err(e) => return Err(fail(&e)),
             };
-            let mut prev = 0;
-            for e in entries {
-                if e.pgno <= prev || e.offset.saturating_add(e.size) > map.len() as u64 {
-                    return Err(fail(&"page index out of order or out of the file"));
-                }
-                prev = e.pgno;
-                all.push(Newest {
-                    pgno: e.pgno,
-                    file: i as u32,
-                    offset: e.offset,
-                    size: e.size,
-                });
-            }
             staged.push(Staged {
                 name: name.clone(),
-                max_txid: h.max_txid,
+                header,
                 map,
+                entries,
             });
         }
-        // Newest last within a page number, then keep only that one.
-        all.sort_by_key(|n| (n.pgno, n.file));
-        let mut pages: Vec<Newest> = Vec::with_capacity(all.len());
-        for n in all.into_iter().filter(|n| n.pgno <= limit) {
-            match pages.last_mut() {
-                Some(last) if last.pgno == n.pgno => *last = n,
-                _ => pages.push(n),
-            }
-        }
-        Ok(Overlay {
-            files: staged,
-            page_size,
-            limit,
-            pages,
-        })
-    }
-
-    /// The files' max TXIDs, in order: the files that must skip the placed pages.
-    pub(super) fn txids(&self) -> Vec<Txid> {
-        self.files.iter().map(|f| f.max_txid).collect()
+        Ok(Overlay { files: staged })
     }
 }
 
-/// One snapshot apply's use of an overlay: batches come in ascending page order, so a
-/// cursor walks the overlay once.
-pub(super) struct Patcher {
-    slot: OverlaySlot,
-    page_size: u32,
-    /// The snapshot's commit size.
-    commit: u32,
-    /// First page patched (set by the first batch after the overlay arrived), and the
-    /// position in `pages` to look from.
-    first: Option<u32>,
-    cursor: usize,
-    unusable: bool,
-    /// Pages replaced so far.
+/// One snapshot apply's use of an overlay: the leading files that can take part, each with
+/// its decoder at its next page.
+pub(super) struct Patcher<'a> {
+    files: Vec<Passing<'a>>,
     patched: u64,
 }
 
-/// Pages whose final version is on disk, and the files (by max TXID, in apply order) that
-/// must not write them again.
-#[derive(Debug, Clone)]
-pub(super) struct Placed {
-    pub pages: RangeInclusive<u32>,
-    pub files: std::collections::VecDeque<Txid>,
-    /// How many of them came from the later files.
-    pub patched: u64,
+struct Passing<'a> {
+    staged: &'a Staged,
+    dec: Decoder<&'a [u8]>,
+    next: usize,
+    sums: Vec<(u32, u64)>,
 }
 
-impl Patcher {
-    pub fn new(slot: OverlaySlot, page_size: u32, commit: u32) -> Patcher {
-        Patcher {
-            slot,
-            page_size,
-            commit,
-            first: None,
-            cursor: 0,
-            unusable: false,
-            patched: 0,
-        }
-    }
-
-    /// Replaces the pages of a batch (`pgnos` ascending, `data` their bytes) that a later
-    /// file rewrites with their newest version.
-    pub fn patch(&mut self, pgnos: &[u32], data: &mut [u8]) -> Result<(), ApplyError> {
-        if self.unusable || pgnos.is_empty() {
-            return Ok(());
-        }
-        let Some(ov) = self.slot.get() else {
-            return Ok(());
-        };
-        let ps = self.page_size as usize;
-        if self.first.is_none() {
-            if ov.page_size != self.page_size {
-                // The later file's apply reports the change of page size.
-                self.unusable = true;
-                return Ok(());
-            }
-            self.first = Some(pgnos[0]);
-            self.cursor = ov.pages.partition_point(|n| n.pgno < pgnos[0]);
-        }
-        let limit = ov.limit.min(self.commit);
-        for (i, &pgno) in pgnos.iter().enumerate() {
-            if pgno > limit {
+impl<'a> Patcher<'a> {
+    /// Takes the longest run of the overlay's files, from its first, whose pages all lie
+    /// at or below the smallest commit size among them and the snapshot `snap`.
+    pub fn new(ov: &'a Overlay, snap: &Header) -> Patcher<'a> {
+        let mut files = Vec::new();
+        let mut min_commit = snap.commit;
+        let mut max_pgno = 0;
+        for s in &ov.files {
+            min_commit = min_commit.min(s.header.commit);
+            max_pgno = max_pgno.max(s.entries.last().map_or(0, |e| e.pgno));
+            if s.header.page_size != snap.page_size || max_pgno > min_commit {
                 break;
             }
-            while ov.pages.get(self.cursor).is_some_and(|n| n.pgno < pgno) {
-                self.cursor += 1;
-            }
-            let Some(n) = ov.pages.get(self.cursor).filter(|n| n.pgno == pgno) else {
-                continue;
+            let Ok(dec) = Decoder::new(&s.map[..]) else {
+                break;
             };
-            let f = &ov.files[n.file as usize];
-            let frame = &f.map[n.offset as usize..(n.offset + n.size) as usize];
-            let bad = |reason: String| ApplyError::Ltx {
-                name: f.name.clone(),
-                source: LtxError::InvalidPage {
-                    offset: n.offset,
-                    reason,
-                },
-            };
-            match decode_frame(frame, &mut data[i * ps..(i + 1) * ps]) {
-                Ok(got) if got == pgno => self.patched += 1,
-                Ok(got) => return Err(bad(format!("index says page {pgno}, frame holds {got}"))),
-                Err(FrameError::Eof) => return Err(bad("frame cut short".into())),
-                Err(FrameError::Io(e)) => return Err(bad(e.to_string())),
-                Err(FrameError::Invalid(m)) => return Err(bad(m)),
+            files.push(Passing {
+                staged: s,
+                dec: dec.without_db_checksum(),
+                next: 0,
+                sums: Vec::with_capacity(s.entries.len()),
+            });
+        }
+        Patcher { files, patched: 0 }
+    }
+
+    /// Decodes the files' pages that are in this batch of the snapshot's (`pgnos`
+    /// ascending, `data` their bytes) over them, oldest file first.
+    pub fn patch(&mut self, pgnos: &[u32], data: &mut [u8]) -> Result<(), ApplyError> {
+        if self.files.is_empty() || pgnos.is_empty() {
+            return Ok(());
+        }
+        let ps = data.len() / pgnos.len();
+        let last = pgnos[pgnos.len() - 1];
+        for f in &mut self.files {
+            while let Some(e) = f.staged.entries.get(f.next).filter(|e| e.pgno <= last) {
+                let want = e.pgno;
+                // A snapshot holds every page up to its commit size (its decoder checks), so
+                // a page missing from its batches is one the index got wrong.
+                let Ok(i) = pgnos.binary_search(&want) else {
+                    return Err(bad_index(f, want, "the snapshot has no such page"));
+                };
+                let slot = &mut data[i * ps..(i + 1) * ps];
+                match f.dec.next_page(slot) {
+                    Ok(Some(got)) if got == want => {}
+                    Ok(_) => return Err(bad_index(f, want, "the frames say otherwise")),
+                    Err(source) => {
+                        return Err(ApplyError::Ltx {
+                            name: f.staged.name.clone(),
+                            source,
+                        })
+                    }
+                }
+                f.sums.push((want, page_checksum(want, slot)));
+                f.next += 1;
+                self.patched += 1;
             }
         }
         Ok(())
     }
 
-    /// What the patched batches put in place (none when the overlay never arrived).
-    pub fn placed(&self) -> Option<Placed> {
-        let first = self.first?;
-        let ov = self.slot.get()?;
-        let last = ov.limit.min(self.commit);
-        (first <= last).then(|| Placed {
-            pages: first..=last,
-            files: ov.txids().into(),
-            patched: self.patched,
-        })
+    /// After the snapshot's last batch: each file's decoder reads the rest (end of pages,
+    /// index, trailer) and verifies the file; returns them, in order, for `fold`.
+    pub fn finish(self) -> Result<(VecDeque<Verified>, u64), ApplyError> {
+        let mut done = VecDeque::with_capacity(self.files.len());
+        for f in self.files {
+            let name = f.staged.name.clone();
+            if f.next != f.staged.entries.len() {
+                let pgno = f.staged.entries[f.next].pgno;
+                return Err(bad_index(&f, pgno, "the snapshot ended before it"));
+            }
+            let header = *f.dec.header();
+            let trailer = f
+                .dec
+                .finish()
+                .map_err(|source| ApplyError::Ltx { name, source })?;
+            done.push_back(Verified {
+                header,
+                trailer,
+                sums: f.sums,
+            });
+        }
+        Ok((done, self.patched))
+    }
+}
+
+fn bad_index(f: &Passing<'_>, pgno: u32, why: &str) -> ApplyError {
+    ApplyError::Ltx {
+        name: f.staged.name.clone(),
+        source: LtxError::InvalidIndex(format!("page {pgno} in the index: {why}")),
     }
 }

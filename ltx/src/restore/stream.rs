@@ -20,20 +20,23 @@ const QUEUE: usize = 8;
 struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     cur: Bytes,
+    /// Bytes of `cur` already read (a position, not `Bytes::slice`: the decoder makes three
+    /// small reads per page, and a slice costs two atomic reference-count updates).
+    pos: usize,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
+        while self.pos == self.cur.len() {
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
+                Some(Ok(b)) => (self.cur, self.pos) = (b, 0),
                 Some(Err(e)) => return Err(e),
                 None => return Ok(0),
             }
         }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur = self.cur.slice(n..);
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }
@@ -54,6 +57,7 @@ pub(super) async fn download_and_apply(
         let reader = ChannelReader {
             rx,
             cur: Bytes::new(),
+            pos: 0,
         };
         // No `BufReader`: the decoder's reads copy straight out of the downloaded chunks.
         let res = writer.apply(&name, reader);
