@@ -1,7 +1,8 @@
 //! Restore a replica to a database file: plan, download in parallel into a staging
 //! directory (resumable: finished downloads survive an interruption), verify and apply
 //! in TXID order while later files still download (a big file while it downloads itself:
-//! `stream.rs`), then rename into place atomically.
+//! `stream.rs`, with the small files behind it decoded into its pages: `overlay.rs`), then
+//! rename into place atomically.
 //! The output path is only ever touched by the final rename.
 
 use std::path::{Path, PathBuf};
@@ -67,7 +68,9 @@ pub struct RestoreOptions {
     pub staging_dir: Option<PathBuf>,
     /// Files at least this big are applied while they download (`stream.rs`; not staged, so
     /// an interrupted restore fetches them again); smaller ones download ahead in parallel
-    /// (also while a big one streams) into the staging directory and are applied from there.
+    /// into the staging directory and are applied from there. The small files right behind
+    /// a streamed first file are staged before it streams and decoded into it
+    /// (`overlay.rs`); later ones download while it streams.
     pub stream_min: u64,
     pub progress: Arc<dyn Progress>,
 }
