@@ -367,16 +367,8 @@ async fn a_streamed_file_matches_litestream_and_a_corrupt_one_fails_cleanly() {
     );
 
     // Flip a bit three quarters into the big object.
-    let key = LtxKey::new(0, 1, 1);
-    let mut b = replica.read(&key).await.unwrap().to_vec();
-    let at = b.len() * 3 / 4;
-    b[at] ^= 0x10;
-    replica.write(&key, Bytes::from(b), 1, false).await.unwrap();
     let bad = dir.path().join("bad");
-    let err = ltx::restore::restore(&replica, &bad, &opts)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = damaged_restore(&replica, 1, 0.75, &bad, &opts).await;
     assert!(
         err.contains("0000/0000000000000001-0000000000000001.ltx"),
         "error must name the file: {err}"
@@ -427,23 +419,38 @@ async fn a_streamed_snapshot_takes_later_pages_and_matches_litestream() {
         "restore with an overlay differs from litestream restore"
     );
 
-    // A damaged small file behind the snapshot: its pages may already be in the snapshot's
-    // batches, but its own apply refuses it, naming it, and no output appears.
-    let key = LtxKey::new(0, 2, 2);
-    let mut b = replica.read(&key).await.unwrap().to_vec();
-    let at = b.len() / 2;
-    b[at] ^= 0x10;
-    replica.write(&key, Bytes::from(b), 2, false).await.unwrap();
+    // A damaged small file behind the snapshot: its decoder refuses it while the snapshot
+    // applies, naming it, and no output appears.
     let bad = dir.path().join("bad");
-    let err = ltx::restore::restore(&replica, &bad, &opts)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = damaged_restore(&replica, 2, 0.5, &bad, &opts).await;
     assert!(
         err.contains("0000000000000002-0000000000000002.ltx"),
         "error must name the file: {err}"
     );
     assert!(!bad.exists());
+}
+
+/// Flips a bit `at` (a fraction) into TXID `txid`'s object, restores to `out` and returns
+/// the error.
+async fn damaged_restore(
+    replica: &Replica,
+    txid: u64,
+    at: f64,
+    out: &Path,
+    opts: &ltx::restore::RestoreOptions,
+) -> String {
+    let key = LtxKey::new(0, txid, txid);
+    let mut b = replica.read(&key).await.unwrap().to_vec();
+    let i = (b.len() as f64 * at) as usize;
+    b[i] ^= 0x10;
+    replica
+        .write(&key, Bytes::from(b), txid as i64, false)
+        .await
+        .unwrap();
+    ltx::restore::restore(replica, out, opts)
+        .await
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
