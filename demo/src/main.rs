@@ -26,7 +26,7 @@
 //!                                              sync, lease hand-over).
 //!                                              With several databases (SQLITE_KUBE_DATABASES)
 //!                                              it writes a row to each per round and prints
-//!                                              "name id".
+//!                                              "name id" (same busy timeout and journal mode).
 //!   sqlitekube-demo ready                      the readiness probe: exit 0 once `app` has
 //!                                              opened its database
 //! Other settings come from the environment (LITESTREAM_* as documented).
@@ -73,6 +73,27 @@ fn journal_mode(c: &Connection) -> rusqlite::Result<()> {
         eprintln!("sqlitekube-demo: journal_mode={got}");
     }
     Ok(())
+}
+
+/// Opens a database of the pod as `app` does (the VFS configured from the environment):
+/// read-write or read-only, the busy timeout from SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS (default
+/// 500 ms: how long a write waits for the lock), and SQLITE_KUBE_DEMO_JOURNAL_MODE.
+fn open_app_db(path: &str, write: bool) -> Result<Connection, String> {
+    let flags = if write {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } | OpenFlags::SQLITE_OPEN_URI;
+    let c = Connection::open_with_flags(format!("file:{path}?vfs=sqlitekube"), flags)
+        .map_err(|e| format!("open {path}: {e}"))?;
+    let busy = std::env::var("SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    c.busy_timeout(std::time::Duration::from_millis(busy))
+        .map_err(|e| e.to_string())?;
+    journal_mode(&c).map_err(|e| format!("{path}: journal_mode: {e}"))?;
+    Ok(c)
 }
 
 /// The file `app` creates once its database is open and readable.
@@ -211,20 +232,7 @@ fn app_several(dbs: Vec<(String, String, bool)>) -> Result<(), String> {
     term_requested();
     let mut conns = Vec::new();
     for (name, path, write) in &dbs {
-        let flags = if *write {
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
-        } else {
-            OpenFlags::SQLITE_OPEN_READ_ONLY
-        } | OpenFlags::SQLITE_OPEN_URI;
-        let c = Connection::open_with_flags(format!("file:{path}?vfs=sqlitekube"), flags)
-            .map_err(|e| format!("open {path}: {e}"))?;
-        // SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS (default 5 s): how long a write waits for the lock.
-        let busy = std::env::var("SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(5000);
-        c.busy_timeout(std::time::Duration::from_millis(busy))
-            .map_err(|e| e.to_string())?;
+        let c = open_app_db(path, *write)?;
         if *write {
             c.execute_batch(
                 "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
@@ -287,23 +295,10 @@ fn app() -> Result<(), String> {
             std::thread::sleep(std::time::Duration::from_millis(5));
         });
     }
-    let flags = if write {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-    } | OpenFlags::SQLITE_OPEN_URI;
     if let Some(f) = ready_file() {
         let _ = std::fs::remove_file(f);
     }
-    let c = Connection::open_with_flags(format!("file:{db}?vfs=sqlitekube"), flags)
-        .map_err(|e| format!("open {db}: {e}"))?;
-    let busy = std::env::var("SQLITE_KUBE_DEMO_BUSY_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-    c.busy_timeout(std::time::Duration::from_millis(busy))
-        .map_err(|e| e.to_string())?;
-    journal_mode(&c).map_err(|e| format!("journal_mode: {e}"))?;
+    let c = open_app_db(&db, write)?;
     let mut out = std::io::stdout().lock();
     if write {
         let setup = "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)";

@@ -262,10 +262,11 @@ pub async fn restore(
                     // The files after a streamed first file are usually staged long before
                     // it ends: their pages go into its batches (`overlay.rs`).
                     if f.key == chosen[0].key && overlay_files > 0 {
-                        if let Some(ov) =
-                            build_overlay(replica, &chosen[1..=overlay_files], &staged, &finished)
-                                .await
-                        {
+                        let later = chosen[1..=overlay_files]
+                            .iter()
+                            .map(|f| (replica.path_of(&f.key), staged(f), f.size))
+                            .collect();
+                        if let Some(ov) = build_overlay(later, &finished).await {
                             writer.offer_overlay(Arc::new(ov));
                         }
                     }
@@ -359,19 +360,16 @@ async fn stage(
 /// the first file's apply if they all succeeded; a failed one is reported when its turn
 /// comes.
 async fn build_overlay(
-    replica: &Replica,
-    later: &[LtxFileInfo],
-    staged: &dyn Fn(&LtxFileInfo) -> PathBuf,
+    later: Vec<(String, PathBuf, u64)>,
     finished: &tokio::sync::watch::Sender<usize>,
 ) -> Option<Overlay> {
     let _ = finished.subscribe().wait_for(|&n| n >= later.len()).await;
     let mut named = Vec::with_capacity(later.len());
-    for f in later {
-        let path = staged(f);
-        if !is_complete(&path, f.size).await {
+    for (name, path, size) in later {
+        if !is_complete(&path, size).await {
             return None;
         }
-        named.push((replica.path_of(&f.key), path));
+        named.push((name, path));
     }
     match tokio::task::spawn_blocking(move || Overlay::build(&named)).await {
         Ok(Ok(ov)) => Some(ov),
