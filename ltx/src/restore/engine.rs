@@ -429,3 +429,14 @@ fn sibling(output: &Path, suffix: &str) -> PathBuf {
     s.push(suffix);
     PathBuf::from(s)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The operator and the VFS spawn restores on multi-threaded runtimes: the future must
+    /// stay `Send` (a compile-time check).
+    #[allow(dead_code)]
+    fn restore_future_is_send(r: &super::Replica, out: &super::Path, o: &super::RestoreOptions) {
+        fn send<T: Send>(_: T) {}
+        send(super::restore(r, out, o));
+    }
+}
