@@ -116,7 +116,7 @@ async fn main() {
         for _ in 0..repeat {
             let raw_dir = work.path().join("raw");
             std::fs::create_dir_all(&raw_dir).unwrap();
-            let cpu0 = (cpu_secs(std::process::id()), cpu_secs(weed));
+            let cpu0 = cpu_now(weed);
             let t = Instant::now();
             futures::stream::iter(chosen.iter().map(|f| {
                 let dest = raw_dir.join(f.key.file_name());
@@ -127,15 +127,12 @@ async fn main() {
             .collect::<Vec<_>>()
             .await;
             raws.push(t.elapsed().as_secs_f64());
-            raw_cpu.push((
-                cpu_secs(std::process::id()) - cpu0.0,
-                cpu_secs(weed) - cpu0.1,
-            ));
+            raw_cpu.push(cpu_since(cpu0, weed));
             std::fs::remove_dir_all(&raw_dir).unwrap();
 
             let _ = std::fs::remove_file(&ours_out);
             perf_ctl("enable");
-            let cpu0 = (cpu_secs(std::process::id()), cpu_secs(weed));
+            let cpu0 = cpu_now(weed);
             let t = Instant::now();
             restore(
                 &replica,
@@ -150,10 +147,7 @@ async fn main() {
             .unwrap();
             ourses.push(t.elapsed().as_secs_f64());
             perf_ctl("disable");
-            ours_cpu.push((
-                cpu_secs(std::process::id()) - cpu0.0,
-                cpu_secs(weed) - cpu0.1,
-            ));
+            ours_cpu.push(cpu_since(cpu0, weed));
         }
         let raw = median(&mut raws);
         let ours = median(&mut ourses);
@@ -218,6 +212,17 @@ fn cpu_secs(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of (this process, the S3 server process `store`) so far.
+fn cpu_now(store: u32) -> (f64, f64) {
+    (cpu_secs(std::process::id()), cpu_secs(store))
+}
+
+/// CPU seconds of (this process, `store`) since `cpu_now` returned `then`.
+fn cpu_since(then: (f64, f64), store: u32) -> (f64, f64) {
+    let now = cpu_now(store);
+    (now.0 - then.0, now.1 - then.1)
 }
 
 /// With `BENCH_TIMELINE` set, when each file of our restore was downloaded and applied,

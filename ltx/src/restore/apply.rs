@@ -86,8 +86,8 @@ pub struct DbWriter {
     pages_from_later: u64,
 }
 
-/// Decoded bytes per batch from the decoding thread to the writing one (one write per
-/// run of consecutive pages in it), and batches in flight.
+/// Decoded bytes per batch from the decoding thread to the writing ones (one write per
+/// run of consecutive pages in it), and batches in flight per queue.
 const BATCH_BYTES: usize = 1 << 20;
 const BATCHES: usize = 8;
 /// Threads writing batches.
@@ -366,12 +366,6 @@ impl DbWriter {
         let mut dec = Decoder::new(r).map_err(ltx)?.without_db_checksum();
         let h = *dec.header();
         self.check_next(name, &h)?;
-        let ps = h.page_size as usize;
-        let overlay = self.overlay.take().filter(|_| h.is_snapshot());
-        let mut patcher = overlay.as_deref().map(|ov| Patcher::new(ov, &h));
-        if h.is_snapshot() {
-            self.out.preallocate(h.commit as u64 * ps as u64);
-        }
         if let Some(v) = self.ahead.front() {
             return Err(ApplyError::OverlayOrder {
                 name: name.into(),
@@ -379,10 +373,17 @@ impl DbWriter {
                 got: h.max_txid,
             });
         }
-        // Three threads: this one decodes (read, decompress, file checksum) straight into
-        // a batch, the next checksums its pages, the last writes them (a direct write
-        // waits for the disk: no reason to hold up the checksums meanwhile). Batches come
-        // back empty to be filled again.
+        let ps = h.page_size as usize;
+        let overlay = self.overlay.take().filter(|_| h.is_snapshot());
+        let mut patcher = overlay.as_deref().map(|ov| Patcher::new(ov, &h));
+        if h.is_snapshot() {
+            self.out.preallocate(h.commit as u64 * ps as u64);
+        }
+        // A pipeline: this thread decodes (read, decompress, file checksum) straight into
+        // a batch, the next checksums its pages (and, for a snapshot with an overlay,
+        // decodes the later files' pages over them), `WRITERS` more write them (a direct
+        // write waits for the disk: no reason to hold up the checksums meanwhile). Batches
+        // come back empty to be filled again.
         let mut sums = PageSums {
             sums: &mut self.page_sums,
             sum: &mut self.sum,

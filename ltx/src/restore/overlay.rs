@@ -25,7 +25,7 @@ use memmap2::Mmap;
 use super::apply::{ApplyError, Verified};
 use crate::format::checksum::page_checksum;
 use crate::format::index::{decode_index_from_tail, TailIndex};
-use crate::format::{Decoder, Header, LtxError, PageIndexEntry, HEADER_SIZE};
+use crate::format::{Decoder, Header, LtxError, PageIndexEntry};
 
 /// Staged LTX files that follow a snapshot, mapped, with their headers and page indexes.
 pub struct Overlay {
@@ -34,7 +34,6 @@ pub struct Overlay {
 
 struct Staged {
     name: String,
-    header: Header,
     map: Mmap,
     /// The page index as the file states it; its decoder checks it against the frames.
     entries: Vec<PageIndexEntry>,
@@ -42,8 +41,8 @@ struct Staged {
 
 impl Overlay {
     /// Maps `files` (label, path: staged LTX files that follow the snapshot, in plan order)
-    /// and reads their headers and indexes. An error names the file; its own apply then
-    /// reports what is wrong with it.
+    /// and reads their indexes (their headers are read by their decoders). An error names
+    /// the file; its own apply then reports what is wrong with it.
     pub fn build(files: &[(String, PathBuf)]) -> Result<Overlay, String> {
         let mut staged = Vec::with_capacity(files.len());
         for (name, path) in files {
@@ -53,10 +52,6 @@ impl Overlay {
             // file after its rename into place (a bad one is only unlinked, which leaves
             // the mapping intact).
             let map = unsafe { Mmap::map(&file) }.map_err(|e| fail(&e))?;
-            if map.len() < HEADER_SIZE {
-                return Err(fail(&"shorter than a header"));
-            }
-            let header = Header::decode_prefix(&map[..]).map_err(|e| fail(&e))?;
             let entries = match decode_index_from_tail(&map[..], map.len() as u64) {
                 Ok(TailIndex::Entries(e)) => e,
                 Ok(TailIndex::Beyond(_)) => return Err(fail(&"index outside the file")),
@@ -64,7 +59,6 @@ impl Overlay {
             };
             staged.push(Staged {
                 name: name.clone(),
-                header,
                 map,
                 entries,
             });
@@ -95,14 +89,16 @@ impl<'a> Patcher<'a> {
         let mut min_commit = snap.commit;
         let mut max_pgno = 0;
         for s in &ov.files {
-            min_commit = min_commit.min(s.header.commit);
-            max_pgno = max_pgno.max(s.entries.last().map_or(0, |e| e.pgno));
-            if s.header.page_size != snap.page_size || max_pgno > min_commit {
-                break;
-            }
+            // A header its decoder refuses is left to the file's own apply to report.
             let Ok(dec) = Decoder::new(&s.map[..]) else {
                 break;
             };
+            let h = dec.header();
+            min_commit = min_commit.min(h.commit);
+            max_pgno = max_pgno.max(s.entries.last().map_or(0, |e| e.pgno));
+            if h.page_size != snap.page_size || max_pgno > min_commit {
+                break;
+            }
             files.push(Passing {
                 staged: s,
                 dec: dec.without_db_checksum(),
