@@ -8,7 +8,9 @@ use super::checksum::{DbChecksum, FileHasher};
 use super::error::{LtxError, Result, Section};
 use super::header::{lock_pgno, Header, HEADER_SIZE};
 use super::index::{decode_index_entries, PageIndexEntry, INDEX_LEN_FIELD};
-use super::page::{read_lz4_frame, FrameError, PageHeader, PAGE_FLAG_LZ4_BLOCK, PAGE_HEADER_SIZE};
+use super::page::{
+    decompress_block, read_lz4_frame, FrameError, PageHeader, PAGE_FLAG_LZ4_BLOCK, PAGE_HEADER_SIZE,
+};
 use super::trailer::{Trailer, TRAILER_SIZE};
 
 /// Largest compressed page we accept: LZ4's worst case for a 64 KiB page, plus slack.
@@ -139,24 +141,12 @@ impl<R: Read> Decoder<R> {
                 let res = self.fill(&mut cbuf, Section::PageData);
                 self.cbuf = cbuf;
                 res?;
-                match lz4_flex::block::decompress_into(&self.cbuf, out) {
-                    Ok(got) if got == page_size => {}
-                    Ok(got) => {
-                        return Err(LtxError::Decompress {
-                            pgno: ph.pgno,
-                            offset: frame_start,
-                            reason: format!(
-                                "decompressed to {got} bytes, page size is {page_size}"
-                            ),
-                        })
-                    }
-                    Err(e) => {
-                        return Err(LtxError::Decompress {
-                            pgno: ph.pgno,
-                            offset: frame_start,
-                            reason: e.to_string(),
-                        })
-                    }
+                if let Err(reason) = decompress_block(&self.cbuf, out) {
+                    return Err(LtxError::Decompress {
+                        pgno: ph.pgno,
+                        offset: frame_start,
+                        reason,
+                    });
                 }
             }
             0 => {
