@@ -107,6 +107,11 @@ pub struct WriterStatus {
     /// When the lease was acquired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
+    /// Since when the writer's committed transactions wait to be published, once they have
+    /// waited 10 sync intervals (at least 10 s): its store is failing (see the pod's log
+    /// and status file). Absent when everything is published, also when the app is idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpublished_since: Option<Time>,
 }
 
 /// Condition types.

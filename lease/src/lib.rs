@@ -408,6 +408,54 @@ pub mod handoff {
     }
 }
 
+/// A writer whose commits cannot be published says since when on the Lease it renews, once
+/// they have waited a while. An idle writer publishes nothing and is healthy; one with
+/// commits waiting is not, and only the writer can tell the two apart. The operator shows
+/// this in status and as a metric, and the "no recent publish" alert uses it.
+pub mod waiting {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    /// RFC 3339 time of the oldest commit not yet published; empty when none waits.
+    pub const UNPUBLISHED_SINCE: &str = "sqlitekube.dev/unpublished-since";
+
+    /// The annotation that says `since` (`None`: nothing waits).
+    pub fn annotations(since: Option<jiff::Timestamp>) -> BTreeMap<String, String> {
+        BTreeMap::from([(
+            UNPUBLISHED_SINCE.to_string(),
+            since.map(|t| t.to_string()).unwrap_or_default(),
+        )])
+    }
+
+    /// Since when the holder's commits wait, if it says so.
+    pub fn of(lease: &Lease) -> Option<jiff::Timestamp> {
+        lease
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(UNPUBLISHED_SINCE)?
+            .parse()
+            .ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn says_since_when_or_nothing() {
+            let mut l = Lease::default();
+            assert_eq!(of(&l), None);
+            let t: jiff::Timestamp = "2026-12-02T07:00:00.25Z".parse().unwrap();
+            l.metadata.annotations = Some(annotations(Some(t)));
+            assert_eq!(of(&l), Some(t));
+            l.metadata.annotations = Some(annotations(None));
+            assert_eq!(of(&l), None, "cleared");
+        }
+    }
+}
+
 /// Maintenance fences (`kubectl sqlite fence`): the writer Lease taken by [`IDENTITY`],
 /// which never renews and never runs out, so writers stop exactly as when another writer
 /// takes their lease, and waiting pods keep waiting until [`unfence`].

@@ -37,6 +37,7 @@ type F64Gauge = Gauge<f64, AtomicU64>;
 pub struct DatabaseMetrics {
     last_txid: Family<DbLabels, Gauge>,
     last_publish: Family<DbLabels, F64Gauge>,
+    unpublished_since: Family<DbLabels, F64Gauge>,
     sync_interval: Family<DbLabels, F64Gauge>,
     replica_size: Family<DbLabels, Gauge>,
     replica_files: Family<DbLabels, Gauge>,
@@ -61,6 +62,11 @@ impl DatabaseMetrics {
             "last_publish_timestamp_seconds",
             "When the replica's latest LTX file was written (Unix time); time() minus this is the replication lag",
             self.last_publish.clone(),
+        );
+        r.register(
+            "unpublished_since_timestamp_seconds",
+            "Since when the writer's commits wait to be published (Unix time), once they have waited 10 sync intervals; absent when none waits (also when the app is idle)",
+            self.unpublished_since.clone(),
         );
         r.register(
             "sync_interval_seconds",
@@ -133,6 +139,20 @@ impl DatabaseMetrics {
                 .get_or_create(&l)
                 .set(t.0.as_millisecond() as f64 / 1000.0);
         }
+        match st
+            .writer
+            .as_ref()
+            .and_then(|w| w.unpublished_since.as_ref())
+        {
+            Some(t) => {
+                self.unpublished_since
+                    .get_or_create(&l)
+                    .set(t.0.as_millisecond() as f64 / 1000.0);
+            }
+            None => {
+                self.unpublished_since.remove(&l);
+            }
+        }
         if let Ok(d) = crds::parse_duration(&db.spec.sync_interval) {
             self.sync_interval.get_or_create(&l).set(d.as_secs_f64());
         }
@@ -195,6 +215,7 @@ impl DatabaseMetrics {
             f.remove(&l);
         }
         self.last_publish.remove(&l);
+        self.unpublished_since.remove(&l);
         self.sync_interval.remove(&l);
         self.fenced.remove(&l);
         for complete in ["true", "false"] {

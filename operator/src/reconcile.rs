@@ -221,6 +221,7 @@ async fn apply(
                 holder: Some(h.identity.clone()),
                 epoch: Some(h.epoch),
                 since: h.acquired.map(Time),
+                unpublished_since: view.unpublished_since.map(Time),
             });
         }
         None => {

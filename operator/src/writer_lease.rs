@@ -49,6 +49,8 @@ pub struct LeaseView {
     pub handoff: Option<Handoff>,
     /// Writes are fenced for maintenance (`kubectl sqlite fence`): the reason given.
     pub fenced: Option<String>,
+    /// The holder says its commits wait unpublished since then ([`lease::waiting`]).
+    pub unpublished_since: Option<jiff::Timestamp>,
 }
 
 impl LeaseView {
@@ -65,6 +67,7 @@ impl LeaseView {
             holder: lease::holder_of(l),
             handoff: lease::handoff::of(l),
             fenced,
+            unpublished_since: lease::waiting::of(l),
         }
     }
 }

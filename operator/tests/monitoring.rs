@@ -32,7 +32,7 @@ fn exported() -> BTreeSet<String> {
             {"type": "ReplicaReachable", "status": "True", "reason": "Reachable", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
             {"type": "WriterHeld", "status": "True", "reason": "Held", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}
         ],
-        "writer": {"pod": "app-0", "epoch": 3},
+        "writer": {"pod": "app-0", "epoch": 3, "unpublishedSince": "2026-01-01T00:00:30Z"},
         "lastSyncedTxid": "00000000000000ff", "lastSyncedTime": "2026-01-01T00:00:00Z",
         "replicaSizeBytes": 4096, "replicaFiles": 2,
         "lastHandoff": {"from": "app-0", "txid": "00000000000000fe", "time": "2026-01-01T00:00:00Z", "complete": true}
@@ -55,6 +55,7 @@ fn exported() -> BTreeSet<String> {
         r#"sqlitekube_database_sync_interval_seconds{namespace="shop",database="orders"} 1.0"#,
         r#"sqlitekube_database_last_publish_timestamp_seconds{namespace="shop",database="orders"} 1767225600.0"#,
         r#"sqlitekube_database_fenced_writers_total{namespace="shop",database="orders"} 1"#,
+        r#"sqlitekube_database_unpublished_since_timestamp_seconds{namespace="shop",database="orders"} 1767225630.0"#,
     ] {
         assert!(text.contains(want), "{want} missing from\n{text}");
     }
@@ -173,7 +174,8 @@ fn alert_rules_fire_in_promtool() {
             "interval": "1m",
             "input_series": [
                 // orders: unreachable from 2m, drain incomplete from 2m, fenced at 2m,
-                // not Ready from 1m, last publish at 0 while a writer holds the Lease.
+                // not Ready from 1m, last publish at 0 while a writer holds the Lease, and
+                // the writer says its commits wait since 0 (from 1m; absent before).
                 s("replica_reachable", "orders", "1 1 0x40"),
                 s("drain_incomplete", "orders", "0 0 1x40"),
                 s("fenced_writers_total", "orders", "0 0 1x40"),
@@ -181,6 +183,7 @@ fn alert_rules_fire_in_promtool() {
                 s("writer_held", "orders", "1x40"),
                 s("sync_interval_seconds", "orders", "1x40"),
                 s("last_publish_timestamp_seconds", "orders", "0x40"),
+                s("unpublished_since_timestamp_seconds", "orders", "_ 0x40"),
                 // fine: publishing every minute, all well.
                 s("replica_reachable", "fine", "1x40"),
                 s("drain_incomplete", "fine", "0x40"),
@@ -189,6 +192,14 @@ fn alert_rules_fire_in_promtool() {
                 s("writer_held", "fine", "1x40"),
                 s("sync_interval_seconds", "fine", "1x40"),
                 s("last_publish_timestamp_seconds", "fine", "0+60x40"),
+                // idle: a writer holds the Lease, nothing published since 0, nothing waits.
+                s("replica_reachable", "idle", "1x40"),
+                s("drain_incomplete", "idle", "0x40"),
+                s("fenced_writers_total", "idle", "0x40"),
+                s("ready", "idle", "1x40"),
+                s("writer_held", "idle", "1x40"),
+                s("sync_interval_seconds", "idle", "1x40"),
+                s("last_publish_timestamp_seconds", "idle", "0x40"),
             ],
             "alert_rule_test": [
                 quiet("SqliteKubeReplicaUnreachable", "4m"),

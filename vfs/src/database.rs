@@ -209,7 +209,7 @@ impl Database {
         });
         if let Some(l) = &lease {
             db.fence_store()?;
-            l.start_renewal();
+            l.start_renewal(db.state().publisher.waiting(), db.cfg.sync_interval);
         }
         crate::background::start(&db);
         tracing::info!(path = %path.display(), replica = %db.cfg.replica_url, role = role.name(), txid = db.state().pages.txid(), "database opened");

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,8 +32,31 @@ pub struct Publisher {
     /// Committed pages not yet in the replica, and the database size they imply.
     unpublished: HashMap<u32, Page>,
     unpublished_size: Option<u32>,
+    /// When the oldest commit not yet published was recorded (replayed ones: when they were
+    /// replayed). What tells a writer whose store is failing from an idle one.
+    waiting_since: WaitingSince,
     fenced: Option<Fenced>,
     last_error: Option<String>,
+}
+
+/// Since when commits wait to be published, shared with the lease thread, which must see it
+/// even while a publish hangs on a dead store (the state lock is not needed to read it).
+#[derive(Clone, Default)]
+pub struct WaitingSince(Arc<AtomicI64>);
+
+impl WaitingSince {
+    /// Milliseconds since the epoch; 0 means none waits.
+    fn set(&self, t: Option<jiff::Timestamp>) {
+        let ms = t.map_or(0, |t| t.as_millisecond().max(1));
+        self.0.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> Option<jiff::Timestamp> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            ms => jiff::Timestamp::from_millisecond(ms).ok(),
+        }
+    }
 }
 
 /// One publish: every unpublished page, as the next TXID.
@@ -46,6 +70,8 @@ pub struct Batch {
     pub last_seq: u64,
     pub writer_id: u64,
     pub pages: Vec<(u32, Page)>,
+    /// When it was taken: commits still unpublished after it is published came later.
+    pub taken_at: jiff::Timestamp,
 }
 
 /// A batch as an LTX file.
@@ -66,6 +92,7 @@ impl Publisher {
             state,
             unpublished: HashMap::new(),
             unpublished_size: None,
+            waiting_since: WaitingSince::default(),
             fenced: None,
             last_error: None,
         }
@@ -101,6 +128,9 @@ impl Publisher {
         }
         self.unpublished.retain(|&p, _| p <= size);
         self.unpublished_size = Some(size);
+        if self.waiting_since.get().is_none() {
+            self.waiting_since.set(Some(jiff::Timestamp::now()));
+        }
     }
 
     /// Records a committed transaction (before SQLite's COMMIT returns). Returns true when
@@ -129,6 +159,16 @@ impl Publisher {
 
     pub fn unpublished_pages(&self) -> usize {
         self.unpublished.len()
+    }
+
+    /// Since when committed transactions wait to be published (`None`: none does).
+    pub fn waiting_since(&self) -> Option<jiff::Timestamp> {
+        self.waiting_since.get()
+    }
+
+    /// A handle that reads [`waiting_since`](Self::waiting_since) without the state lock.
+    pub fn waiting(&self) -> WaitingSince {
+        self.waiting_since.clone()
     }
 
     /// Unpublished bytes over `buffer_limit`: new write transactions wait.
@@ -205,6 +245,7 @@ impl Publisher {
             last_seq: self.buffer.as_ref().map_or(0, |b| b.last_seq()),
             writer_id: self.state.writer_id,
             pages,
+            taken_at: jiff::Timestamp::now(),
         }))
     }
 
@@ -222,6 +263,9 @@ impl Publisher {
         }
         if self.unpublished.is_empty() {
             self.unpublished_size = None;
+            self.waiting_since.set(None);
+        } else {
+            self.waiting_since.set(Some(b.taken_at));
         }
         self.state.published_txid = b.txid;
         self.state.published_seq = b.last_seq;
@@ -267,6 +311,7 @@ impl Publisher {
         self.fenced = None;
         self.unpublished.clear();
         self.unpublished_size = None;
+        self.waiting_since.set(None);
         self.state.published_txid = txid;
     }
 
@@ -457,6 +502,45 @@ mod tests {
         // And the replica at TXID 1 is the first commit exactly.
         let v1 = f.store.load_view_at(1).unwrap();
         assert_eq!((v1.txid, v1.commit), (1, 2));
+    }
+
+    /// Commits that wait say since when; an idle writer (all published) says nothing. A
+    /// commit made while a batch was in flight waits from when the batch was taken.
+    #[test]
+    fn waiting_since_tells_failing_from_idle() {
+        let f = Fixture::new();
+        let (mut p, view) = f.writer("a");
+        let mut pv = PageView::new(view, 1 << 20, false);
+        assert_eq!(p.waiting_since(), None, "nothing committed");
+        let before = jiff::Timestamp::now();
+        p.record(commit(2, &[1, 2])).unwrap();
+        let since = p.waiting_since().expect("a commit waits");
+        assert!(since.as_millisecond() >= before.as_millisecond());
+        std::fs::create_dir_all(f.replica_root()).unwrap();
+        std::fs::write(f.replica_root().join("ltx"), b"in the way").unwrap();
+        publish(&f.store, &mut p, &mut pv).unwrap_err();
+        p.record(commit(2, &[2])).unwrap();
+        assert_eq!(
+            p.waiting_since(),
+            Some(since),
+            "the oldest commit still waits"
+        );
+        std::fs::remove_file(f.replica_root().join("ltx")).unwrap();
+
+        let b = p.take_batch(0, PS, 2).unwrap().unwrap();
+        p.record(commit(3, &[3])).unwrap();
+        assert!(matches!(
+            put(&f.store, &b).unwrap(),
+            PutOutcome::Published(_)
+        ));
+        p.published(&b).unwrap();
+        assert_eq!(
+            p.waiting_since().map(|t| t.as_millisecond()),
+            Some(b.taken_at.as_millisecond()),
+            "page 3 came after the batch"
+        );
+        assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 2);
+        assert_eq!(p.waiting_since(), None, "all published: idle");
     }
 
     /// A TXID another writer published fences this one (and only that does).

@@ -92,7 +92,7 @@ impl Database {
                 }
             };
             // Renew from now on: catching up may take a while.
-            lease.start_renewal();
+            lease.start_renewal(self.state().publisher.waiting(), self.cfg.sync_interval);
             self.set_lease(Some(lease.clone()));
             loop {
                 if self.stop.load(Ordering::Relaxed) {

@@ -61,6 +61,8 @@ impl Database {
             "txid_hex": format!("{txid:016x}"),
             "published_txid": st.publisher.state().published_txid,
             "unpublished_pages": st.publisher.unpublished_pages(),
+            // Since when committed transactions wait to be published (null: none waits).
+            "unpublished_since": st.publisher.waiting_since().map(|t| t.to_string()),
             "buffer_bytes": st.publisher.buffer_bytes(),
             "buffer_full_busy": st.stats.buffer_full_busy,
             // Commits fsynced (synchronous=FULL/EXTRA); NORMAL commits are not.

@@ -18,6 +18,9 @@
 //!   its annotations (the operator copies it to the `SqliteDatabase` status); if the final
 //!   sync did not finish within the drain timeout the lease is kept (it expires) and the
 //!   annotation says what was left unsynced.
+//! - Commits that cannot be published for a while (the store fails) are announced on the
+//!   Lease at the next renewal ([`lease::waiting`]), and the announcement is withdrawn once
+//!   they are published: the operator alerts on that, never on a writer that is just idle.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use lease::handoff::{Handoff, RELEASED_TXID};
 use lease::{Attempt, LeaseLock};
 
+use crate::publisher::WaitingSince;
 use crate::runtime::block_on;
 
 /// Where the lease is and who we are (from the environment the webhook injects).
@@ -56,6 +60,12 @@ pub enum LeaseFailure {
         reason: String,
     },
 }
+
+/// Commits waiting this many sync intervals (and at least [`WAITING_MIN`]) are announced
+/// on the Lease: a healthy writer publishes within one or two, so it never writes the
+/// Lease for this.
+const WAITING_INTERVALS: u32 = 10;
+const WAITING_MIN: Duration = Duration::from_secs(10);
 
 /// Why a write is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +102,8 @@ pub struct WriterLease {
     lost_to: Mutex<Option<String>>,
     /// This writer, stopped by a maintenance fence, has reported its commits published.
     fence_reported: AtomicBool,
+    /// What the Lease says about commits waiting (`None`: not known yet).
+    waiting_said: Mutex<Option<Option<jiff::Timestamp>>>,
     stop: AtomicBool,
     renewal: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -148,6 +160,7 @@ impl WriterLease {
                         lost: Mutex::new(None),
                         lost_to: Mutex::new(None),
                         fence_reported: AtomicBool::new(false),
+                        waiting_said: Mutex::new(prior.as_ref().map(lease::waiting::of)),
                         stop: AtomicBool::new(false),
                         renewal: Mutex::new(None),
                         settings,
@@ -237,17 +250,20 @@ impl WriterLease {
         }
     }
 
-    /// Starts renewing in the background.
-    pub fn start_renewal(self: &Arc<Self>) {
+    /// Starts renewing in the background. At each renewal the Lease is also told whether
+    /// commits have waited to be published (`waiting`) for [`WAITING_INTERVALS`] sync
+    /// intervals (at least [`WAITING_MIN`]).
+    pub fn start_renewal(self: &Arc<Self>, waiting: WaitingSince, sync_interval: Duration) {
         let me = self.clone();
+        let after = (sync_interval * WAITING_INTERVALS).max(WAITING_MIN);
         let h = std::thread::Builder::new()
             .name("sqlitekube-lease".into())
-            .spawn(move || me.renew_loop())
+            .spawn(move || me.renew_loop(&waiting, after))
             .expect("spawn");
         *self.renewal.lock().unwrap() = Some(h);
     }
 
-    fn renew_loop(self: Arc<Self>) {
+    fn renew_loop(self: Arc<Self>, waiting: &WaitingSince, after: Duration) {
         let every =
             (self.settings.duration / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         let mut failing = false;
@@ -278,6 +294,7 @@ impl WriterLease {
                         tracing::info!("writer lease renewed again; writes accepted");
                         failing = false;
                     }
+                    self.say_waiting(waiting.get(), after);
                 }
                 Ok(Ok(Attempt::Held { epoch, .. })) => self.mark_lost(format!(
                     "the writer lease changed hands while this writer could not renew it (now epoch {epoch}, ours {}); this writer is fenced",
@@ -311,6 +328,39 @@ impl WriterLease {
                     }
                     failing = true;
                 }
+            }
+        }
+    }
+
+    /// Brings the Lease's "unpublished since" up to date (one update, only on a change):
+    /// `since` once it is `after` old, else nothing.
+    fn say_waiting(&self, since: Option<jiff::Timestamp>, after: Duration) {
+        let due = since.filter(|t| {
+            jiff::Timestamp::now()
+                .duration_since(*t)
+                .try_into()
+                .is_ok_and(|age: Duration| age >= after)
+        });
+        if *self.waiting_said.lock().unwrap_or_else(|e| e.into_inner()) == Some(due) {
+            return;
+        }
+        let l = self.lock.clone();
+        let ann = lease::waiting::annotations(due);
+        match block_on(async move { l.annotate(ann).await }) {
+            Ok(true) => {
+                match due {
+                    Some(t) => {
+                        tracing::warn!(since = %t, "committed transactions wait unpublished (see last_error); said so on the writer lease")
+                    }
+                    None => tracing::info!(
+                        "every committed transaction is published; the writer lease says so again"
+                    ),
+                }
+                *self.waiting_said.lock().unwrap_or_else(|e| e.into_inner()) = Some(due);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot annotate the writer lease; retrying at the next renewal")
             }
         }
     }
@@ -388,7 +438,8 @@ impl WriterLease {
     /// note for the operator and the next writer.
     pub fn release(&self, txid: u64) {
         self.stop_renewal();
-        let ann = self.note(txid, None);
+        let mut ann = self.note(txid, None);
+        ann.extend(lease::waiting::annotations(None));
         let l = self.lock.clone();
         match block_on(async move { l.release_with(ann).await }) {
             Ok(true) => tracing::info!(
@@ -435,6 +486,8 @@ impl WriterLease {
             .ok()
             .map(|t| format!("{t:.3}")),
             "lost": self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            // What the Lease says: since when commits wait unpublished (null: none).
+            "unpublished_since": self.waiting_said.lock().unwrap_or_else(|e| e.into_inner()).flatten().map(|t| t.to_string()),
         })
     }
 }
