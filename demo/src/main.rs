@@ -67,7 +67,13 @@ fn open(db: &str, url: &str, write: bool) -> rusqlite::Result<Connection> {
 
 /// SQLITE_KUBE_DEMO_JOURNAL_MODE: `PRAGMA journal_mode=…` (e.g. WAL), as apps do at start;
 /// the answer goes to stderr (a standby or reader stays in rollback mode and says so).
+/// SQLITE_KUBE_DEMO_LOCKING_MODE (e.g. EXCLUSIVE) is set before it, as SQLite requires for
+/// WAL without shared memory.
 fn journal_mode(c: &Connection) -> rusqlite::Result<()> {
+    if let Ok(mode) = std::env::var("SQLITE_KUBE_DEMO_LOCKING_MODE") {
+        let got: String = c.query_row(&format!("PRAGMA locking_mode={mode}"), [], |r| r.get(0))?;
+        eprintln!("sqlitekube-demo: locking_mode={got}");
+    }
     if let Ok(mode) = std::env::var("SQLITE_KUBE_DEMO_JOURNAL_MODE") {
         let got: String = c.query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))?;
         eprintln!("sqlitekube-demo: journal_mode={got}");

@@ -73,10 +73,13 @@ impl State {
     }
 
     /// The database file is in WAL mode: SQLite reads and writes it as checkpoints leave
-    /// it ([`crate::wal::MainView`]). A rollback-mode write transaction (RESERVED) never
-    /// coexists with a WAL; the check keeps its writes on the usual path regardless.
+    /// it ([`crate::wal::MainView`]). Every write to it is then a checkpoint's, whatever
+    /// file lock is held: with `locking_mode=EXCLUSIVE` the connection holds an EXCLUSIVE
+    /// lock for good, and taking its checkpoints for a rollback-mode transaction once
+    /// recorded stale pages over newer commits. SQLite leaves WAL mode by deleting the WAL
+    /// (after a full checkpoint) before it writes the file in rollback mode.
     pub fn wal_file(&self) -> bool {
-        self.wal.is_some() && !self.locks.has_reserved()
+        self.wal.is_some()
     }
 
     /// The database file's size in pages as SQLite sees it.
