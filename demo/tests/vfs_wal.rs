@@ -425,6 +425,16 @@ fn wal_commits_are_fsynced_at_full_and_not_at_normal() {
 /// same after a reopen in normal mode, and `litestream restore` gives them too.
 #[test]
 fn exclusive_locking_wal_matches_local_sqlite_and_restores_with_litestream() {
+    exclusive_locking_story("wal");
+}
+
+/// The same in rollback mode, where the exclusive lock is kept after the first write.
+#[test]
+fn exclusive_locking_rollback_matches_local_sqlite_and_restores_with_litestream() {
+    exclusive_locking_story("delete");
+}
+
+fn exclusive_locking_story(journal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let url = replica_url(dir.path());
     let run = |t: &Target| {
@@ -434,9 +444,9 @@ fn exclusive_locking_wal_matches_local_sqlite_and_restores_with_litestream() {
             .unwrap();
         assert_eq!(lm, "exclusive");
         let mode: String = c
-            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .query_row(&format!("PRAGMA journal_mode={journal}"), [], |r| r.get(0))
             .unwrap();
-        assert_eq!(mode, "wal", "journal_mode=WAL refused");
+        assert_eq!(mode, journal, "journal_mode refused");
         c.execute_batch(
             "PRAGMA wal_autocheckpoint=20; PRAGMA cache_size=10;
              CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL, n INTEGER NOT NULL);",
@@ -495,7 +505,7 @@ fn exclusive_locking_wal_matches_local_sqlite_and_restores_with_litestream() {
         "litestream restore differs from local SQLite"
     );
     eprintln!(
-        "WAL with locking_mode=EXCLUSIVE: {} rows equal to local SQLite and restored",
+        "{journal} mode with locking_mode=EXCLUSIVE: {} rows equal to local SQLite and restored",
         want.len()
     );
 }
