@@ -3,7 +3,8 @@
 //! journal-mode switches, VACUUM, index changes, a second connection that reads (and in WAL
 //! mode holds a snapshot across writes) — run on local SQLite and through the VFS. Every
 //! statement must give the same answer (or the same error code) on both, the rows must be
-//! equal after every step, after a reopen, and in what `litestream restore` gives.
+//! equal after every step, after a reopen, for a fresh reader of the replica at each reopen,
+//! and in what `litestream restore` gives.
 //!
 //! `SQLITE_KUBE_DIFF_SEEDS` (default 30) and `SQLITE_KUBE_DIFF_STEPS` (default 150) bound it;
 //! a failure names the seed and step and prints the statements so far.
@@ -248,6 +249,11 @@ fn check_rows(want: &Connection, got: &Connection, what: &str, log: &[String]) {
     }
 }
 
+/// A plain connection to the local database (between the sides' lives).
+fn la_of(db: &Path) -> Connection {
+    Connection::open(db).unwrap()
+}
+
 fn run_seed(seed: u64, steps: usize) {
     let dir = tempfile::tempdir().unwrap();
     let url = replica_url(dir.path());
@@ -300,6 +306,16 @@ fn run_seed(seed: u64, steps: usize) {
                 log.push(format!("{i}: {REOPEN}"));
                 drop(local);
                 drop(ours);
+                // Everything was published at the close: a reader of the replica (another
+                // database file, write_enabled=false) sees exactly the local rows.
+                let reader = open_vfs(&dir.path().join(format!("reader-{i}.db")), &url, false);
+                check_rows(
+                    &la_of(&local_db),
+                    &reader,
+                    &format!("seed {seed} step {i} reader"),
+                    &log,
+                );
+                drop(reader);
                 local = Side::open(&local_db, None, &setup);
                 ours = Side::open(&vfs_db, Some(&url), &setup);
                 b_in_txn = false;
