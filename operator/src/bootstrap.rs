@@ -11,15 +11,14 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use ltx::replica::{LtxKey, Replica, ReplicaError, SNAPSHOT_LEVEL};
 use ltx::restore::{restore, RestoreOptions, Target};
 
 use crds::{BootstrapPoint, BootstrapSpec, BootstrapStatus, SqliteDatabase, SqliteDatabaseStatus};
 
-use crate::credentials::{self, Access};
-use crate::{observe, Context};
+use crate::credentials;
+use crate::Context;
 
 pub const COPYING: &str = "Copying";
 pub const COMPLETE: &str = "Complete";
@@ -65,16 +64,9 @@ async fn open(
             format!("{what}: no replica URL"),
         )));
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    match credentials::access(&secrets, ns, spec, ctx.settings.allow_operator_identity).await? {
-        Access::Given {
-            credentials,
-            ambient,
-        } => Ok(Ok((
-            observe::open(&url, credentials, ambient, ctx.settings.replica_timeout)?,
-            url,
-        ))),
-        Access::NotAllowed(why) => Ok(Err(blocked(
+    match credentials::open_replica(ctx, ns, spec, &url).await? {
+        Ok(r) => Ok(Ok((r, url))),
+        Err(why) => Ok(Err(blocked(
             "NoAccess",
             format!("the operator cannot read or write the {what} replica {url}: {why}"),
         ))),

@@ -24,6 +24,30 @@ pub enum Access {
     NotAllowed(String),
 }
 
+/// Opens `replica` (at `url`) as the operator may: with what [`access`] allows; `Ok(Err)`
+/// says why it may not.
+pub async fn open_replica(
+    ctx: &crate::context::Context,
+    namespace: &str,
+    replica: &ReplicaSpec,
+    url: &str,
+) -> Result<std::result::Result<ltx::replica::Replica, String>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let allow = ctx.settings.allow_operator_identity;
+    match access(&secrets, namespace, replica, allow).await? {
+        Access::Given {
+            credentials,
+            ambient,
+        } => Ok(Ok(crate::observe::open(
+            url,
+            credentials,
+            ambient,
+            ctx.settings.replica_timeout,
+        )?)),
+        Access::NotAllowed(why) => Ok(Err(why)),
+    }
+}
+
 /// Decides how the operator reaches `replica`: its Secret, its own identity (both the
 /// database and `allow_own_identity` must say so), or not at all.
 pub async fn access(

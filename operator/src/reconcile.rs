@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -24,7 +23,6 @@ use crds::{
 };
 
 use crate::conditions;
-use crate::credentials::Access;
 use crate::observe::{self, Observation};
 use crate::{credentials, writer_lease, Context, Error, Result};
 
@@ -469,20 +467,7 @@ async fn open_replica(
     ns: &str,
     url: &str,
 ) -> Result<std::result::Result<ltx::replica::Replica, String>> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let allow = ctx.settings.allow_operator_identity;
-    match credentials::access(&secrets, ns, &db.spec.replica, allow).await? {
-        Access::Given {
-            credentials,
-            ambient,
-        } => Ok(Ok(observe::open(
-            url,
-            credentials,
-            ambient,
-            ctx.settings.replica_timeout,
-        )?)),
-        Access::NotAllowed(why) => Ok(Err(why)),
-    }
+    credentials::open_replica(ctx, ns, &db.spec.replica, url).await
 }
 
 async fn check_replica(
