@@ -135,7 +135,7 @@ fn main() -> std::process::ExitCode {
         };
     }
     if args.len() < 4 {
-        eprintln!("usage: sqlitekube-demo write|count DB REPLICA_URL [N]");
+        eprintln!("usage: sqlitekube-demo write|count|follow|probe|sql DB REPLICA_URL [N]");
         return std::process::ExitCode::from(2);
     }
     register();
@@ -149,6 +149,7 @@ fn main() -> std::process::ExitCode {
             args.get(4).and_then(|n| n.parse().ok()).unwrap_or(5),
         ),
         "probe" => probe(db, url),
+        "sql" => sql(db, url),
         other => {
             eprintln!("unknown command {other}");
             return std::process::ExitCode::from(2);
@@ -387,6 +388,29 @@ fn app() -> Result<(), String> {
             continue;
         }
         std::thread::sleep(every);
+    }
+    drop(c);
+    Ok(())
+}
+
+/// `sql`: runs each line of stdin as SQL on one writing connection and answers each with a
+/// line, `ok` or `err <code>`, once it returned (the crash tests' acknowledgement).
+fn sql(db: &str, url: &str) -> rusqlite::Result<()> {
+    use std::io::BufRead;
+    let c = open(db, url, true)?;
+    let mut out = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let answer = match c.execute_batch(&line) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!(
+                "err {}",
+                e.sqlite_error_code()
+                    .map_or_else(|| e.to_string(), |c| format!("{c:?}"))
+            ),
+        };
+        writeln!(out, "{answer}").ok();
+        out.flush().ok();
     }
     drop(c);
     Ok(())

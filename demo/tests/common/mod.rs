@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 
 pub use sqlitekube_demo::register;
 
+pub mod statements;
+
 /// Opens `db` in-process through the VFS, replicated to `url`.
 pub fn open_vfs(db: &Path, url: &str, write: bool) -> rusqlite::Connection {
     register();
