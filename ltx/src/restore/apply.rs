@@ -886,6 +886,62 @@ mod tests {
         }
     }
 
+    /// Random histories (page size, database size, later files that rewrite random pages,
+    /// shrink the database or grow it), the later files offered as the snapshot's overlay:
+    /// whichever of them are folded and whichever applied, the file and its checksum equal
+    /// the model's.
+    #[test]
+    fn random_histories_through_the_overlay_give_the_model() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let (mut folded_total, mut applied_total) = (0, 0);
+        for seed in 0..40u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let ps = [512usize, 1024, 4096, 65536][rng.random_range(0..4)];
+            let mut m = Model { ps, pages: vec![] };
+            let mut commit = rng.random_range(1..((4 << 20) / ps) as u32 + 2);
+            let mut files = vec![(
+                "1.ltx".to_string(),
+                m.change(1, commit, &(1..=commit).collect::<Vec<_>>()),
+            )];
+            for txid in 2..rng.random_range(3..9u64) {
+                let before = commit;
+                commit = match rng.random_range(0..10) {
+                    0 | 1 => rng.random_range(1..=before),
+                    2 | 3 => before + rng.random_range(1..before / 3 + 3),
+                    _ => before,
+                };
+                let p: f64 = [0.01, 0.1, 0.5][rng.random_range(0..3)];
+                let mut pgnos: Vec<u32> = (1..=commit.min(before))
+                    .filter(|_| rng.random_bool(p))
+                    .collect();
+                // A grown database carries its new pages, as SQLite writes them.
+                pgnos.extend(before + 1..=commit);
+                if pgnos.is_empty() {
+                    pgnos.push(rng.random_range(1..=commit));
+                }
+                files.push((format!("{txid}.ltx"), m.change(txid, commit, &pgnos)));
+            }
+            let path = dir.path().join(format!("db-{seed}"));
+            let mut w = DbWriter::create(&path).unwrap();
+            let folded = apply_with_overlay(&mut w, dir.path(), &files);
+            folded_total += folded.len();
+            applied_total += files.len() - 1 - folded.len();
+            let s = w.finish().unwrap();
+            assert_eq!(s.checksum, m.checksum(), "seed {seed}");
+            assert!(
+                std::fs::read(&path).unwrap() == m.bytes(),
+                "seed {seed}: page size {ps}, {} files, folded {folded:?}",
+                files.len()
+            );
+            std::fs::remove_file(&path).unwrap();
+        }
+        assert!(
+            folded_total > 0 && applied_total > 0,
+            "folded {folded_total}, applied {applied_total}"
+        );
+    }
+
     /// A staged file whose frame disagrees with its index, or whose page data is damaged,
     /// is refused while the snapshot applies, naming that file; a file decoded ahead that
     /// is applied instead of folded is refused too.
