@@ -24,6 +24,26 @@ pub enum CompactError {
     Restore(#[from] RestoreError),
     #[error("local I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "snapshot skipped: it needs about {} MiB free in {dir} (the files it is built from, \
+         the restored database and its LTX file, plus {} MiB kept for the write buffer), \
+         {} MiB are free",
+        needed >> 20, reserve >> 20, free >> 20
+    )]
+    NoSpace {
+        dir: String,
+        needed: u64,
+        reserve: u64,
+        free: u64,
+    },
+}
+
+/// Local disk a snapshot may use: the database's size, and what must stay free for the
+/// write buffer that shares the volume (a snapshot never takes the space commits need).
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotSpace {
+    pub db_bytes: u64,
+    pub reserve: u64,
 }
 
 /// Merges contiguous files (oldest first) into one file at `level`: the newest version
@@ -124,13 +144,39 @@ pub async fn compact_l0(replica: &Replica) -> Result<Option<LtxFileInfo>, Compac
     }
 }
 
-/// Writes a full snapshot of the database at `txid` to L9 as `1-<txid>`.
+/// Writes a full snapshot of the database at `txid` to L9 as `1-<txid>`. It is built in
+/// `work_dir` (a restore, then its encoding), which is removed afterwards, also on
+/// failure; it is not started when the volume lacks the room `space` says it needs.
 pub async fn snapshot(
     replica: &Replica,
     txid: u64,
     work_dir: &Path,
+    space: SnapshotSpace,
 ) -> Result<LtxKey, CompactError> {
     std::fs::create_dir_all(work_dir)?;
+    let res = build_snapshot(replica, txid, work_dir, space).await;
+    let _ = std::fs::remove_dir_all(work_dir);
+    res
+}
+
+async fn build_snapshot(
+    replica: &Replica,
+    txid: u64,
+    work_dir: &Path,
+    space: SnapshotSpace,
+) -> Result<LtxKey, CompactError> {
+    let files = crate::restore::plan(&replica.list_all().await?, Target::Txid(txid))
+        .map_err(RestoreError::from)?;
+    let needed = files.iter().map(|f| f.size).sum::<u64>() + 2 * space.db_bytes + space.reserve;
+    let free = free_bytes(work_dir)?;
+    if free < needed {
+        return Err(CompactError::NoSpace {
+            dir: work_dir.display().to_string(),
+            needed,
+            reserve: space.reserve,
+            free,
+        });
+    }
     let db = work_dir.join(format!("snapshot-{txid}.db"));
     let opts = RestoreOptions {
         target: Target::Txid(txid),
@@ -157,6 +203,20 @@ pub async fn snapshot(
     }
     tracing::info!(file = %key, "snapshot written");
     Ok(key)
+}
+
+/// Bytes an unprivileged process may still write on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: all-zero is a valid `statvfs` (plain integers).
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// How long files stay after something newer covers them.

@@ -35,12 +35,37 @@ impl Database {
                 && (snapshot_txid == 0 || last_snapshot.elapsed() >= self.cfg.snapshot_interval)
             {
                 let work = PathBuf::from(format!("{}-snapshot", self.cfg.buffer_path.display()));
-                match self.store.snapshot(txid, work) {
+                let space = {
+                    let st = self.state();
+                    ltx::compact::SnapshotSpace {
+                        db_bytes: st.committed_size() as u64 * st.pages.page_size() as u64,
+                        // The buffer may reach its limit plus a quarter before it is cut.
+                        reserve: self.cfg.buffer_limit + self.cfg.buffer_limit / 4,
+                    }
+                };
+                match self.store.snapshot(txid, work, space) {
                     Ok(()) => {
                         snapshot_txid = txid;
                         last_snapshot = Instant::now();
+                        self.state().stats.snapshot_skipped = None;
                     }
-                    Err(e) => tracing::warn!(error = %e, "snapshot failed; will retry"),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let no_space = matches!(
+                            &e,
+                            crate::error::VfsError::Maintenance(
+                                ltx::compact::CompactError::NoSpace { .. }
+                            )
+                        );
+                        let mut st = self.state();
+                        // Said once per spell of skipping, not at every interval.
+                        if no_space && st.stats.snapshot_skipped.is_none() {
+                            tracing::warn!("{msg}; retrying every compaction interval");
+                        } else if !no_space {
+                            tracing::warn!(error = %msg, "snapshot failed; will retry");
+                        }
+                        st.stats.snapshot_skipped = no_space.then_some(msg);
+                    }
                 }
             }
             let ret = ltx::compact::Retention {

@@ -14,6 +14,8 @@ pub struct SyncStats {
     pub last_sync_ms: u64,
     pub syncs: u64,
     pub last_sync_at: Option<jiff::Timestamp>,
+    /// Why the last periodic snapshot was skipped (no room next to the write buffer).
+    pub snapshot_skipped: Option<String>,
     /// Write locks refused because the buffer was full, and when that was last logged.
     pub buffer_full_busy: u64,
     buffer_full_warned: Option<Instant>,
@@ -69,6 +71,7 @@ impl Database {
             "buffer_fsyncs": st.publisher.buffer_fsyncs(),
             "last_sync_ms": st.stats.last_sync_ms,
             "last_sync_at": st.stats.last_sync_at.map(|t| t.to_string()),
+            "snapshot_skipped": st.stats.snapshot_skipped,
             "syncs": st.stats.syncs,
             "cache_hits": cache.hits,
             "cache_misses": cache.misses,

@@ -210,10 +210,17 @@ impl Store {
     }
 
     /// Writes a full snapshot at `txid` to L9, staging it at `work`.
-    pub fn snapshot(&self, txid: u64, work: PathBuf) -> Result<(), VfsError> {
+    pub fn snapshot(
+        &self,
+        txid: u64,
+        work: PathBuf,
+        space: ltx::compact::SnapshotSpace,
+    ) -> Result<(), VfsError> {
         let r = self.replica.clone();
         self.call_local(format!("snapshot at TXID {txid}"), move || async move {
-            ltx::compact::snapshot(&r, txid, &work).await.map(|_| ())
+            ltx::compact::snapshot(&r, txid, &work, space)
+                .await
+                .map(|_| ())
         })
     }
 
