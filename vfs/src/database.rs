@@ -529,12 +529,11 @@ impl Database {
         };
         match crate::publisher::put(&self.store, &batch) {
             Ok(PutOutcome::Published(enc)) => {
-                let mut st = self.state();
-                st.publisher.published(&batch)?;
-                st.pages
-                    .published(enc.key, &enc.header, &enc.entries, &batch.pages);
+                let mut guard = self.state();
+                let st = &mut *guard;
+                crate::publisher::landed(&mut st.publisher, &mut st.pages, &enc, &batch)?;
                 st.stats.synced(started);
-                drop(st);
+                drop(guard);
                 self.space.notify_all();
                 tracing::debug!(
                     txid = batch.txid,

@@ -425,6 +425,20 @@ pub fn whose(store: &Store, batch: &Batch) -> Result<Taken, VfsError> {
 }
 
 /// Encodes and PUTs `batch` create-only. Called without any lock held.
+/// The batch's PUT landed: the page view takes the new file first, then the publisher drops
+/// the batch's pages from the overlay and saves its state. The replica holds the batch
+/// whatever happens to that local bookkeeping, so a failure there (a full disk) is returned
+/// but never leaves reads without those pages; the next publish continues after this TXID.
+pub fn landed(
+    p: &mut Publisher,
+    view: &mut crate::pages::PageView,
+    enc: &Encoded,
+    b: &Batch,
+) -> Result<(), VfsError> {
+    view.published(enc.key, &enc.header, &enc.entries, &b.pages);
+    p.published(b)
+}
+
 pub fn put(store: &Store, batch: &Batch) -> Result<PutOutcome, VfsError> {
     let enc = batch.encode()?;
     match store.put_create_only(enc.key, enc.bytes.clone(), enc.timestamp_ms) {
@@ -541,6 +555,61 @@ mod tests {
         );
         assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 2);
         assert_eq!(p.waiting_since(), None, "all published: idle");
+    }
+
+    /// The page as this process reads it: the unpublished overlay, then the page view.
+    fn read(f: &Fixture, p: &Publisher, pv: &mut PageView, pgno: u32) -> Vec<u8> {
+        if let Some(d) = p.page(pgno) {
+            return d.to_vec();
+        }
+        match pv.lookup(pgno) {
+            crate::pages::Lookup::Found(d) => d.to_vec(),
+            crate::pages::Lookup::Zeros => vec![0; PS as usize],
+            crate::pages::Lookup::Remote(loc) => {
+                crate::pages::fetch(&f.store, &loc, PS, pv.txid())
+                    .unwrap()
+                    .0
+            }
+        }
+    }
+
+    /// The PUT landed but the publish state cannot be saved (a full disk): the batch is in
+    /// the replica whatever the local file says, so this process must go on reading its
+    /// pages and publish the next TXID after it. Before, the overlay had dropped them while
+    /// the page view never learnt of the new file: reads went back to the old pages (and
+    /// commits built on them) until the next publish.
+    #[test]
+    fn a_publish_whose_state_cannot_be_saved_keeps_reads_current() {
+        let f = Fixture::new();
+        let (mut p, view) = f.writer("a");
+        let mut pv = PageView::new(view, 1 << 20, false);
+        p.record(commit(2, &[1, 2])).unwrap();
+        assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 1);
+        let mut newer = commit(2, &[2]);
+        newer.pages[0].1 = page(77);
+        p.record(newer).unwrap();
+        // The state file's temporary name is taken by a directory: saving fails.
+        let tmp = format!(
+            "{}.tmp",
+            crate::buffer::state_path(&f.buffer("a")).display()
+        );
+        std::fs::create_dir_all(&tmp).unwrap();
+        assert!(
+            publish(&f.store, &mut p, &mut pv).is_err(),
+            "saving the state failed"
+        );
+        assert_eq!(
+            read(&f, &p, &mut pv, 2),
+            page(77),
+            "page 2 went back to an older version"
+        );
+        assert_eq!(pv.txid(), 2, "the page view knows the TXID that landed");
+        std::fs::remove_dir_all(&tmp).unwrap();
+        p.record(commit(3, &[3])).unwrap();
+        assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 3);
+        assert_eq!(read(&f, &p, &mut pv, 2), page(77));
+        let v = f.store.load_view().unwrap();
+        assert_eq!(f.store.read_page(&v.pages[&2], PS).unwrap(), page(77));
     }
 
     /// A TXID another writer published fences this one (and only that does).

@@ -72,8 +72,7 @@ pub fn publish(store: &Store, p: &mut Publisher, view: &mut PageView) -> Result<
             .expect("something to publish");
         match put(store, &b) {
             Ok(PutOutcome::Published(enc)) => {
-                p.published(&b)?;
-                view.published(enc.key, &enc.header, &enc.entries, &b.pages);
+                crate::publisher::landed(p, view, &enc, &b)?;
                 return Ok(b.txid);
             }
             Ok(PutOutcome::Taken(path)) => match whose(store, &b)? {
