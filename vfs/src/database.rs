@@ -546,9 +546,9 @@ impl Database {
             Ok(PutOutcome::Taken(path)) => {
                 if let Taken::Ours { seq, view } = crate::publisher::whose(&self.store, &batch)? {
                     tracing::warn!(txid = batch.txid, %path, "this TXID already holds our own earlier publish (its response was lost); continuing after it");
-                    let mut st = self.state();
-                    st.publisher.adopt_own(batch.txid, seq)?;
-                    st.pages.advance_to(view);
+                    let mut guard = self.state();
+                    let st = &mut *guard;
+                    crate::publisher::adopted(&mut st.publisher, &mut st.pages, &batch, seq, view)?;
                     return Ok(Attempt::Again);
                 }
                 let detail = self.lease().and_then(|l| {

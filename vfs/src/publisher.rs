@@ -439,6 +439,20 @@ pub fn landed(
     p.published(b)
 }
 
+/// The batch's TXID holds our own earlier publish (its response was lost): the page view
+/// moves to it first, then the publisher records it as published, so a state file that
+/// cannot be saved does not make the next publish try this TXID again.
+pub fn adopted(
+    p: &mut Publisher,
+    view: &mut crate::pages::PageView,
+    b: &Batch,
+    seq: u64,
+    remote: RemoteView,
+) -> Result<(), VfsError> {
+    view.advance_to(remote);
+    p.adopt_own(b.txid, seq)
+}
+
 pub fn put(store: &Store, batch: &Batch) -> Result<PutOutcome, VfsError> {
     let enc = batch.encode()?;
     match store.put_create_only(enc.key, enc.bytes.clone(), enc.timestamp_ms) {
@@ -610,6 +624,34 @@ mod tests {
         assert_eq!(read(&f, &p, &mut pv, 2), page(77));
         let v = f.store.load_view().unwrap();
         assert_eq!(f.store.read_page(&v.pages[&2], PS).unwrap(), page(77));
+    }
+
+    /// Our own earlier object found at the TXID while the state file cannot be saved: the
+    /// page view still moves past it, so the next publish does not try that TXID again.
+    #[test]
+    fn adopting_our_own_object_moves_on_even_if_the_state_cannot_be_saved() {
+        let f = Fixture::new();
+        let (mut p, view) = f.writer("a");
+        let mut pv = PageView::new(view, 1 << 20, false);
+        p.record(commit(2, &[1, 2])).unwrap();
+        let b = p.take_batch(0, PS, 2).unwrap().unwrap();
+        assert!(matches!(
+            put(&f.store, &b).unwrap(),
+            PutOutcome::Published(_)
+        ));
+        p.record(commit(3, &[3])).unwrap();
+        let tmp = format!(
+            "{}.tmp",
+            crate::buffer::state_path(&f.buffer("a")).display()
+        );
+        std::fs::create_dir_all(&tmp).unwrap();
+        assert!(publish(&f.store, &mut p, &mut pv).is_err());
+        assert_eq!(pv.txid(), 1, "the page view moved to our own TXID 1");
+        std::fs::remove_dir_all(&tmp).unwrap();
+        assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 2);
+        for n in 1..=3 {
+            assert_eq!(read(&f, &p, &mut pv, n), page(n as u8));
+        }
     }
 
     /// A TXID another writer published fences this one (and only that does).

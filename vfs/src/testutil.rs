@@ -77,8 +77,7 @@ pub fn publish(store: &Store, p: &mut Publisher, view: &mut PageView) -> Result<
             }
             Ok(PutOutcome::Taken(path)) => match whose(store, &b)? {
                 Taken::Ours { seq, view: v } => {
-                    p.adopt_own(b.txid, seq)?;
-                    view.advance_to(v);
+                    crate::publisher::adopted(p, view, &b, seq, v)?;
                 }
                 Taken::Theirs => return Err(p.taken(&b, &path, None).into()),
             },
