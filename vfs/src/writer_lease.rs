@@ -294,7 +294,7 @@ impl WriterLease {
                         tracing::info!("writer lease renewed again; writes accepted");
                         failing = false;
                     }
-                    self.say_waiting(waiting.get(), after);
+                    self.say_waiting(waiting.get(), after, limit);
                 }
                 Ok(Ok(Attempt::Held { epoch, .. })) => self.mark_lost(format!(
                     "the writer lease changed hands while this writer could not renew it (now epoch {epoch}, ours {}); this writer is fenced",
@@ -334,7 +334,9 @@ impl WriterLease {
 
     /// Brings the Lease's "unpublished since" up to date (one update, only on a change):
     /// `since` once it is `after` old, else nothing.
-    fn say_waiting(&self, since: Option<jiff::Timestamp>, after: Duration) {
+    /// Bounded by `limit`, like a renewal: a black-holed API server must not hold up the
+    /// next renewal.
+    fn say_waiting(&self, since: Option<jiff::Timestamp>, after: Duration, limit: Duration) {
         let due = since.filter(|t| {
             jiff::Timestamp::now()
                 .duration_since(*t)
@@ -346,8 +348,8 @@ impl WriterLease {
         }
         let l = self.lock.clone();
         let ann = lease::waiting::annotations(due);
-        match block_on(async move { l.annotate(ann).await }) {
-            Ok(true) => {
+        match block_on(async move { tokio::time::timeout(limit, l.annotate(ann)).await }) {
+            Ok(Ok(true)) => {
                 match due {
                     Some(t) => {
                         tracing::warn!(since = %t, "committed transactions wait unpublished (see last_error); said so on the writer lease")
@@ -358,10 +360,13 @@ impl WriterLease {
                 }
                 *self.waiting_said.lock().unwrap_or_else(|e| e.into_inner()) = Some(due);
             }
-            Ok(false) => {}
-            Err(e) => {
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "cannot annotate the writer lease; retrying at the next renewal")
             }
+            Err(_) => tracing::debug!(
+                "annotating the writer lease timed out; retrying at the next renewal"
+            ),
         }
     }
 
