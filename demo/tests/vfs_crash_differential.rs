@@ -102,54 +102,12 @@ fn model(dir: &Path, history: &[String], name: &str) -> Connection {
     c
 }
 
-fn same(a: &Connection, b: &Connection) -> bool {
-    [
-        "SELECT id, n, v, length(pad) FROM t ORDER BY id",
-        "SELECT count(*), sum(length(x)) FROM u",
-        "PRAGMA user_version",
-    ]
-    .iter()
-    .all(|q| answer(a, q) == answer(b, q))
-}
-
 fn run_seed(seed: u64) -> (usize, [usize; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let url = replica_url(dir.path());
     let db = dir.path().join("app.db");
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut setup = vec![
-        format!(
-            "PRAGMA page_size={}",
-            [1024, 4096, 8192][rng.random_range(0..3)]
-        ),
-        format!(
-            "PRAGMA auto_vacuum={}",
-            ["NONE", "FULL", "INCREMENTAL"][rng.random_range(0..3)]
-        ),
-        format!(
-            "PRAGMA cache_size={}",
-            [5, 50, 2000][rng.random_range(0..3)]
-        ),
-        format!(
-            "PRAGMA synchronous={}",
-            ["NORMAL", "FULL"][rng.random_range(0..2)]
-        ),
-    ];
-    if rng.random_bool(0.25) {
-        setup.push("PRAGMA locking_mode=EXCLUSIVE".into());
-    }
-    setup.push(format!(
-        "PRAGMA journal_mode={}",
-        if rng.random_bool(0.6) {
-            "WAL"
-        } else {
-            "DELETE"
-        }
-    ));
-    setup.push(
-        "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, n INTEGER NOT NULL, v TEXT NOT NULL, pad BLOB)"
-            .into(),
-    );
+    let (setup, _) = setup(&mut rng, &["NORMAL", "FULL"]);
     let sync_interval = ["100ms", "1s", "1h"][rng.random_range(0..3)];
     // What local SQLite replays: every statement the writer acknowledged, in order, with
     // a ROLLBACK where a kill left a transaction open.

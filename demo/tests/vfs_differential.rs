@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::statements::*;
 use common::*;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rusqlite::Connection;
 use testkit::{litestream, sqlite};
 
@@ -55,37 +55,7 @@ fn run_seed(seed: u64, steps: usize) {
     let dir = tempfile::tempdir().unwrap();
     let url = replica_url(dir.path());
     let mut rng = StdRng::seed_from_u64(seed);
-    // Per seed: page size, auto-vacuum, locking mode, cache size, synchronous.
-    let page_size = [1024, 4096, 8192][rng.random_range(0..3)];
-    let auto_vacuum = ["NONE", "FULL", "INCREMENTAL"][rng.random_range(0..3)];
-    let exclusive = rng.random_bool(0.25);
-    let mut setup = vec![
-        format!("PRAGMA page_size={page_size}"),
-        format!("PRAGMA auto_vacuum={auto_vacuum}"),
-        format!(
-            "PRAGMA cache_size={}",
-            [5, 50, 2000][rng.random_range(0..3)]
-        ),
-        format!(
-            "PRAGMA synchronous={}",
-            ["OFF", "NORMAL", "FULL"][rng.random_range(0..3)]
-        ),
-    ];
-    if exclusive {
-        setup.push("PRAGMA locking_mode=EXCLUSIVE".into());
-    }
-    setup.push(format!(
-        "PRAGMA journal_mode={}",
-        if rng.random_bool(0.6) {
-            "WAL"
-        } else {
-            "DELETE"
-        }
-    ));
-    setup.push(
-        "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, n INTEGER NOT NULL, v TEXT NOT NULL, pad BLOB)"
-            .into(),
-    );
+    let (setup, exclusive) = setup(&mut rng, &["OFF", "NORMAL", "FULL"]);
     let local_db = dir.path().join("local.db");
     let mut local = Side::open(&local_db, None, &setup);
     let vfs_db = dir.path().join("app.db");

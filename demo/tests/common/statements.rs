@@ -192,12 +192,61 @@ pub fn next_steps(rng: &mut StdRng, b_in_txn: bool) -> Vec<Step> {
 /// and open them again.
 pub const REOPEN: &str = "<reopen>";
 
+/// What two databases must agree on: the rows of `t`, `u` and the header's user version.
+pub const STATE: [&str; 3] = [
+    "SELECT id, n, v, length(pad) FROM t ORDER BY id",
+    "SELECT count(*), sum(length(x)) FROM u",
+    "PRAGMA user_version",
+];
+
+/// Whether `a` and `b` hold the same [`STATE`].
+pub fn same(a: &Connection, b: &Connection) -> bool {
+    STATE.iter().all(|q| answer(a, q) == answer(b, q))
+}
+
+/// A seed's connection set-up: page size, auto-vacuum, cache size, `synchronous` (one of
+/// `levels`), sometimes `locking_mode=EXCLUSIVE`, WAL or rollback mode, and the table `t`.
+/// Returns the statements and whether the locking is exclusive.
+pub fn setup(rng: &mut StdRng, levels: &[&str]) -> (Vec<String>, bool) {
+    let mut s = vec![
+        format!(
+            "PRAGMA page_size={}",
+            [1024, 4096, 8192][rng.random_range(0..3)]
+        ),
+        format!(
+            "PRAGMA auto_vacuum={}",
+            ["NONE", "FULL", "INCREMENTAL"][rng.random_range(0..3)]
+        ),
+        format!(
+            "PRAGMA cache_size={}",
+            [5, 50, 2000][rng.random_range(0..3)]
+        ),
+        format!(
+            "PRAGMA synchronous={}",
+            levels[rng.random_range(0..levels.len())]
+        ),
+    ];
+    let exclusive = rng.random_bool(0.25);
+    if exclusive {
+        s.push("PRAGMA locking_mode=EXCLUSIVE".into());
+    }
+    s.push(format!(
+        "PRAGMA journal_mode={}",
+        if rng.random_bool(0.6) {
+            "WAL"
+        } else {
+            "DELETE"
+        }
+    ));
+    s.push(
+        "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, n INTEGER NOT NULL, v TEXT NOT NULL, pad BLOB)"
+            .into(),
+    );
+    (s, exclusive)
+}
+
 pub fn check_rows(want: &Connection, got: &Connection, what: &str, log: &[String]) {
-    for q in [
-        "SELECT id, n, v, length(pad) FROM t ORDER BY id",
-        "SELECT count(*), sum(length(x)) FROM u",
-        "PRAGMA user_version",
-    ] {
+    for q in STATE {
         let (w, g) = (answer(want, q), answer(got, q));
         assert!(
             w == g,
