@@ -129,6 +129,16 @@ unsafe extern "C" fn j_write(
     off: i64,
 ) -> c_int {
     let data = std::slice::from_raw_parts(buf as *const u8, n as usize);
+    // SQLite ends a transaction in PERSIST mode, or under an exclusive lock, by zeroing the
+    // journal header and leaving the records behind it. A later rollback that counts its
+    // records by the file's size (journal_mode=MEMORY with this file still open, or any
+    // mode here, where the device is SAFE_APPEND) then played the previous transaction's
+    // records back too: "database disk image is malformed" until the database was
+    // reopened. The journal never has to outlive its transaction here: a zeroed header
+    // empties it.
+    if off == 0 && n == 28 && data.iter().all(|&b| b == 0) {
+        return j_truncate(f, 0);
+    }
     match journal(f).write(data, off as u64) {
         Ok(()) => SQLITE_OK,
         Err(e) => {
