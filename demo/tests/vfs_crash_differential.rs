@@ -22,7 +22,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
-use testkit::{litestream, sqlite};
+use testkit::sqlite;
 
 /// `sqlitekube-demo sql`: one statement per line in, one answer per line out.
 struct SqlProcess {
@@ -197,8 +197,7 @@ fn run_seed(seed: u64) -> (usize, [usize; 2]) {
         drop(got);
     }
     let want = model(dir.path(), &history, "final.db");
-    let out = dir.path().join("restored.db");
-    litestream::restore(&url, &out, &[], &[]);
+    let out = restore_both(&url, &dir.path().join("restored.db"));
     assert_eq!(sqlite::integrity(&out), "ok", "seed {seed}");
     assert!(
         same(&want, &Connection::open(&out).unwrap()),

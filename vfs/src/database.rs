@@ -521,7 +521,8 @@ impl Database {
         let batch = {
             let mut st = self.state();
             let (txid, ps, size) = (st.pages.txid(), st.pages.page_size(), st.committed_size());
-            st.publisher.take_batch(txid, ps, size)?
+            let view_size = st.pages.size();
+            st.publisher.take_batch(txid, view_size, ps, size)?
         };
         let Some(batch) = batch else {
             self.space.notify_all();

@@ -219,9 +219,15 @@ impl Publisher {
     /// Everything unpublished, as TXID `view_txid + 1` at `size` pages; `None` when there
     /// is nothing new (then records already published are dropped from the buffer: after a
     /// crash before its truncation, back-pressure would count them forever).
+    ///
+    /// Pages past `view_size` (the replica's size) that no commit wrote go in as zeros,
+    /// which is how they read: SQLite leaves pages it allocated and freed in the same
+    /// transaction unwritten (holes), and a restore needs every page up to the size, as
+    /// Litestream fills its "WAL growth" pages from the file.
     pub fn take_batch(
         &mut self,
         view_txid: u64,
+        view_size: u32,
         page_size: u32,
         size: u32,
     ) -> Result<Option<Batch>, VfsError> {
@@ -237,6 +243,14 @@ impl Publisher {
             .iter()
             .map(|(p, d)| (*p, d.clone()))
             .collect();
+        let lock = ltx::format::lock_pgno(page_size);
+        let mut zeros: Option<Page> = None;
+        for pgno in view_size + 1..=size {
+            if pgno != lock && !self.unpublished.contains_key(&pgno) {
+                let z = zeros.get_or_insert_with(|| Arc::new(vec![0; page_size as usize]));
+                pages.push((pgno, z.clone()));
+            }
+        }
         pages.sort_by_key(|(p, _)| *p);
         Ok(Some(Batch {
             txid: view_txid + 1,
@@ -510,7 +524,7 @@ mod tests {
         let mut pv = PageView::new(view, 1 << 20, false);
         p.record(commit(2, &[1, 2])).unwrap();
         // The PUT lands; the writer never hears back (an error, as after retries gave up).
-        let b = p.take_batch(0, PS, 2).unwrap().unwrap();
+        let b = p.take_batch(0, 0, PS, 2).unwrap().unwrap();
         assert!(matches!(
             put(&f.store, &b).unwrap(),
             PutOutcome::Published(_)
@@ -555,7 +569,7 @@ mod tests {
         );
         std::fs::remove_file(f.replica_root().join("ltx")).unwrap();
 
-        let b = p.take_batch(0, PS, 2).unwrap().unwrap();
+        let b = p.take_batch(0, 0, PS, 2).unwrap().unwrap();
         p.record(commit(3, &[3])).unwrap();
         assert!(matches!(
             put(&f.store, &b).unwrap(),
@@ -634,7 +648,7 @@ mod tests {
         let (mut p, view) = f.writer("a");
         let mut pv = PageView::new(view, 1 << 20, false);
         p.record(commit(2, &[1, 2])).unwrap();
-        let b = p.take_batch(0, PS, 2).unwrap().unwrap();
+        let b = p.take_batch(0, 0, PS, 2).unwrap().unwrap();
         assert!(matches!(
             put(&f.store, &b).unwrap(),
             PutOutcome::Published(_)
@@ -654,6 +668,33 @@ mod tests {
         }
     }
 
+    /// A commit that grows the database without writing every new page (SQLite leaves
+    /// free pages it allocated and freed in one transaction unwritten: holes in the file)
+    /// is published with those pages as zeros, as they read. Before, the LTX file lacked
+    /// them and neither `litestream restore` ("nonsequential page numbers") nor ours
+    /// ("page N was never written") could restore the replica.
+    #[test]
+    fn a_grown_database_publishes_the_pages_it_did_not_write_as_zeros() {
+        let f = Fixture::new();
+        let (mut p, view) = f.writer("a");
+        let mut pv = PageView::new(view, 1 << 20, false);
+        p.record(commit(2, &[1, 2])).unwrap();
+        assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 1);
+        p.record(commit(6, &[1, 6])).unwrap();
+        assert_eq!(publish(&f.store, &mut p, &mut pv).unwrap(), 2);
+        let v = f.store.load_view().unwrap();
+        assert_eq!(v.commit, 6);
+        for n in 3..=5 {
+            let loc = v
+                .pages
+                .get(&n)
+                .unwrap_or_else(|| panic!("page {n} is in no file"));
+            assert_eq!(f.store.read_page(loc, PS).unwrap(), vec![0; PS as usize]);
+            assert_eq!(read(&f, &p, &mut pv, n), vec![0; PS as usize]);
+        }
+        assert_eq!(f.store.read_page(&v.pages[&6], PS).unwrap(), page(6));
+    }
+
     /// A TXID another writer published fences this one (and only that does).
     #[test]
     fn taken_txid_fences() {
@@ -670,6 +711,9 @@ mod tests {
         let err = publish(&f.store, &mut b, &mut pb).unwrap_err();
         assert!(matches!(err, VfsError::Fenced(_)), "{err}");
         assert!(b.fenced().is_some());
-        assert!(matches!(b.take_batch(0, PS, 1), Err(VfsError::Fenced(_))));
+        assert!(matches!(
+            b.take_batch(0, 0, PS, 1),
+            Err(VfsError::Fenced(_))
+        ));
     }
 }

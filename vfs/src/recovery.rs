@@ -136,7 +136,10 @@ mod tests {
         {
             let (mut p, view) = f.writer("a");
             p.record(commit(1, &[1])).unwrap();
-            let b = p.take_batch(view.txid, PS, 1).unwrap().unwrap();
+            let b = p
+                .take_batch(view.txid, view.commit, PS, 1)
+                .unwrap()
+                .unwrap();
             assert!(matches!(
                 put(&f.store, &b).unwrap(),
                 PutOutcome::Published(_)
@@ -163,7 +166,7 @@ mod tests {
             for i in 0..40u32 {
                 p.record(commit(1 + i % 8, &[1 + i % 8])).unwrap();
             }
-            let b = p.take_batch(0, PS, 8).unwrap().unwrap();
+            let b = p.take_batch(0, 0, PS, 8).unwrap().unwrap();
             let enc = match put(&f.store, &b).unwrap() {
                 PutOutcome::Published(e) => e,
                 PutOutcome::Taken(_) => unreachable!(),

@@ -68,7 +68,7 @@ pub fn publish(store: &Store, p: &mut Publisher, view: &mut PageView) -> Result<
     loop {
         let size = p.size().unwrap_or(view.size());
         let b = p
-            .take_batch(view.txid(), view.page_size(), size)?
+            .take_batch(view.txid(), view.size(), view.page_size(), size)?
             .expect("something to publish");
         match put(store, &b) {
             Ok(PutOutcome::Published(enc)) => {

@@ -36,6 +36,28 @@ pub fn dump(c: &rusqlite::Connection) -> Vec<(i64, String, i64)> {
         .unwrap()
 }
 
+/// Restores `url` to `out` with our restore (`ltx::restore`), and with the real
+/// `litestream restore` to `<out>.litestream`; both must succeed and give the same bytes.
+/// Returns our output's path.
+pub fn restore_both(url: &str, out: &Path) -> PathBuf {
+    let theirs = PathBuf::from(format!("{}.litestream", out.display()));
+    testkit::litestream::restore(url, &theirs, &[], &[]);
+    let replica = ltx::replica::Replica::open(url).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ltx::restore::restore(
+            &replica,
+            out,
+            &ltx::restore::RestoreOptions::default(),
+        ))
+        .unwrap_or_else(|e| panic!("our restore of {url}: {e}"));
+    assert!(
+        std::fs::read(out).unwrap() == std::fs::read(&theirs).unwrap(),
+        "our restore and litestream's differ"
+    );
+    out.to_path_buf()
+}
+
 /// A `file://` replica URL for `<dir>/r`.
 pub fn replica_url(dir: &Path) -> String {
     format!("file://{}", dir.join("r").display())
