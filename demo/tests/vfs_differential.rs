@@ -51,7 +51,8 @@ fn la_of(db: &Path) -> Connection {
     Connection::open(db).unwrap()
 }
 
-fn run_seed(seed: u64, steps: usize) {
+/// Runs one seed; returns how often local SQLite (the reference) broke down itself.
+fn run_seed(seed: u64, steps: usize) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let url = replica_url(dir.path());
     let mut rng = StdRng::seed_from_u64(seed);
@@ -63,6 +64,7 @@ fn run_seed(seed: u64, steps: usize) {
     let mut log: Vec<String> = setup.iter().map(|s| format!("-- setup: {s}")).collect();
     log.insert(0, format!("seed {seed}: exclusive={exclusive}"));
     let mut b_in_txn = false;
+    let mut local_broke = 0;
     for i in 0..steps {
         for s in next_steps(&mut rng, b_in_txn) {
             // With an exclusive lock the second connection can do nothing: skip it.
@@ -118,6 +120,16 @@ fn run_seed(seed: u64, steps: usize) {
             );
         }
         if !b_in_txn {
+            // SQLite's own unix VFS sometimes reports a malformed database after a rollback
+            // under an exclusive lock (seed 497, SQLite 3.54.1); a reopen shows the data
+            // intact. The reference is then the reopened file.
+            if answer(&local.a, STATE[0]) == Err("DatabaseCorrupt".to_string()) {
+                eprintln!("seed {seed} step {i}: local SQLite reports corruption; reopened as the reference");
+                log.push(format!("{i}: <local SQLite reported corruption; reopened>"));
+                local_broke += 1;
+                drop(local);
+                local = Side::open(&local_db, None, &setup);
+            }
             check_rows(&local.a, &ours.a, &format!("seed {seed} step {i}"), &log);
         }
     }
@@ -142,6 +154,7 @@ fn run_seed(seed: u64, steps: usize) {
         &format!("seed {seed} litestream restore"),
         &log,
     );
+    local_broke
 }
 
 #[test]
@@ -161,12 +174,17 @@ fn random_statements_match_local_sqlite() {
     // Seeds that found defects (with this generator): 126 grew the database without
     // writing its new free pages (the LTX file lacked them; neither restore could apply
     // it), 254 rolled back over a journal whose zeroed header left the previous
-    // transaction's records behind (exclusive locking, journal_mode=MEMORY).
-    for seed in [126, 254] {
-        run_seed(seed, 200);
+    // transaction's records behind (exclusive locking, journal_mode=MEMORY); in 497 local
+    // SQLite itself reports corruption after a rollback under an exclusive lock, and the
+    // VFS must still agree with the reopened file.
+    let mut broke = 0;
+    for seed in [126, 254, 497] {
+        broke += run_seed(seed, 200);
     }
     for seed in first..first + seeds {
-        run_seed(seed, steps);
+        broke += run_seed(seed, steps);
     }
-    eprintln!("differential: {seeds} seeds x {steps} steps equal to local SQLite and restored");
+    eprintln!(
+        "differential: {seeds} seeds x {steps} steps equal to local SQLite and restored (local SQLite itself reported corruption {broke} times; reopened)"
+    );
 }

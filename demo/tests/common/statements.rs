@@ -250,9 +250,11 @@ pub fn check_rows(want: &Connection, got: &Connection, what: &str, log: &[String
         let (w, g) = (answer(want, q), answer(got, q));
         assert!(
             w == g,
-            "{what}: `{q}` differs ({} rows local, {} through the VFS)\n{}",
-            w.as_ref().map_or(0, Vec::len),
-            g.as_ref().map_or(0, Vec::len),
+            "{what}: `{q}` differs ({} local, {} through the VFS)\n{}",
+            w.as_ref()
+                .map_or_else(|e| format!("error {e}"), |r| format!("{} rows", r.len())),
+            g.as_ref()
+                .map_or_else(|e| format!("error {e}"), |r| format!("{} rows", r.len())),
             log.join("\n")
         );
     }
