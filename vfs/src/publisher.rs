@@ -601,6 +601,17 @@ mod tests {
         }
     }
 
+    /// Makes saving writer `name`'s publish state fail (a directory takes the state file's
+    /// temporary name, as a full disk would); remove the returned path to undo it.
+    fn block_state_save(f: &Fixture, name: &str) -> String {
+        let tmp = format!(
+            "{}.tmp",
+            crate::buffer::state_path(&f.buffer(name)).display()
+        );
+        std::fs::create_dir_all(&tmp).unwrap();
+        tmp
+    }
+
     /// The PUT landed but the publish state cannot be saved (a full disk): the batch is in
     /// the replica whatever the local file says, so this process must go on reading its
     /// pages and publish the next TXID after it. Before, the overlay had dropped them while
@@ -616,12 +627,7 @@ mod tests {
         let mut newer = commit(2, &[2]);
         newer.pages[0].1 = page(77);
         p.record(newer).unwrap();
-        // The state file's temporary name is taken by a directory: saving fails.
-        let tmp = format!(
-            "{}.tmp",
-            crate::buffer::state_path(&f.buffer("a")).display()
-        );
-        std::fs::create_dir_all(&tmp).unwrap();
+        let tmp = block_state_save(&f, "a");
         assert!(
             publish(&f.store, &mut p, &mut pv).is_err(),
             "saving the state failed"
@@ -654,11 +660,7 @@ mod tests {
             PutOutcome::Published(_)
         ));
         p.record(commit(3, &[3])).unwrap();
-        let tmp = format!(
-            "{}.tmp",
-            crate::buffer::state_path(&f.buffer("a")).display()
-        );
-        std::fs::create_dir_all(&tmp).unwrap();
+        let tmp = block_state_save(&f, "a");
         assert!(publish(&f.store, &mut p, &mut pv).is_err());
         assert_eq!(pv.txid(), 1, "the page view moved to our own TXID 1");
         std::fs::remove_dir_all(&tmp).unwrap();
